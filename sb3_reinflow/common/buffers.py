@@ -1,0 +1,42 @@
+"""Rollout buffer that stores whole denoising chains, so that stock PPO can recompute their log-probability."""
+
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.preprocessing import get_action_dim
+
+
+class ChainRolloutBuffer(RolloutBuffer):
+    """
+    A :class:`~stable_baselines3.common.buffers.RolloutBuffer` whose ``actions`` hold the flattened chain
+    ``(x_0, ..., x_K)`` of each step, shape (n_steps, n_envs, chain_length * action_dim), where
+    ``action_dim`` is the env's flat action size. ``PPO.train()`` hands these chains to
+    ``ReinFlowPolicy.evaluate_actions``; only the last ``action_dim`` entries reach the env.
+
+    :param buffer_size: number of steps per env
+    :param observation_space: observation space
+    :param action_space: the env's action space
+    :param device: torch device
+    :param gae_lambda: GAE lambda
+    :param gamma: discount factor
+    :param n_envs: number of parallel envs
+    :param chain_length: K + 1, the number of points of each chain (``ReinFlowPolicy.chain_length``)
+    """
+
+    def __init__(
+        self,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str = "auto",
+        gae_lambda: float = 1,
+        gamma: float = 0.99,
+        n_envs: int = 1,
+        chain_length: int = 5,
+    ) -> None:
+        if not isinstance(chain_length, int) or chain_length < 2:
+            raise ValueError(f"chain_length={chain_length!r} must be an integer >= 2 (n_flow_steps + 1)")
+        self.chain_length = chain_length
+        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
+        self.action_dim = chain_length * get_action_dim(action_space)
+        self.reset()

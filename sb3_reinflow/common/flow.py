@@ -1,0 +1,300 @@
+"""
+The noise-injected K-step Euler denoising chain of ReinFlow (arXiv 2505.22094): one code path for sampling,
+log-probability and entropy.
+
+Glossary:
+
+- ``n_flow_steps`` (K): number of Euler steps of the chain.
+- ``t`` in [0, 1]: flow time, ``t=0`` is noise and ``t=1`` is data; step k starts at ``time_grid(K)[k]``.
+- ``chains``: shape (batch, K + 1, action_dim); ``chains[:, 0]`` is the initial noise x_0 and ``chains[:, -1]``
+  the action x_K, all in the normalised action space [-1, 1]. ``action_dim`` is the flat chunk size
+  (horizon * env action dim).
+- transition k: ``x_{k+1} ~ N(mean_k, std_k^2)`` with ``mean_k = clamp(x_k + v(x_k, t_k, obs) / K, +-c)`` and
+  ``std_k = sigma(obs, t_k)`` from the noise net.
+
+The log-probability of a chain is ``log N(x_0; 0, I)`` (optional) plus the sum of the K Gaussian transitions,
+summed over action entries, optionally divided by the number of factors times ``action_dim`` and clamped.
+Sampling and evaluation share :meth:`FlowChain.transition` and :func:`gaussian_chain_log_prob`, so the
+log-probability recomputed by PPO equals the one stored at rollout time (ratio == 1).
+"""
+
+import math
+from typing import Literal, NamedTuple
+
+import torch as th
+from torch import nn
+
+from sb3_reinflow.common.networks import NoiseNet, VelocityNet
+
+TimeGrid = Literal["euler", "reinflow_linspace"]
+TIME_GRIDS: tuple[str, ...] = ("euler", "reinflow_linspace")
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+class Transition(NamedTuple):
+    """
+    Gaussian transition of the chain.
+
+    :param mean: shape (batch, action_dim)
+    :param std: shape (batch, action_dim)
+    """
+
+    mean: th.Tensor
+    std: th.Tensor
+
+
+class ChainSample(NamedTuple):
+    """
+    A sampled chain.
+
+    :param chains: shape (batch, K + 1, action_dim)
+    :param log_prob: shape (batch,)
+    """
+
+    chains: th.Tensor
+    log_prob: th.Tensor
+
+
+class ChainEvaluation(NamedTuple):
+    """
+    Log-probability and entropy of given chains under the current networks.
+
+    :param log_prob: shape (batch,)
+    :param entropy: shape (batch,)
+    :param std: noise std of every transition, shape (batch, K, action_dim)
+    """
+
+    log_prob: th.Tensor
+    entropy: th.Tensor
+    std: th.Tensor
+
+
+def time_grid(n_flow_steps: int, kind: TimeGrid = "euler", device: th.device | str = "cpu") -> th.Tensor:
+    """
+    Start times of the K Euler steps.
+
+    :param n_flow_steps: K >= 1
+    :param kind: ``"euler"``: t_k = k / K (the correct Euler grid for a flow trained on t ~ U[0, 1));
+        ``"reinflow_linspace"``: ``linspace(0, 1, K)``, what the official ReFlow sampler uses (parity with its
+        pretrained checkpoints)
+    :param device: torch device
+    :return: shape (K,)
+    """
+    check_n_flow_steps(n_flow_steps)
+    if kind == "euler":
+        return th.arange(n_flow_steps, device=device, dtype=th.float32) / n_flow_steps
+    if kind == "reinflow_linspace":
+        return th.linspace(0.0, 1.0, n_flow_steps, device=device, dtype=th.float32)
+    raise ValueError(f"time_grid={kind!r} is not one of {TIME_GRIDS}")
+
+
+def check_n_flow_steps(n_flow_steps: int) -> None:
+    """
+    :param n_flow_steps: value to validate
+    """
+    if not isinstance(n_flow_steps, int) or n_flow_steps < 1:
+        raise ValueError(f"n_flow_steps={n_flow_steps!r} must be an integer >= 1 (e.g. 4, 2 or 1)")
+
+
+def gaussian_chain_log_prob(
+    chains: th.Tensor,
+    means: th.Tensor,
+    stds: th.Tensor,
+    include_initial_noise: bool = True,
+    normalize: bool = True,
+    bounds: tuple[float, float] | None = (-1.0, 1.0),
+) -> th.Tensor:
+    """
+    Log-probability of chains given the means and stds of their transitions.
+
+    :param chains: shape (batch, K + 1, action_dim)
+    :param means: shape (batch, K, action_dim)
+    :param stds: shape (batch, K, action_dim)
+    :param include_initial_noise: add ``log N(x_0; 0, I)``
+    :param normalize: divide by the number of Gaussian factors times ``action_dim``
+    :param bounds: clamp the result to these bounds (None: no clamp)
+    :return: shape (batch,)
+    """
+    next_x = chains[:, 1:]
+    log_prob = (-0.5 * ((next_x - means) / stds) ** 2 - th.log(stds) - 0.5 * _LOG_2PI).sum(dim=(1, 2))
+    if include_initial_noise:
+        log_prob = log_prob + (-0.5 * chains[:, 0] ** 2 - 0.5 * _LOG_2PI).sum(dim=1)
+    return _normalize_and_clamp(log_prob, chains.shape, include_initial_noise, normalize, bounds)
+
+
+def gaussian_chain_entropy(stds: th.Tensor, include_initial_noise: bool = True, normalize: bool = True) -> th.Tensor:
+    """
+    Analytic entropy of the chain's Gaussian factors, ``sum 0.5 * log(2 pi e std^2)``, normalised like
+    :func:`gaussian_chain_log_prob` (never clamped).
+
+    :param stds: shape (batch, K, action_dim)
+    :param include_initial_noise: add the entropy of N(0, I)
+    :param normalize: divide by the number of factors times ``action_dim``
+    :return: shape (batch,)
+    """
+    entropy = (0.5 * (_LOG_2PI + 1.0) + th.log(stds)).sum(dim=(1, 2))
+    batch, n_steps, action_dim = stds.shape
+    if include_initial_noise:
+        entropy = entropy + 0.5 * (_LOG_2PI + 1.0) * action_dim
+    return _normalize_and_clamp(entropy, (batch, n_steps + 1, action_dim), include_initial_noise, normalize, None)
+
+
+def _normalize_and_clamp(
+    value: th.Tensor,
+    chain_shape: tuple[int, ...] | th.Size,
+    include_initial_noise: bool,
+    normalize: bool,
+    bounds: tuple[float, float] | None,
+) -> th.Tensor:
+    if normalize:
+        n_factors = chain_shape[1] - 1 + int(include_initial_noise)
+        value = value / (n_factors * chain_shape[2])
+    if bounds is not None:
+        value = value.clamp(bounds[0], bounds[1])
+    return value
+
+
+class FlowChain(nn.Module):
+    """
+    ReinFlow's stochastic K-step Euler chain over a velocity net and a noise net.
+
+    :param velocity_net: the flow policy v(x, t, [d,] obs)
+    :param noise_net: the learned noise std sigma(obs, t)
+    :param n_flow_steps: K
+    :param time_grid_kind: see :func:`time_grid`
+    :param denoised_clip_value: clamp each transition mean to +-this (None: no clamp)
+    :param noise_clip_value: truncate injected noise to +-this many stds when sampling (None: no truncation)
+    :param include_initial_noise: count ``log N(x_0; 0, I)`` in the log-probability and entropy
+    :param normalize_log_prob: divide log-probability and entropy by (number of factors) * action_dim
+    :param log_prob_bounds: clamp the log-probability to these bounds (None: no clamp)
+    """
+
+    def __init__(
+        self,
+        velocity_net: VelocityNet,
+        noise_net: NoiseNet,
+        n_flow_steps: int = 4,
+        time_grid_kind: TimeGrid = "euler",
+        denoised_clip_value: float | None = 1.0,
+        noise_clip_value: float | None = 3.0,
+        include_initial_noise: bool = True,
+        normalize_log_prob: bool = True,
+        log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0),
+    ) -> None:
+        super().__init__()
+        check_n_flow_steps(n_flow_steps)
+        if time_grid_kind not in TIME_GRIDS:
+            raise ValueError(f"time_grid={time_grid_kind!r} is not one of {TIME_GRIDS}")
+        if log_prob_bounds is not None and not log_prob_bounds[0] < log_prob_bounds[1]:
+            raise ValueError(f"log_prob_bounds={log_prob_bounds} must be (low, high) with low < high, or None")
+        self.velocity_net = velocity_net
+        self.noise_net = noise_net
+        self.n_flow_steps = n_flow_steps
+        self.time_grid_kind = time_grid_kind
+        self.denoised_clip_value = denoised_clip_value
+        self.noise_clip_value = noise_clip_value
+        self.include_initial_noise = include_initial_noise
+        self.normalize_log_prob = normalize_log_prob
+        self.log_prob_bounds = log_prob_bounds
+        self.register_buffer("times", time_grid(n_flow_steps, time_grid_kind), persistent=False)
+
+    @property
+    def action_dim(self) -> int:
+        """Flat action-chunk size."""
+        return self.velocity_net.action_dim
+
+    def transition(self, x: th.Tensor, t: th.Tensor, obs: th.Tensor) -> Transition:
+        """
+        The Gaussian transition from x_k at time t: the single definition used by sampling and evaluation.
+
+        :param x: x_k, shape (batch, action_dim)
+        :param t: t_k, shape (batch,)
+        :param obs: shape (batch, obs_dim)
+        :return: mean and std of x_{k+1}
+        """
+        step_size = th.full_like(t, 1.0 / self.n_flow_steps)
+        emb = self.velocity_net.embed(obs, t, step_size)
+        mean = x + self.velocity_net.velocity(x, emb) / self.n_flow_steps
+        if self.denoised_clip_value is not None:
+            mean = mean.clamp(-self.denoised_clip_value, self.denoised_clip_value)
+        std = self.noise_net(th.cat([emb.time.detach(), emb.cond], dim=-1))
+        return Transition(mean, std)
+
+    def initial_noise(self, batch_size: int, deterministic: bool = False, generator: th.Generator | None = None) -> th.Tensor:
+        """
+        x_0: standard normal, or zeros in deterministic mode (so that deterministic actions are reproducible).
+
+        :param batch_size: number of chains
+        :param deterministic: return zeros
+        :param generator: optional torch generator
+        :return: shape (batch, action_dim)
+        """
+        device = self.times.device
+        if deterministic:
+            return th.zeros(batch_size, self.action_dim, device=device)
+        return th.randn(batch_size, self.action_dim, device=device, generator=generator)
+
+    def sample(
+        self,
+        obs: th.Tensor,
+        deterministic: bool = False,
+        x0: th.Tensor | None = None,
+        generator: th.Generator | None = None,
+    ) -> ChainSample:
+        """
+        Run the chain. In deterministic mode no noise is injected and x_0 = 0 (unless ``x0`` is given).
+
+        :param obs: shape (batch, obs_dim)
+        :param deterministic: take the transition means
+        :param x0: optional initial noise, shape (batch, action_dim)
+        :param generator: optional torch generator for the noise
+        :return: the chains and their log-probability
+        """
+        x = self.initial_noise(obs.shape[0], deterministic, generator) if x0 is None else x0
+        chain, means, stds = [x], [], []
+        for k in range(self.n_flow_steps):
+            mean, std = self.transition(x, self.times[k].expand(obs.shape[0]), obs)
+            x = mean if deterministic else self._add_noise(mean, std, generator)
+            if k == self.n_flow_steps - 1:
+                x = x.clamp(-1.0, 1.0)
+            chain.append(x)
+            means.append(mean)
+            stds.append(std)
+        chains = th.stack(chain, dim=1)
+        log_prob = self._log_prob(chains, th.stack(means, dim=1), th.stack(stds, dim=1))
+        return ChainSample(chains, log_prob)
+
+    def _add_noise(self, mean: th.Tensor, std: th.Tensor, generator: th.Generator | None) -> th.Tensor:
+        noise = std * th.randn(mean.shape, device=mean.device, generator=generator)
+        if self.noise_clip_value is not None:
+            bound = self.noise_clip_value * std
+            noise = th.maximum(th.minimum(noise, bound), -bound)
+        return mean + noise
+
+    def _log_prob(self, chains: th.Tensor, means: th.Tensor, stds: th.Tensor) -> th.Tensor:
+        return gaussian_chain_log_prob(
+            chains, means, stds, self.include_initial_noise, self.normalize_log_prob, self.log_prob_bounds
+        )
+
+    def evaluate(self, obs: th.Tensor, chains: th.Tensor) -> ChainEvaluation:
+        """
+        Log-probability and entropy of stored chains, all K transitions in one batched pass.
+
+        :param obs: shape (batch, obs_dim)
+        :param chains: shape (batch, K + 1, action_dim)
+        :return: log-probability, entropy and the transition stds
+        """
+        batch, n_steps = chains.shape[0], self.n_flow_steps
+        if chains.shape[1:] != (n_steps + 1, self.action_dim):
+            raise ValueError(
+                f"chains have shape {tuple(chains.shape)}, expected (batch, {n_steps + 1}, {self.action_dim}) "
+                f"for n_flow_steps={n_steps}"
+            )
+        x = chains[:, :-1].reshape(batch * n_steps, self.action_dim)
+        t = self.times.repeat(batch)
+        obs_rep = obs.repeat_interleave(n_steps, dim=0)
+        mean, std = self.transition(x, t, obs_rep)
+        means = mean.reshape(batch, n_steps, -1)
+        stds = std.reshape(batch, n_steps, -1)
+        entropy = gaussian_chain_entropy(stds, self.include_initial_noise, self.normalize_log_prob)
+        return ChainEvaluation(self._log_prob(chains, means, stds), entropy, stds)

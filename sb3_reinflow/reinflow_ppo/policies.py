@@ -1,0 +1,397 @@
+"""ReinFlowPolicy: a flow-matching actor with learned exploration noise, and a separate critic."""
+
+from typing import Any, Literal
+
+import numpy as np
+import torch as th
+from gymnasium import spaces
+from stable_baselines3.common.distributions import Distribution
+from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
+from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, create_mlp
+from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from torch import nn
+
+from sb3_reinflow.common.flow import FlowChain, TimeGrid
+from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
+
+FlowModel = Literal["reflow", "shortcut"]
+FLOW_MODELS: tuple[str, ...] = ("reflow", "shortcut")
+_NORMALIZATION_EPS = 1e-6
+
+
+class ReinFlowPolicy(ActorCriticPolicy):
+    """
+    Actor-critic policy for ReinFlow fine-tuning (Zhang et al. 2025, https://arxiv.org/abs/2505.22094).
+
+    The actor is a K-step Euler chain over a flow-matching velocity net (1-Rectified Flow or Shortcut model)
+    with learned, bounded Gaussian noise, so the log-probability of the whole chain is exact.
+    ``forward`` returns the flattened chain as the "action" (stored by :class:`ChainRolloutBuffer`), and
+    ``unscale_action`` turns it into the env action (its last point, mapped from [-1, 1] to the action bounds).
+    ``predict`` returns env actions: deterministic mode runs the chain from x_0 = 0 with no injected noise.
+
+    Action chunks: an action space of shape (horizon, action_dim) (see ``ActionChunkWrapper``) makes the
+    policy predict a chunk of ``horizon`` actions per step.
+
+    :param observation_space: Box observation space
+    :param action_space: Box action space, shape (action_dim,) or (horizon, action_dim)
+    :param lr_schedule: learning rate schedule (the actor's; ReinFlowPPO sets the critic's separately)
+    :param flow_model: ``"reflow"`` (1-Rectified Flow) or ``"shortcut"``
+    :param n_flow_steps: K, the number of Euler steps (>= 1)
+    :param time_grid: ``"euler"`` (t_k = k/K) or ``"reinflow_linspace"`` (official ReFlow sampler grid)
+    :param velocity_net_arch: widths of the velocity net's residual MLP
+    :param velocity_activation_fn: activation of the velocity net's residual MLP
+    :param time_embedding_dim: size of the sinusoidal time embedding
+    :param cond_net_arch: observation encoder of the velocity net (None: raw obs for ReFlow, [64, 16] for Shortcut)
+    :param cond_activation_fn: activation of the observation encoder (None: Mish for ReFlow, ReLU for Shortcut)
+    :param noise_net_arch: hidden widths of the noise net
+    :param noise_activation_fn: activation of the noise net
+    :param min_noise_std: lower bound of the exploration noise std
+    :param max_noise_std: upper bound of the exploration noise std
+    :param denoised_clip_value: clamp of each transition mean (None: no clamp)
+    :param noise_clip_value: truncation of the injected noise, in stds (None: none)
+    :param include_initial_noise: count log N(x_0; 0, I) in the log-probability
+    :param normalize_log_prob: divide the chain log-probability by (number of factors) * chunk size
+    :param log_prob_bounds: clamp of the (normalised) log-probability (None: no clamp)
+    :param net_arch: critic hidden widths
+    :param activation_fn: critic activation
+    :param use_sde: must be False (gSDE does not apply to flow policies)
+    :param features_extractor_class: features extractor (must keep the flat observation: FlattenExtractor)
+    :param features_extractor_kwargs: its keyword arguments
+    :param normalize_images: unused (Box observations only)
+    :param optimizer_class: optimizer class
+    :param optimizer_kwargs: optimizer keyword arguments
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        flow_model: FlowModel = "reflow",
+        n_flow_steps: int = 4,
+        time_grid: TimeGrid = "euler",
+        velocity_net_arch: list[int] | None = None,
+        velocity_activation_fn: type[nn.Module] = nn.ReLU,
+        time_embedding_dim: int = 16,
+        cond_net_arch: list[int] | None = None,
+        cond_activation_fn: type[nn.Module] | None = None,
+        noise_net_arch: list[int] | None = None,
+        noise_activation_fn: type[nn.Module] = nn.Tanh,
+        min_noise_std: float = 0.1,
+        max_noise_std: float = 0.24,
+        denoised_clip_value: float | None = 1.0,
+        noise_clip_value: float | None = 3.0,
+        include_initial_noise: bool = True,
+        normalize_log_prob: bool = True,
+        log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0),
+        net_arch: list[int] | None = None,
+        activation_fn: type[nn.Module] = nn.Mish,
+        use_sde: bool = False,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[th.optim.Optimizer] = th.optim.AdamW,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        _check_spaces(observation_space, action_space)
+        if use_sde:
+            raise ValueError("use_sde=True is not supported by ReinFlowPolicy: set use_sde=False (the noise net explores)")
+        if flow_model not in FLOW_MODELS:
+            raise ValueError(f"flow_model={flow_model!r} is not one of {FLOW_MODELS}")
+        assert isinstance(action_space, spaces.Box)
+        self.flow_model = flow_model
+        self.n_flow_steps = n_flow_steps
+        self.time_grid = time_grid
+        self.velocity_net_arch = [512, 512, 512] if velocity_net_arch is None else list(velocity_net_arch)
+        self.velocity_activation_fn = velocity_activation_fn
+        self.time_embedding_dim = time_embedding_dim
+        self.cond_net_arch = cond_net_arch
+        self.cond_activation_fn = cond_activation_fn
+        self.noise_net_arch = [64, 64] if noise_net_arch is None else list(noise_net_arch)
+        self.noise_activation_fn = noise_activation_fn
+        self.min_noise_std = min_noise_std
+        self.max_noise_std = max_noise_std
+        self.denoised_clip_value = denoised_clip_value
+        self.noise_clip_value = noise_clip_value
+        self.include_initial_noise = include_initial_noise
+        self.normalize_log_prob = normalize_log_prob
+        self.log_prob_bounds = None if log_prob_bounds is None else tuple(log_prob_bounds)
+        self.horizon = action_space.shape[0] if len(action_space.shape) == 2 else 1
+        self.flat_action_dim = get_action_dim(action_space)
+        super().__init__(
+            observation_space,
+            action_space,
+            lr_schedule,
+            net_arch=[256, 256, 256] if net_arch is None else list(net_arch),
+            activation_fn=activation_fn,
+            ortho_init=False,
+            use_sde=False,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+        )
+        # Outputs live in [-1, 1] and are mapped to the action bounds by ``unscale_action``.
+        self._squash_output = True
+
+    @property
+    def chain_length(self) -> int:
+        """K + 1, the number of points stored per chain."""
+        return self.n_flow_steps + 1
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = BasePolicy._get_constructor_parameters(self)
+        data.update(
+            lr_schedule=self._dummy_schedule,
+            flow_model=self.flow_model,
+            n_flow_steps=self.n_flow_steps,
+            time_grid=self.time_grid,
+            velocity_net_arch=self.velocity_net_arch,
+            velocity_activation_fn=self.velocity_activation_fn,
+            time_embedding_dim=self.time_embedding_dim,
+            cond_net_arch=self.cond_net_arch,
+            cond_activation_fn=self.cond_activation_fn,
+            noise_net_arch=self.noise_net_arch,
+            noise_activation_fn=self.noise_activation_fn,
+            min_noise_std=self.min_noise_std,
+            max_noise_std=self.max_noise_std,
+            denoised_clip_value=self.denoised_clip_value,
+            noise_clip_value=self.noise_clip_value,
+            include_initial_noise=self.include_initial_noise,
+            normalize_log_prob=self.normalize_log_prob,
+            log_prob_bounds=self.log_prob_bounds,
+            net_arch=self.net_arch,
+            activation_fn=self.activation_fn,
+            features_extractor_class=self.features_extractor_class,
+            features_extractor_kwargs=self.features_extractor_kwargs,
+            optimizer_class=self.optimizer_class,
+            optimizer_kwargs=self.optimizer_kwargs,
+        )
+        return data
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        obs_dim = get_flattened_obs_dim(self.observation_space)
+        if self.features_dim != obs_dim:
+            raise ValueError(
+                f"features_extractor_class={self.features_extractor_class.__name__} gives {self.features_dim} features; "
+                f"ReinFlowPolicy needs the flat observation ({obs_dim}): use FlattenExtractor"
+            )
+        velocity_net = self._make_velocity_net(obs_dim)
+        self.actor = FlowChain(
+            velocity_net,
+            self._make_noise_net(velocity_net.noise_input_dim),
+            n_flow_steps=self.n_flow_steps,
+            time_grid_kind=self.time_grid,
+            denoised_clip_value=self.denoised_clip_value,
+            noise_clip_value=self.noise_clip_value,
+            include_initial_noise=self.include_initial_noise,
+            normalize_log_prob=self.normalize_log_prob,
+            log_prob_bounds=self.log_prob_bounds,  # type: ignore[arg-type]
+        )
+        self.value_net = nn.Sequential(*create_mlp(obs_dim, 1, list(self.net_arch), self.activation_fn))  # type: ignore[arg-type]
+        self._build_normalization(obs_dim)
+        self.optimizer = self.optimizer_class(
+            [
+                {"params": self.actor.parameters(), "name": "actor"},
+                {"params": self.value_net.parameters(), "name": "critic"},
+            ],
+            lr=lr_schedule(1),
+            **self.optimizer_kwargs,
+        )  # type: ignore[call-arg]
+
+    def _make_velocity_net(self, obs_dim: int) -> VelocityNet:
+        net_class = ReFlowVelocityNet if self.flow_model == "reflow" else ShortcutVelocityNet
+        default_cond_act = nn.Mish if self.flow_model == "reflow" else nn.ReLU
+        return net_class(
+            action_dim=self.flat_action_dim,
+            obs_dim=obs_dim,
+            net_arch=self.velocity_net_arch,
+            activation_fn=self.velocity_activation_fn,
+            time_embedding_dim=self.time_embedding_dim,
+            cond_net_arch=self.cond_net_arch,
+            cond_activation_fn=self.cond_activation_fn or default_cond_act,
+        )
+
+    def _make_noise_net(self, in_dim: int) -> NoiseNet:
+        return NoiseNet(
+            in_dim,
+            self.flat_action_dim,
+            self.noise_net_arch,
+            self.noise_activation_fn,
+            self.min_noise_std,
+            self.max_noise_std,
+        )
+
+    def _build_normalization(self, obs_dim: int) -> None:
+        assert isinstance(self.action_space, spaces.Box)
+        self.register_buffer("obs_offset", th.zeros(obs_dim))
+        self.register_buffer("obs_scale", th.ones(obs_dim))
+        self.register_buffer("action_low", th.as_tensor(self.action_space.low, dtype=th.float32).flatten())
+        self.register_buffer("action_high", th.as_tensor(self.action_space.high, dtype=th.float32).flatten())
+
+    def set_normalization(
+        self,
+        obs_min: np.ndarray | None = None,
+        obs_max: np.ndarray | None = None,
+        action_min: np.ndarray | None = None,
+        action_max: np.ndarray | None = None,
+    ) -> None:
+        """
+        Use dataset statistics: observations are mapped to [-1, 1] with
+        ``2 * (obs - min) / (max - min + 1e-6) - 1`` and policy outputs in [-1, 1] to [action_min, action_max]
+        (then clipped to the env's bounds). Stored as buffers, so they are saved with the weights.
+
+        :param obs_min: per-dimension minimum, shape (obs_dim,)
+        :param obs_max: per-dimension maximum, shape (obs_dim,)
+        :param action_min: per-dimension minimum, shape (action_dim,) (tiled over the chunk) or the chunk's shape
+        :param action_max: per-dimension maximum, same shape as ``action_min``
+        """
+        if (obs_min is None) != (obs_max is None) or (action_min is None) != (action_max is None):
+            raise ValueError("pass obs_min with obs_max, and action_min with action_max")
+        if obs_min is not None and obs_max is not None:
+            low = self._check_stat("obs_min", obs_min, self.obs_offset.numel())
+            high = self._check_stat("obs_max", obs_max, self.obs_offset.numel())
+            span = high - low + _NORMALIZATION_EPS
+            self.obs_offset.copy_(th.as_tensor(low + span / 2))
+            self.obs_scale.copy_(th.as_tensor(2.0 / span))
+        if action_min is not None and action_max is not None:
+            self.action_low.copy_(th.as_tensor(self._check_action_stat("action_min", action_min)))
+            self.action_high.copy_(th.as_tensor(self._check_action_stat("action_max", action_max)))
+
+    @staticmethod
+    def _check_stat(name: str, value: np.ndarray, size: int) -> np.ndarray:
+        array = np.asarray(value, dtype=np.float64).reshape(-1)
+        if array.size != size:
+            raise ValueError(f"{name} has {array.size} entries, expected {size}")
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"{name} contains NaN or inf values: {array}")
+        return array
+
+    def _check_action_stat(self, name: str, value: np.ndarray) -> np.ndarray:
+        array = np.asarray(value, dtype=np.float64).reshape(-1)
+        if self.horizon > 1 and array.size == self.flat_action_dim // self.horizon:
+            array = np.tile(array, self.horizon)
+        return self._check_stat(name, array, self.flat_action_dim).astype(np.float32)
+
+    def normalize_obs(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        :param obs: raw observation tensor
+        :return: the flat observation, normalised with the stored statistics, shape (batch, obs_dim)
+        """
+        features = BasePolicy.extract_features(self, obs, self.features_extractor)
+        return (features - self.obs_offset) * self.obs_scale
+
+    def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
+        """
+        Sample a chain and evaluate the critic.
+
+        :param obs: observation batch
+        :param deterministic: run the chain without noise from x_0 = 0
+        :return: flattened chains (batch, (K + 1) * chunk size), values (batch, 1), log-probabilities (batch,)
+        """
+        norm_obs = self.normalize_obs(obs)
+        sample = self.actor.sample(norm_obs, deterministic=deterministic)
+        values = self.value_net(norm_obs)
+        return sample.chains.flatten(start_dim=1), values, sample.log_prob
+
+    def evaluate_actions(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
+        """
+        Recompute the log-probability of chains stored by :meth:`forward`.
+
+        :param obs: observation batch
+        :param actions: flattened chains, shape (batch, (K + 1) * chunk size)
+        :return: values (batch, 1), log-probabilities (batch,), chain entropy (batch,)
+        """
+        norm_obs = self.normalize_obs(obs)
+        evaluation = self.actor.evaluate(norm_obs, self._unflatten_chains(actions))
+        return self.value_net(norm_obs), evaluation.log_prob, evaluation.entropy
+
+    def _unflatten_chains(self, actions: th.Tensor) -> th.Tensor:
+        expected = self.chain_length * self.flat_action_dim
+        if actions.shape[-1] != expected:
+            raise ValueError(
+                f"evaluate_actions got actions of size {actions.shape[-1]}, expected whole chains of size {expected} "
+                f"((n_flow_steps + 1) * action size); store rollouts in a ChainRolloutBuffer(chain_length={self.chain_length})"
+            )
+        return actions.reshape(-1, self.chain_length, self.flat_action_dim)
+
+    def predict_values(self, obs: PyTorchObs) -> th.Tensor:
+        """
+        :param obs: observation batch
+        :return: values, shape (batch, 1)
+        """
+        return self.value_net(self.normalize_obs(obs))
+
+    def get_distribution(self, obs: PyTorchObs) -> Distribution:
+        raise NotImplementedError(
+            "ReinFlowPolicy has no closed-form action distribution; use forward(), evaluate_actions() or predict()"
+        )
+
+    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+        """
+        :param observation: observation batch
+        :param deterministic: noise-free chain from x_0 = 0
+        :return: final actions in [-1, 1], shape (batch, chunk size)
+        """
+        return self.actor.sample(self.normalize_obs(observation), deterministic=deterministic).chains[:, -1]
+
+    def unscale_action(self, scaled_action: np.ndarray) -> np.ndarray:
+        """
+        Map policy outputs in [-1, 1] to env actions. Accepts flattened chains (as returned by ``forward``;
+        their last point is used) or final actions of the action space's shape.
+
+        :param scaled_action: shape (batch, (K + 1) * chunk size) or (batch, *action_space.shape)
+        :return: env actions, shape (batch, *action_space.shape), clipped to the action space
+        """
+        assert isinstance(self.action_space, spaces.Box)
+        scaled = np.asarray(scaled_action)
+        if scaled.ndim == 2 and scaled.shape[1] == self.chain_length * self.flat_action_dim:
+            scaled = scaled[:, -self.flat_action_dim :]
+        flat = scaled.reshape(-1, self.flat_action_dim)
+        low, high = self.action_low.cpu().numpy(), self.action_high.cpu().numpy()
+        actions = low + 0.5 * (np.clip(flat, -1.0, 1.0) + 1.0) * (high - low)
+        actions = np.clip(actions, self.action_space.low.reshape(-1), self.action_space.high.reshape(-1))
+        return actions.reshape(-1, *self.action_space.shape).astype(self.action_space.dtype)
+
+    def scale_action(self, action: np.ndarray) -> np.ndarray:
+        """
+        Inverse of :meth:`unscale_action` for final actions.
+
+        :param action: env actions, shape (batch, *action_space.shape)
+        :return: actions in [-1, 1], same shape
+        """
+        low, high = self.action_low.cpu().numpy(), self.action_high.cpu().numpy()
+        flat = np.asarray(action).reshape(-1, self.flat_action_dim)
+        return (2.0 * (flat - low) / (high - low) - 1.0).reshape(np.shape(action))
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """
+        Like :meth:`torch.nn.Module.load_state_dict`, with an error naming the parameter and both shapes when a
+        checkpoint does not fit this policy.
+        """
+        own = self.state_dict()
+        for key, value in state_dict.items():
+            if key in own and tuple(own[key].shape) != tuple(value.shape):
+                raise ValueError(
+                    f"Cannot load parameter {key!r}: the checkpoint has shape {tuple(value.shape)} but this policy "
+                    f"has {tuple(own[key].shape)}; build the policy with the same spaces and policy_kwargs "
+                    "(velocity_net_arch, n_flow_steps, action chunk horizon...) as the checkpoint"
+                )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+    if not isinstance(observation_space, spaces.Box):
+        raise NotImplementedError(f"ReinFlowPolicy supports Box observation spaces only, got {observation_space}")
+    if not isinstance(action_space, spaces.Box) or len(action_space.shape) not in (1, 2):
+        raise NotImplementedError(
+            f"ReinFlowPolicy supports Box action spaces of shape (action_dim,) or (horizon, action_dim) only, "
+            f"got {action_space}"
+        )
+    if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
+        raise ValueError(f"ReinFlowPolicy needs finite action bounds, got {action_space}; rescale the env's actions")
+
+
+MlpPolicy = ReinFlowPolicy

@@ -1,0 +1,291 @@
+"""ReinFlowPPO: stock SB3 PPO wired for flow policies (chain buffer, two learning rates, warm-up, BC term)."""
+
+import copy
+import math
+from typing import Any, ClassVar, Literal, TypeVar
+
+import numpy as np
+import torch as th
+from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.type_aliases import GymEnv, Schedule
+from stable_baselines3.common.utils import FloatSchedule
+from torch.nn import functional as F
+
+from sb3_reinflow.common.buffers import ChainRolloutBuffer
+from sb3_reinflow.common.flow import FlowChain
+from sb3_reinflow.reinflow_ppo.policies import MlpPolicy, ReinFlowPolicy
+
+SelfReinFlowPPO = TypeVar("SelfReinFlowPPO", bound="ReinFlowPPO")
+NoiseStdSchedule = Literal["constant", "learn_decay"]
+NOISE_STD_SCHEDULES: tuple[str, ...] = ("constant", "learn_decay")
+_STATS_SAMPLES = 2048
+
+
+def learn_decay_max_std(
+    progress_remaining: float, min_std: float, max_std: float, hold_fraction: float = 0.35, decay_ratio: float = 0.7
+) -> float:
+    """
+    ReinFlow's ``learn_decay`` upper noise bound: hold ``max_std`` for the first ``hold_fraction`` of training,
+    then cosine-decay to ``(1 - decay_ratio) * min_std + decay_ratio * max_std``.
+
+    :param progress_remaining: SB3 progress, from 1 (start) to 0 (end)
+    :param min_std: lower noise bound
+    :param max_std: initial upper noise bound
+    :param hold_fraction: fraction of training before the decay starts
+    :param decay_ratio: weight of ``max_std`` in the final upper bound
+    :return: the upper bound at this point of training
+    """
+    final = (1.0 - decay_ratio) * min_std + decay_ratio * max_std
+    done = 1.0 - progress_remaining
+    if done <= hold_fraction:
+        return max_std
+    fraction = min(1.0, (done - hold_fraction) / (1.0 - hold_fraction))
+    return final + (max_std - final) * 0.5 * (1.0 + math.cos(math.pi * fraction))
+
+
+class ReinFlowPPO(PPO):
+    """
+    PPO fine-tuning of flow-matching policies with ReinFlow (https://arxiv.org/abs/2505.22094).
+
+    ``PPO.train()`` and ``collect_rollouts()`` are SB3's own: the policy returns whole denoising chains as
+    actions, a :class:`ChainRolloutBuffer` stores them, and ``evaluate_actions`` recomputes their exact
+    log-probability. This class adds the paper's options: separate actor and critic learning rates, critic
+    warm-up iterations, the ``learn_decay`` noise schedule and a W2 behaviour-cloning regulariser. It logs
+    ``train/noise_std``, ``train/chain_entropy``, ``train/actor_learning_rate``, ``train/critic_learning_rate``
+    and (when used) ``train/bc_loss``. Defaults for the ReinFlow-specific settings follow the paper's Hopper config.
+
+    :param policy: the policy model to use (``"MlpPolicy"`` or a ReinFlowPolicy subclass)
+    :param env: the environment to learn from
+    :param learning_rate: actor learning rate (constant or schedule of progress remaining)
+    :param n_steps: steps per env per update
+    :param batch_size: minibatch size
+    :param n_epochs: epochs per update
+    :param gamma: discount factor (per policy step, i.e. per action chunk)
+    :param gae_lambda: GAE lambda
+    :param clip_range: PPO clip range (ReinFlow uses a small one)
+    :param clip_range_vf: value clip range (None: no clipping)
+    :param normalize_advantage: normalise advantages per minibatch
+    :param ent_coef: coefficient of the chain entropy bonus (pushes the noise std up)
+    :param vf_coef: value loss coefficient
+    :param max_grad_norm: gradient clipping norm (ReinFlow clips nothing: large by default)
+    :param use_sde: must be False
+    :param sde_sample_freq: unused
+    :param rollout_buffer_class: rollout buffer class (default: ChainRolloutBuffer)
+    :param rollout_buffer_kwargs: its kwargs; ``chain_length`` is set from the policy
+    :param target_kl: optional KL early stop
+    :param stats_window_size: episodes in the rollout statistics window
+    :param tensorboard_log: TensorBoard log directory
+    :param policy_kwargs: ReinFlowPolicy arguments
+    :param verbose: verbosity
+    :param seed: random seed
+    :param device: torch device
+    :param critic_learning_rate: critic learning rate (None: same as ``learning_rate``)
+    :param critic_warmup_iterations: number of first updates with the actor frozen (learning rate 0)
+    :param noise_std_schedule: ``"constant"`` bounds, or ReinFlow's ``"learn_decay"`` of the upper bound
+    :param bc_coef: weight of the W2 regulariser ``MSE(a_ref(x_0=0), a(x_0=0))`` toward the policy frozen at the
+        start of ``learn`` (0 disables it)
+    :param _init_setup_model: build the networks at creation
+    """
+
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy: ReinFlowPolicy  # type: ignore[assignment]
+
+    def __init__(
+        self,
+        policy: str | type[ReinFlowPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule = 4.5e-5,
+        n_steps: int = 2048,
+        batch_size: int = 512,
+        n_epochs: int = 5,
+        gamma: float = 0.99,
+        gae_lambda: float = 0.95,
+        clip_range: float | Schedule = 0.01,
+        clip_range_vf: float | Schedule | None = None,
+        normalize_advantage: bool = True,
+        ent_coef: float = 0.03,
+        vf_coef: float = 0.25,
+        max_grad_norm: float = 1e9,
+        use_sde: bool = False,
+        sde_sample_freq: int = -1,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        target_kl: float | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: th.device | str = "auto",
+        critic_learning_rate: float | Schedule | None = 6.5e-4,
+        critic_warmup_iterations: int = 0,
+        noise_std_schedule: NoiseStdSchedule = "constant",
+        bc_coef: float = 0.0,
+        _init_setup_model: bool = True,
+    ) -> None:
+        if noise_std_schedule not in NOISE_STD_SCHEDULES:
+            raise ValueError(f"noise_std_schedule={noise_std_schedule!r} is not one of {NOISE_STD_SCHEDULES}")
+        if critic_warmup_iterations < 0:
+            raise ValueError(f"critic_warmup_iterations={critic_warmup_iterations} must be >= 0")
+        if bc_coef < 0:
+            raise ValueError(f"bc_coef={bc_coef} must be >= 0")
+        if use_sde:
+            raise ValueError("use_sde=True is not supported by ReinFlowPPO: set use_sde=False")
+        self.critic_learning_rate = critic_learning_rate
+        self.critic_warmup_iterations = critic_warmup_iterations
+        self.noise_std_schedule = noise_std_schedule
+        self.bc_coef = bc_coef
+        self._n_iterations = 0
+        self._bc_reference: FlowChain | None = None
+        self._bc_losses: list[float] = []
+        super().__init__(
+            policy,
+            env,
+            learning_rate=learning_rate,
+            n_steps=n_steps,
+            batch_size=batch_size,
+            n_epochs=n_epochs,
+            gamma=gamma,
+            gae_lambda=gae_lambda,
+            clip_range=clip_range,
+            clip_range_vf=clip_range_vf,
+            normalize_advantage=normalize_advantage,
+            ent_coef=ent_coef,
+            vf_coef=vf_coef,
+            max_grad_norm=max_grad_norm,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            rollout_buffer_class=rollout_buffer_class,
+            rollout_buffer_kwargs=rollout_buffer_kwargs,
+            target_kl=target_kl,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            seed=seed,
+            device=device,
+            _init_setup_model=_init_setup_model,
+        )
+
+    def _setup_model(self) -> None:
+        if self.rollout_buffer_class is None:
+            self.rollout_buffer_class = ChainRolloutBuffer
+        super()._setup_model()
+        if not isinstance(self.policy, ReinFlowPolicy):
+            raise TypeError(f"ReinFlowPPO needs a ReinFlowPolicy, got {type(self.policy).__name__}")
+        self.critic_lr_schedule = FloatSchedule(
+            self.learning_rate if self.critic_learning_rate is None else self.critic_learning_rate
+        )
+        if issubclass(self.rollout_buffer_class, ChainRolloutBuffer):
+            self._rebuild_rollout_buffer()
+        self.policy.optimizer.register_step_pre_hook(self._bc_pre_step_hook)
+
+    def _rebuild_rollout_buffer(self) -> None:
+        """Size the chain buffer from the policy's chain length (the policy is built after the buffer)."""
+        self.rollout_buffer_kwargs = {**self.rollout_buffer_kwargs, "chain_length": self.policy.chain_length}
+        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[misc]
+            self.n_steps,
+            self.observation_space,  # type: ignore[arg-type]
+            self.action_space,
+            device=self.device,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            n_envs=self.n_envs,
+            **self.rollout_buffer_kwargs,
+        )
+
+    def _excluded_save_params(self) -> list[str]:
+        return [*super()._excluded_save_params(), "_bc_reference", "_bc_losses"]
+
+    def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
+        """Set the actor and critic learning rates separately; the actor's is 0 during critic warm-up."""
+        progress = self._current_progress_remaining
+        actor_lr = 0.0 if self._n_iterations < self.critic_warmup_iterations else self.lr_schedule(progress)
+        critic_lr = self.critic_lr_schedule(progress)
+        for optimizer in optimizers if isinstance(optimizers, list) else [optimizers]:
+            for group in optimizer.param_groups:
+                group["lr"] = critic_lr if group.get("name") == "critic" else actor_lr
+        self.logger.record("train/learning_rate", actor_lr)
+        self.logger.record("train/actor_learning_rate", actor_lr)
+        self.logger.record("train/critic_learning_rate", critic_lr)
+
+    def train(self) -> None:
+        """
+        One PPO update (SB3's own), framed by the BC reference, extra metrics and the noise schedule. The noise
+        bounds change only after the update, so the chains of a rollout are evaluated under the bounds that
+        sampled them.
+        """
+        if self.bc_coef > 0 and self._bc_reference is None:
+            self._bc_reference = copy.deepcopy(self.policy.actor).requires_grad_(False)
+        self._bc_losses = []
+        super().train()
+        self._n_iterations += 1
+        self._record_chain_stats()
+        self._apply_noise_std_schedule()
+
+    def _apply_noise_std_schedule(self) -> None:
+        if self.noise_std_schedule == "constant":
+            return
+        min_std, max_std = self.policy.min_noise_std, self.policy.max_noise_std
+        self.policy.actor.noise_net.set_std_bounds(
+            min_std, learn_decay_max_std(self._current_progress_remaining, min_std, max_std)
+        )
+
+    def _record_chain_stats(self) -> None:
+        data = self.rollout_buffer
+        n_samples = data.buffer_size * data.n_envs
+        indices = np.random.randint(0, n_samples, size=min(n_samples, _STATS_SAMPLES))
+        obs = data.to_torch(data.observations.reshape(n_samples, -1)[indices])
+        chains = data.to_torch(data.actions.reshape(n_samples, -1)[indices])
+        with th.no_grad():
+            norm_obs = self.policy.normalize_obs(obs)
+            evaluation = self.policy.actor.evaluate(norm_obs, self.policy._unflatten_chains(chains))
+        self.logger.record("train/noise_std", evaluation.std.mean().item())
+        self.logger.record("train/noise_std_max_bound", self.policy.actor.noise_net.std_bounds[1])
+        self.logger.record("train/chain_entropy", evaluation.entropy.mean().item())
+        if self._bc_losses:
+            self.logger.record("train/bc_loss", float(np.mean(self._bc_losses)))
+
+    def _bc_pre_step_hook(self, optimizer: th.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """
+        Add the gradient of ``bc_coef * W2`` before each optimizer step of ``PPO.train()``. The W2 term
+        compares deterministic actions (x_0 = 0, no noise) of the current and reference policies on a
+        minibatch of rollout observations.
+        """
+        if self.bc_coef <= 0 or self._bc_reference is None or not self.policy.training:
+            return
+        data = self.rollout_buffer
+        n_samples = data.buffer_size * data.n_envs
+        indices = np.random.randint(0, n_samples, size=min(n_samples, self.batch_size))
+        obs = data.to_torch(data.observations.reshape(n_samples, -1)[indices])
+        with th.enable_grad():
+            norm_obs = self.policy.normalize_obs(obs)
+            with th.no_grad():
+                target = self._bc_reference.sample(norm_obs, deterministic=True).chains[:, -1]
+            action = self.policy.actor.sample(norm_obs, deterministic=True).chains[:, -1]
+            bc_loss = F.mse_loss(action, target)
+            (self.bc_coef * bc_loss).backward()
+        self._bc_losses.append(bc_loss.item())
+
+    def learn(
+        self: SelfReinFlowPPO,
+        total_timesteps: int,
+        callback: Any = None,
+        log_interval: int = 1,
+        tb_log_name: str = "ReinFlowPPO",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfReinFlowPPO:
+        if reset_num_timesteps:
+            self._n_iterations = 0
+            self._bc_reference = None
+        return super().learn(
+            total_timesteps=total_timesteps,
+            callback=callback,
+            log_interval=log_interval,
+            tb_log_name=tb_log_name,
+            reset_num_timesteps=reset_num_timesteps,
+            progress_bar=progress_bar,
+        )
