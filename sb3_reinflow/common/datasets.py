@@ -1,0 +1,224 @@
+"""
+Demonstration datasets in ReinFlow's layout, plus local Minari datasets.
+
+ReinFlow layout (as used by the official code, so its data files load too):
+
+- ``train.npz``: ``states`` (N, obs_dim) and ``actions`` (N, action_dim), both min-max normalised to [-1, 1];
+  ``rewards`` (N,), ``terminals`` (N,) and ``traj_lengths`` (E,) with ``sum(traj_lengths) == N``.
+- ``normalization.npz``: ``obs_min``, ``obs_max``, ``action_min``, ``action_max`` (per-dimension vectors), with
+  ``normalised = 2 * (x - min) / (max - min + 1e-6) - 1``.
+"""
+
+import os
+import tempfile
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+NORMALIZATION_EPS = 1e-6
+TRAIN_KEYS = ("states", "actions", "rewards", "terminals", "traj_lengths")
+NORMALIZATION_KEYS = ("obs_min", "obs_max", "action_min", "action_max")
+
+
+class TrajectoryDataset(NamedTuple):
+    """
+    Transitions of consecutive episodes.
+
+    :param states: shape (N, obs_dim)
+    :param actions: shape (N, action_dim)
+    :param rewards: shape (N,)
+    :param terminals: shape (N,), True where the episode terminated (not truncated)
+    :param traj_lengths: shape (E,), episode lengths, summing to N
+    """
+
+    states: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    traj_lengths: np.ndarray
+
+
+class NormalizationStats(NamedTuple):
+    """
+    Per-dimension min/max of observations and actions.
+
+    :param obs_min: shape (obs_dim,)
+    :param obs_max: shape (obs_dim,)
+    :param action_min: shape (action_dim,)
+    :param action_max: shape (action_dim,)
+    """
+
+    obs_min: np.ndarray
+    obs_max: np.ndarray
+    action_min: np.ndarray
+    action_max: np.ndarray
+
+
+def compute_normalization(dataset: TrajectoryDataset) -> NormalizationStats:
+    """
+    :param dataset: raw (unnormalised) dataset
+    :return: its per-dimension min/max
+    """
+    return NormalizationStats(
+        dataset.states.min(axis=0), dataset.states.max(axis=0), dataset.actions.min(axis=0), dataset.actions.max(axis=0)
+    )
+
+
+def normalize(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """
+    :param x: values
+    :param low: per-dimension minimum
+    :param high: per-dimension maximum
+    :return: ``2 * (x - low) / (high - low + 1e-6) - 1``
+    """
+    return 2.0 * (x - low) / (high - low + NORMALIZATION_EPS) - 1.0
+
+
+def unnormalize(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """
+    :param x: normalised values
+    :param low: per-dimension minimum
+    :param high: per-dimension maximum
+    :return: the inverse of :func:`normalize`
+    """
+    return (x + 1.0) / 2.0 * (high - low + NORMALIZATION_EPS) + low
+
+
+def episode_returns(dataset: TrajectoryDataset) -> np.ndarray:
+    """
+    :param dataset: a dataset
+    :return: the undiscounted return of every episode, shape (E,)
+    """
+    ends = np.cumsum(dataset.traj_lengths)
+    return np.add.reduceat(dataset.rewards, ends - dataset.traj_lengths) if len(ends) else np.zeros(0)
+
+
+def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
+    """Write an ``.npz`` next to ``path`` and move it into place, so a failure never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_reinflow_dataset(directory: str | Path, dataset: TrajectoryDataset) -> tuple[Path, Path]:
+    """
+    Normalise a raw dataset and write ``train.npz`` and ``normalization.npz`` into ``directory``.
+
+    :param directory: output folder (created if needed)
+    :param dataset: raw dataset
+    :return: paths of ``train.npz`` and ``normalization.npz``
+    """
+    validate_dataset(dataset, "dataset")
+    stats = compute_normalization(dataset)
+    directory = Path(directory)
+    train_path, norm_path = directory / "train.npz", directory / "normalization.npz"
+    _atomic_savez(
+        train_path,
+        states=normalize(dataset.states, stats.obs_min, stats.obs_max).astype(np.float32),
+        actions=normalize(dataset.actions, stats.action_min, stats.action_max).astype(np.float32),
+        rewards=dataset.rewards.astype(np.float32),
+        terminals=dataset.terminals.astype(bool),
+        traj_lengths=dataset.traj_lengths.astype(np.int64),
+    )
+    _atomic_savez(norm_path, **stats._asdict())
+    return train_path, norm_path
+
+
+def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise FileNotFoundError(f"Dataset file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise ValueError(f"Dataset file {path} is empty; regenerate it (scripts/collect_demos.py)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Dataset file {path} is not a readable .npz file: {error}") from error
+    missing = [key for key in keys if key not in arrays]
+    if missing:
+        raise KeyError(f"{path} lacks the keys {missing} (has {sorted(arrays)}); ReinFlow's layout needs {list(keys)}")
+    return arrays
+
+
+def validate_dataset(dataset: TrajectoryDataset, name: str) -> None:
+    """
+    Check shapes and values; raise ``ValueError`` naming the problem.
+
+    :param dataset: dataset to check
+    :param name: name used in error messages (e.g. the file path)
+    """
+    n_samples = len(dataset.states)
+    if n_samples == 0:
+        raise ValueError(f"{name} holds no transitions")
+    if dataset.states.ndim != 2 or dataset.actions.ndim != 2:
+        raise ValueError(
+            f"{name}: states and actions must be 2-D (N, dim), got {dataset.states.shape} and {dataset.actions.shape}"
+        )
+    for key in ("actions", "rewards", "terminals"):
+        if len(getattr(dataset, key)) != n_samples:
+            raise ValueError(f"{name}: {key} has {len(getattr(dataset, key))} entries but states has {n_samples}")
+    if int(np.sum(dataset.traj_lengths)) != n_samples or np.any(dataset.traj_lengths <= 0):
+        raise ValueError(
+            f"{name}: traj_lengths must be positive and sum to the number of transitions ({n_samples}), "
+            f"got sum {int(np.sum(dataset.traj_lengths))}"
+        )
+    for key in ("states", "actions", "rewards"):
+        if not np.all(np.isfinite(getattr(dataset, key))):
+            raise ValueError(f"{name}: {key} contains NaN or inf values; clean or regenerate the data")
+
+
+def _validate_stats(stats: NormalizationStats, obs_dim: int, action_dim: int, name: str) -> None:
+    for key, value in stats._asdict().items():
+        expected = obs_dim if key.startswith("obs") else action_dim
+        if value.shape != (expected,):
+            raise ValueError(f"{name}: {key} has shape {value.shape}, expected ({expected},) to match the data")
+        if not np.all(np.isfinite(value)):
+            raise ValueError(f"{name}: {key} contains NaN or inf values")
+
+
+def load_reinflow_dataset(
+    train_path: str | Path, normalization_path: str | Path | None = None
+) -> tuple[TrajectoryDataset, NormalizationStats]:
+    """
+    Load a dataset in ReinFlow's layout.
+
+    :param train_path: ``train.npz``, or the folder holding it
+    :param normalization_path: ``normalization.npz`` (default: next to ``train.npz``)
+    :return: the normalised dataset and its normalisation statistics
+    """
+    train_path = Path(train_path)
+    if train_path.is_dir():
+        train_path = train_path / "train.npz"
+    norm_path = Path(normalization_path) if normalization_path is not None else train_path.parent / "normalization.npz"
+    arrays = _load_npz(train_path, TRAIN_KEYS)
+    dataset = TrajectoryDataset(
+        states=arrays["states"].astype(np.float32),
+        actions=arrays["actions"].astype(np.float32),
+        rewards=arrays["rewards"].astype(np.float32).reshape(-1),
+        terminals=arrays["terminals"].astype(bool).reshape(-1),
+        traj_lengths=arrays["traj_lengths"].astype(np.int64).reshape(-1),
+    )
+    validate_dataset(dataset, str(train_path))
+    norm = _load_npz(norm_path, NORMALIZATION_KEYS)
+    stats = NormalizationStats(*(norm[key].astype(np.float64).reshape(-1) for key in NORMALIZATION_KEYS))
+    _validate_stats(stats, dataset.states.shape[1], dataset.actions.shape[1], str(norm_path))
+    return dataset, stats
+
+
+def unnormalized(dataset: TrajectoryDataset, stats: NormalizationStats) -> TrajectoryDataset:
+    """
+    :param dataset: normalised dataset
+    :param stats: its statistics
+    :return: the dataset in raw env units
+    """
+    return dataset._replace(
+        states=unnormalize(dataset.states, stats.obs_min, stats.obs_max),
+        actions=unnormalize(dataset.actions, stats.action_min, stats.action_max),
+    )

@@ -1,0 +1,204 @@
+"""
+Behaviour-cloning pretraining of a ReinFlowPolicy's velocity net from demonstrations (1-Rectified Flow or
+Shortcut loss), with EMA weights, AdamW and a cosine schedule, a progress bar, TensorBoard scalars and a
+periodic evaluation of the deterministic K-step policy in the env.
+"""
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm.auto import tqdm
+
+from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
+from sb3_reinflow.common.losses import RectifiedFlowLoss, ShortcutLoss, TimeSampling
+from sb3_reinflow.reinflow_ppo.reinflow_ppo import ReinFlowPPO
+
+
+class PretrainResult(NamedTuple):
+    """
+    :param losses: mean training loss of every logging window
+    :param eval_returns: (gradient step, mean return, std return) of every evaluation
+    """
+
+    losses: list[float]
+    eval_returns: list[tuple[int, float, float]]
+
+
+def chunk_start_indices(traj_lengths: np.ndarray, horizon: int) -> np.ndarray:
+    """
+    Start indices of action chunks of length ``horizon`` that never cross an episode end.
+
+    :param traj_lengths: episode lengths, shape (E,)
+    :param horizon: chunk length
+    :return: valid start indices into the flat transition arrays
+    """
+    starts, offset = [], 0
+    for length in traj_lengths:
+        if length >= horizon:
+            starts.append(np.arange(offset, offset + length - horizon + 1))
+        offset += int(length)
+    if not starts:
+        raise ValueError(f"No episode is at least horizon={horizon} steps long; use a shorter action chunk")
+    return np.concatenate(starts)
+
+
+def chunk_tensors(dataset: TrajectoryDataset, horizon: int) -> tuple[th.Tensor, th.Tensor]:
+    """
+    :param dataset: normalised dataset
+    :param horizon: chunk length
+    :return: observations (M, obs_dim) and flat action chunks (M, horizon * action_dim)
+    """
+    starts = chunk_start_indices(dataset.traj_lengths, horizon)
+    windows = starts[:, None] + np.arange(horizon)[None, :]
+    actions = dataset.actions[windows].reshape(len(starts), -1)
+    return th.as_tensor(dataset.states[starts], dtype=th.float32), th.as_tensor(actions, dtype=th.float32)
+
+
+def _make_loss(model: ReinFlowPPO, t_sampling: TimeSampling) -> RectifiedFlowLoss | ShortcutLoss:
+    if model.policy.flow_model == "shortcut":
+        return ShortcutLoss(t_sampling=t_sampling)
+    return RectifiedFlowLoss(t_sampling=t_sampling)
+
+
+def atomic_save(model: ReinFlowPPO, path: str | Path) -> Path:
+    """
+    Save a model zip through a temporary file, so an interrupted save never replaces a good checkpoint.
+
+    :param model: the model
+    :param path: destination (``.zip`` is added if missing)
+    :return: the final path
+    """
+    path = Path(path)
+    if path.suffix != ".zip":
+        path = path.with_suffix(".zip")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".zip")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def pretrain(
+    model: ReinFlowPPO,
+    dataset: TrajectoryDataset,
+    stats: NormalizationStats,
+    n_gradient_steps: int = 20_000,
+    batch_size: int = 256,
+    learning_rate: float = 1e-3,
+    min_learning_rate: float = 1e-4,
+    weight_decay: float = 1e-6,
+    ema_decay: float = 0.995,
+    t_sampling: TimeSampling = "uniform",
+    eval_env: VecEnv | None = None,
+    eval_freq: int = 5_000,
+    n_eval_episodes: int = 10,
+    tensorboard_log: str | None = None,
+    progress_bar: bool = True,
+    log_interval: int = 100,
+) -> PretrainResult:
+    """
+    Fit the policy's velocity net to demonstrations by flow matching; the EMA weights end up in the policy and
+    the dataset's normalisation statistics in its buffers.
+
+    :param model: a ReinFlowPPO whose policy is trained in place
+    :param dataset: normalised demonstrations (``load_reinflow_dataset``)
+    :param stats: their normalisation statistics
+    :param n_gradient_steps: number of AdamW steps
+    :param batch_size: minibatch size
+    :param learning_rate: initial learning rate
+    :param min_learning_rate: final learning rate of the cosine schedule
+    :param weight_decay: AdamW weight decay
+    :param ema_decay: decay of the exponential moving average of the weights
+    :param t_sampling: distribution of flow times
+    :param eval_env: env (with the action-chunk wrapper if horizon > 1) for periodic evaluation, or None
+    :param eval_freq: evaluate every this many gradient steps
+    :param n_eval_episodes: episodes per evaluation
+    :param tensorboard_log: folder for TensorBoard scalars, or None
+    :param progress_bar: show a progress bar
+    :param log_interval: gradient steps per logged loss value
+    :return: the loss curve and evaluation returns
+    """
+    policy = model.policy
+    _check_dims(policy.observation_space.shape, policy.flat_action_dim // policy.horizon, dataset)
+    policy.set_normalization(stats.obs_min, stats.obs_max, stats.action_min, stats.action_max)
+    obs, actions = chunk_tensors(dataset, policy.horizon)
+    velocity_net = policy.actor.velocity_net
+    loss_fn = _make_loss(model, t_sampling)
+    optimizer = th.optim.AdamW(velocity_net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    scheduler = th.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_gradient_steps, eta_min=min_learning_rate)
+    ema = AveragedModel(velocity_net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
+    writer = _summary_writer(tensorboard_log)
+    result = PretrainResult([], [])
+    window: list[float] = []
+    policy.set_training_mode(True)
+    for step in tqdm(range(1, n_gradient_steps + 1), disable=not progress_bar, desc="pretraining", unit="step"):
+        indices = th.randint(0, len(obs), (batch_size,))
+        loss = loss_fn(velocity_net, policy.normalize_obs(obs[indices]), actions[indices])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        ema.update_parameters(velocity_net)
+        window.append(loss.item())
+        if step % log_interval == 0:
+            result.losses.append(float(np.mean(window)))
+            _log(writer, {"pretrain/loss": result.losses[-1], "pretrain/learning_rate": scheduler.get_last_lr()[0]}, step)
+            window = []
+        if eval_env is not None and (step % eval_freq == 0 or step == n_gradient_steps):
+            mean, std = _evaluate_ema(model, ema, eval_env, n_eval_episodes)
+            result.eval_returns.append((step, mean, std))
+            _log(writer, {"pretrain/eval_return": mean}, step)
+    velocity_net.load_state_dict(ema.module.state_dict())
+    policy.set_training_mode(False)
+    if writer is not None:
+        writer.close()
+    return result
+
+
+def _check_dims(obs_shape: Any, action_dim: int, dataset: TrajectoryDataset) -> None:
+    obs_dim = int(np.prod(obs_shape))
+    if dataset.states.shape[1] != obs_dim or dataset.actions.shape[1] != action_dim:
+        raise ValueError(
+            f"Dataset dims (obs {dataset.states.shape[1]}, action {dataset.actions.shape[1]}) do not match the policy's "
+            f"env (obs {obs_dim}, action {action_dim}); collect data on the same env"
+        )
+
+
+def _evaluate_ema(model: ReinFlowPPO, ema: AveragedModel, env: VecEnv, n_episodes: int) -> tuple[float, float]:
+    velocity_net = model.policy.actor.velocity_net
+    backup = copy.deepcopy(velocity_net.state_dict())
+    velocity_net.load_state_dict(ema.module.state_dict())
+    model.policy.set_training_mode(False)
+    try:
+        mean, std = evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=True)
+    finally:
+        velocity_net.load_state_dict(backup)
+        model.policy.set_training_mode(True)
+    return float(mean), float(std)
+
+
+def _summary_writer(log_dir: str | None) -> Any:
+    if log_dir is None:
+        return None
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir)
+
+
+def _log(writer: Any, values: dict[str, float], step: int) -> None:
+    if writer is not None:
+        for key, value in values.items():
+            writer.add_scalar(key, value, step)

@@ -1,0 +1,75 @@
+"""
+Behaviour-clone a flow policy from a ReinFlow-layout dataset and save it as a ReinFlowPPO zip (loadable by
+``ReinFlowPPO.load``, ``ReinFlowPolicy.load`` and rl_zoo3's ``-i``).
+
+Example:
+    python scripts/pretrain.py --env Hopper-v4 --data data/Hopper-v4-medium --flow-model reflow \
+        --n-gradient-steps 30000 --output sb3_reinflow/pretrained/Hopper-v4_reflow.zip
+"""
+
+import argparse
+import json
+
+import gymnasium as gym
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
+from sb3_reinflow.common.datasets import episode_returns, load_reinflow_dataset, unnormalized
+from sb3_reinflow.common.pretrain import atomic_save, pretrain
+
+
+def _chunked(env: gym.Env, horizon: int) -> gym.Env:
+    return ActionChunkWrapper(env, horizon=horizon)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--env", required=True, help="gymnasium env id")
+    parser.add_argument("--env-kwargs", type=json.loads, default={})
+    parser.add_argument("--data", required=True, help="folder with train.npz and normalization.npz")
+    parser.add_argument("--flow-model", choices=["reflow", "shortcut"], default="reflow")
+    parser.add_argument("--horizon", type=int, default=4, help="action chunk length Ta")
+    parser.add_argument("--n-flow-steps", type=int, default=4, help="K used for evaluation and fine-tuning")
+    parser.add_argument("--time-grid", choices=["euler", "reinflow_linspace"], default="euler")
+    parser.add_argument("--policy-kwargs", type=json.loads, default={}, help="extra ReinFlowPolicy kwargs (JSON)")
+    parser.add_argument("--n-gradient-steps", type=int, default=30_000)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--t-sampling", choices=["uniform", "logitnormal", "beta"], default="uniform")
+    parser.add_argument("--eval-freq", type=int, default=10_000)
+    parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument("--tensorboard-log", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", required=True, help="output zip")
+    args = parser.parse_args()
+
+    th.manual_seed(args.seed)
+    dataset, stats = load_reinflow_dataset(args.data)
+    returns = episode_returns(unnormalized(dataset, stats))
+    print(f"data: {len(dataset.states)} transitions, mean episode return {returns.mean():.1f}")
+    env_kwargs = dict(env_kwargs=args.env_kwargs, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=args.horizon))
+    env = make_vec_env(args.env, n_envs=1, seed=args.seed, **env_kwargs)
+    eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 1000, **env_kwargs)
+    policy_kwargs = dict(flow_model=args.flow_model, n_flow_steps=args.n_flow_steps, time_grid=args.time_grid)
+    model = ReinFlowPPO("MlpPolicy", env, policy_kwargs={**policy_kwargs, **args.policy_kwargs}, seed=args.seed, device="cpu")
+    result = pretrain(
+        model,
+        dataset,
+        stats,
+        n_gradient_steps=args.n_gradient_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        t_sampling=args.t_sampling,
+        eval_env=eval_env,
+        eval_freq=args.eval_freq,
+        n_eval_episodes=args.n_eval_episodes,
+        tensorboard_log=args.tensorboard_log,
+    )
+    for step, mean, std in result.eval_returns:
+        print(f"step {step}: deterministic return {mean:.1f} +- {std:.1f} (K={args.n_flow_steps})")
+    print(f"saved {atomic_save(model, args.output)}")
+
+
+if __name__ == "__main__":
+    main()
