@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--algo", required=True, help="SB3/sb3-contrib algorithm of the model, e.g. tqc, sac, trpo")
     parser.add_argument("--model", required=True, help="path of the model zip")
     parser.add_argument("--env", required=True, help="gymnasium env id")
-    parser.add_argument("--env-kwargs", type=json.loads, default={}, help='JSON, e.g. \'{"use_contact_forces": true}\'')
+    parser.add_argument("--env-kwargs", type=json.loads, default={}, help="JSON, e.g. '{\"use_contact_forces\": true}'")
     parser.add_argument("--vecnormalize", default=None, help="vecnormalize.pkl whose obs statistics the model expects")
     parser.add_argument("--zero-obs-from", type=int, default=None, help="zero observation entries from this index on")
     parser.add_argument("--noise", type=float, default=0.0, help="Gaussian action noise std (fraction of half range)")
@@ -53,8 +53,7 @@ def main() -> None:
     returns = episode_returns(dataset)
     print(f"wrote {train_path} and {norm_path}: {len(dataset.states)} transitions, {len(returns)} episodes")
     print(
-        f"episode return: mean {returns.mean():.1f}, std {returns.std():.1f}, "
-        f"min {returns.min():.1f}, max {returns.max():.1f}"
+        f"episode return: mean {returns.mean():.1f}, std {returns.std():.1f}, min {returns.min():.1f}, max {returns.max():.1f}"
     )
 
 

@@ -32,9 +32,7 @@ def make_model(horizon: int = 1, n_envs: int = 2, n_steps: int = 16, seed: int =
     env = make_vec_env(
         "Pendulum-v1", n_envs=n_envs, seed=seed, wrapper_class=recorded_env, wrapper_kwargs=dict(horizon=horizon)
     )
-    return ReinFlowPPO(
-        "MlpPolicy", env, n_steps=n_steps, batch_size=8, seed=seed, policy_kwargs={**TINY, **policy_kwargs}
-    )
+    return ReinFlowPPO("MlpPolicy", env, n_steps=n_steps, batch_size=8, seed=seed, policy_kwargs={**TINY, **policy_kwargs})
 
 
 def collect(model: ReinFlowPPO) -> None:

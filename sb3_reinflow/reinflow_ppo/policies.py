@@ -1,5 +1,8 @@
 """ReinFlowPolicy: a flow-matching actor with learned exploration noise, and a separate critic."""
 
+import io
+import zipfile
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -8,8 +11,10 @@ from gymnasium import spaces
 from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
+from stable_baselines3.common.utils import get_device
 from torch import nn
 
 from sb3_reinflow.common.flow import FlowChain, TimeGrid
@@ -228,8 +233,10 @@ class ReinFlowPolicy(ActorCriticPolicy):
         assert isinstance(self.action_space, spaces.Box)
         self.register_buffer("obs_offset", th.zeros(obs_dim))
         self.register_buffer("obs_scale", th.ones(obs_dim))
-        self.register_buffer("action_low", th.as_tensor(self.action_space.low, dtype=th.float32).flatten())
-        self.register_buffer("action_high", th.as_tensor(self.action_space.high, dtype=th.float32).flatten())
+        # th.tensor copies: th.as_tensor would share memory with the space's float32 bounds, and
+        # set_normalization / load_state_dict would then overwrite the action space itself
+        self.register_buffer("action_low", th.tensor(self.action_space.low, dtype=th.float32).flatten())
+        self.register_buffer("action_high", th.tensor(self.action_space.high, dtype=th.float32).flatten())
 
     def set_normalization(
         self,
@@ -365,6 +372,26 @@ class ReinFlowPolicy(ActorCriticPolicy):
         low, high = self.action_low.cpu().numpy(), self.action_high.cpu().numpy()
         flat = np.asarray(action).reshape(-1, self.flat_action_dim)
         return (2.0 * (flat - low) / (high - low) - 1.0).reshape(np.shape(action))
+
+    @classmethod
+    def load(cls, path: str | Path | io.BufferedIOBase, device: th.device | str = "auto") -> "ReinFlowPolicy":
+        """
+        Load a policy saved by ``ReinFlowPolicy.save``, or the policy inside a ``ReinFlowPPO`` zip (for example a
+        pretrained checkpoint).
+
+        :param path: file path or buffer
+        :param device: torch device
+        :return: the policy
+        """
+        if isinstance(path, io.BufferedIOBase) or not zipfile.is_zipfile(path):
+            return super().load(path, device)
+        schedules = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+        data, params, _ = load_from_zip_file(path, device=device, custom_objects=schedules)
+        if data is None or params is None or "policy" not in params:
+            raise ValueError(f"{path} is a zip file but not an SB3 model with a policy")
+        policy = cls(data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {}))
+        policy.load_state_dict(params["policy"])
+        return policy.to(get_device(device))
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """
