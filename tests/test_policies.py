@@ -232,6 +232,20 @@ def test_set_normalization_actions(horizon):
     np.testing.assert_allclose(policy.unscale_action(np.ones((1, horizon), np.float32)), np.full((1, *shape), 2.0))
 
 
+def test_action_normalization_does_not_touch_the_action_space():
+    """Regression: the action bound buffers used to share memory with the space's float32 bounds."""
+    model = make_model(horizon=2, n_envs=1)
+    env_space = model.env.envs[0].action_space
+    low, high = env_space.low.copy(), env_space.high.copy()
+    model.policy.set_normalization(action_min=np.array([-1.0]), action_max=np.array([0.5]))
+    other = make_model(horizon=2, n_envs=1)
+    other.policy.load_state_dict(model.policy.state_dict())
+    assert th.equal(other.policy.action_high, th.full((2,), 0.5))
+    for space in (env_space, model.action_space, model.policy.action_space, other.env.envs[0].action_space):
+        np.testing.assert_array_equal(space.low, low)
+        np.testing.assert_array_equal(space.high, high)
+
+
 def test_set_normalization_rejects_bad_stats():
     policy = make_policy(obs_dim=3)
     with pytest.raises(ValueError, match="NaN"):

@@ -383,7 +383,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         :param device: torch device
         :return: the policy
         """
-        if isinstance(path, io.BufferedIOBase) or not zipfile.is_zipfile(path):
+        if isinstance(path, io.BufferedIOBase) or not _is_sb3_model_zip(path):
             return super().load(path, device)
         schedules = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
         data, params, _ = load_from_zip_file(path, device=device, custom_objects=schedules)
@@ -407,6 +407,14 @@ class ReinFlowPolicy(ActorCriticPolicy):
                     "(velocity_net_arch, n_flow_steps, action chunk horizon...) as the checkpoint"
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def _is_sb3_model_zip(path: str | Path) -> bool:
+    """SB3 model zips hold a top-level ``data`` entry; ``th.save`` files (what ``save`` writes) are zips too."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return "data" in archive.namelist()
 
 
 def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:

@@ -2,6 +2,7 @@
 
 import copy
 import math
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
@@ -9,6 +10,7 @@ import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 from torch.nn import functional as F
@@ -86,6 +88,10 @@ class ReinFlowPPO(PPO):
     :param noise_std_schedule: ``"constant"`` bounds, or ReinFlow's ``"learn_decay"`` of the upper bound
     :param bc_coef: weight of the W2 regulariser ``MSE(a_ref(x_0=0), a(x_0=0))`` toward the policy frozen at the
         start of ``learn`` (0 disables it)
+    :param pretrained_policy: start from this pretrained policy: a ReinFlowPPO zip path, or the name of a checkpoint
+        shipped with the package (``sb3_reinflow.pretrained.available_pretrained()``, e.g. ``"Hopper-v4_reflow"``).
+        Its policy_kwargs are the defaults (``policy_kwargs`` overrides them, e.g. ``n_flow_steps``) and its weights
+        and normalisation are loaded at creation. A saved model does not need the file again.
     :param _init_setup_model: build the networks at creation
     """
 
@@ -123,6 +129,7 @@ class ReinFlowPPO(PPO):
         critic_warmup_iterations: int = 0,
         noise_std_schedule: NoiseStdSchedule = "constant",
         bc_coef: float = 0.0,
+        pretrained_policy: str | None = None,
         _init_setup_model: bool = True,
     ) -> None:
         if noise_std_schedule not in NOISE_STD_SCHEDULES:
@@ -140,6 +147,11 @@ class ReinFlowPPO(PPO):
         self._n_iterations = 0
         self._bc_reference: FlowChain | None = None
         self._bc_losses: list[float] = []
+        self.pretrained_policy = pretrained_policy
+        pretrained_params = None
+        if pretrained_policy is not None and _init_setup_model:
+            pretrained_data, pretrained_params = _read_pretrained(pretrained_policy)
+            policy_kwargs = {**pretrained_data.get("policy_kwargs", {}), **(policy_kwargs or {})}
         super().__init__(
             policy,
             env,
@@ -168,6 +180,8 @@ class ReinFlowPPO(PPO):
             device=device,
             _init_setup_model=_init_setup_model,
         )
+        if pretrained_params is not None:
+            self.policy.load_state_dict(pretrained_params["policy"])
 
     def _setup_model(self) -> None:
         if self.rollout_buffer_class is None:
@@ -289,3 +303,30 @@ class ReinFlowPPO(PPO):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
+
+
+def resolve_pretrained(name_or_path: str) -> Path:
+    """
+    :param name_or_path: a model zip path, or the name of a shipped checkpoint (e.g. ``"Hopper-v4_reflow"``)
+    :return: the zip's path
+    """
+    from sb3_reinflow.pretrained import available_pretrained, pretrained_path
+
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if name_or_path in available_pretrained():
+        env_id, flow_model = name_or_path.rsplit("_", 1)
+        return pretrained_path(env_id, flow_model)
+    raise FileNotFoundError(
+        f"pretrained_policy={name_or_path!r} is neither a file nor a shipped checkpoint ({available_pretrained()})"
+    )
+
+
+def _read_pretrained(name_or_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    schedules = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    path = resolve_pretrained(name_or_path)
+    data, params, _ = load_from_zip_file(path, device="cpu", custom_objects=schedules)
+    if data is None or params is None or "policy" not in params:
+        raise ValueError(f"pretrained_policy={name_or_path!r} ({path}) is not an SB3 model zip with a policy")
+    return data, params

@@ -1,0 +1,177 @@
+"""Short learning runs: smoke tests, critic warm-up, noise schedule, plain SB3 PPO and seeded reproducibility."""
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow.reinflow_ppo.reinflow_ppo import learn_decay_max_std
+
+TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
+
+
+def clone_params(module: th.nn.Module) -> dict[str, th.Tensor]:
+    return {name: param.detach().clone() for name, param in module.named_parameters()}
+
+
+def changed(before: dict[str, th.Tensor], module: th.nn.Module) -> list[str]:
+    return [name for name, param in module.named_parameters() if not th.equal(param, before[name])]
+
+
+def test_smoke_learn():
+    model = ReinFlowPPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=64,
+        batch_size=32,
+        n_epochs=1,
+        policy_kwargs={**TINY, "n_flow_steps": 2},
+    )
+    actor_before = clone_params(model.policy.actor)
+    model.learn(128)
+    assert model.num_timesteps == 128
+    assert isinstance(model.rollout_buffer, ChainRolloutBuffer)
+    assert model.rollout_buffer.actions.reshape(-1, 3).shape == (64, 3)  # flattened by get()
+    assert changed(actor_before, model.policy.actor)
+    logged = model.logger.name_to_value
+    for key in ("train/noise_std", "train/chain_entropy", "train/actor_learning_rate", "train/critic_learning_rate"):
+        assert np.isfinite(logged[key]), key
+    assert "train/bc_loss" not in logged
+    assert logged["train/actor_learning_rate"] == pytest.approx(4.5e-5)
+    assert logged["train/critic_learning_rate"] == pytest.approx(6.5e-4)
+    # The optimizer groups got their own learning rates
+    lrs = {group["name"]: group["lr"] for group in model.policy.optimizer.param_groups}
+    assert lrs == {"actor": pytest.approx(4.5e-5), "critic": pytest.approx(6.5e-4)}
+    min_std, max_std = model.policy.min_noise_std, model.policy.max_noise_std
+    assert min_std <= logged["train/noise_std"] <= max_std
+
+
+def test_learn_with_bc_noise_decay_and_warmup():
+    model = ReinFlowPPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=64,
+        batch_size=32,
+        n_epochs=1,
+        bc_coef=0.1,
+        noise_std_schedule="learn_decay",
+        critic_warmup_iterations=1,
+        policy_kwargs={**TINY, "n_flow_steps": 2},
+    )
+    model.learn(128)
+    logged = model.logger.name_to_value
+    for key in ("train/noise_std", "train/chain_entropy", "train/bc_loss"):
+        assert key in logged and np.isfinite(logged[key]), key
+    assert logged["train/bc_loss"] >= 0.0
+    assert logged["train/actor_learning_rate"] > 0.0  # the second iteration is past the warm-up
+    # At the end of training the upper noise bound has decayed to 0.3 * min + 0.7 * max (paper's learn_decay)
+    min_std, max_std = model.policy.min_noise_std, model.policy.max_noise_std
+    assert model.policy.actor.noise_net.std_bounds == pytest.approx((min_std, 0.3 * min_std + 0.7 * max_std))
+    # The logged bound is the one the last rollout was sampled under: set after iteration 1 (progress 0.5)
+    assert logged["train/noise_std_max_bound"] == pytest.approx(learn_decay_max_std(0.5, min_std, max_std))
+    assert logged["train/noise_std_max_bound"] < max_std
+
+
+def test_learn_decay_schedule():
+    min_std, max_std = 0.1, 0.24
+    final = 0.3 * min_std + 0.7 * max_std
+    progress = np.linspace(1.0, 0.0, 101)
+    values = np.array([learn_decay_max_std(p, min_std, max_std) for p in progress])
+    done = 1.0 - progress
+    np.testing.assert_allclose(values[done < 0.349], max_std)  # held for the first 35%
+    assert np.all(values[done > 0.351] < max_std)
+    assert values[-1] == pytest.approx(final)
+    assert np.all(np.diff(values) <= 1e-12) and np.all(values >= final - 1e-12)
+    # Cosine: half-way through the decay the bound is half-way between max_std and the final value
+    assert learn_decay_max_std(1.0 - (0.35 + 0.65 / 2), min_std, max_std) == pytest.approx((max_std + final) / 2)
+
+
+def test_critic_warmup_freezes_actor_only():
+    model = ReinFlowPPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=32,
+        batch_size=16,
+        n_epochs=1,
+        critic_warmup_iterations=1,
+        ent_coef=0.03,
+        policy_kwargs={**TINY, "n_flow_steps": 2},
+    )
+    actor_before, critic_before = clone_params(model.policy.actor), clone_params(model.policy.value_net)
+    model.learn(32)  # one iteration
+    assert model.logger.name_to_value["train/actor_learning_rate"] == 0.0
+    assert changed(actor_before, model.policy.actor) == []
+    assert changed(critic_before, model.policy.value_net)
+    # The next iteration updates the actor
+    model.learn(32, reset_num_timesteps=False)
+    assert model.logger.name_to_value["train/actor_learning_rate"] > 0.0
+    assert changed(actor_before, model.policy.actor)
+
+
+def test_hopper_chunked_default_nets():
+    env = make_vec_env("Hopper-v4", n_envs=1, seed=0, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=4))
+    model = ReinFlowPPO("MlpPolicy", env, n_steps=32, batch_size=32, n_epochs=1, seed=0)
+    policy = model.policy
+    assert model.action_space.shape == (4, 3)
+    assert policy.velocity_net_arch == [512, 512, 512] and policy.noise_net_arch == [64, 64]
+    assert policy.flat_action_dim == 12 and policy.n_flow_steps == 4
+    # Noise net input: detached time embedding (16) + raw observation (11), as in the paper's ReFlow-Hopper
+    assert policy.actor.noise_net.mlp_logvar.moduleList[0].linear_1.in_features == 27
+    model.learn(64)
+    assert model.rollout_buffer.actions.reshape(-1, 5 * 12).shape == (32, 5 * 12)
+    assert np.isfinite(model.logger.name_to_value["train/chain_entropy"])
+
+
+@pytest.mark.parametrize("n_flow_steps", [1, 3])
+def test_plain_sb3_ppo_with_reinflow_policy(n_flow_steps):
+    model = PPO(
+        ReinFlowPolicy,
+        "Pendulum-v1",
+        n_steps=32,
+        batch_size=16,
+        n_epochs=1,
+        rollout_buffer_class=ChainRolloutBuffer,
+        rollout_buffer_kwargs=dict(chain_length=n_flow_steps + 1),
+        policy_kwargs={**TINY, "n_flow_steps": n_flow_steps},
+        seed=0,
+    )
+    actor_before = clone_params(model.policy.actor)
+    model.learn(64)
+    assert model.num_timesteps == 64
+    assert model.rollout_buffer.actions.reshape(-1, n_flow_steps + 1).shape == (32, n_flow_steps + 1)
+    assert changed(actor_before, model.policy.actor)
+    # The first epoch starts on-policy: the approximate KL of the update is tiny
+    assert abs(model.logger.name_to_value["train/approx_kl"]) < 1e-2
+    action, _ = model.predict(model.observation_space.sample(), deterministic=True)
+    assert action.shape == (1,) and -2.0 <= action[0] <= 2.0
+
+
+def train_seeded() -> ReinFlowPPO:
+    model = ReinFlowPPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=64,
+        batch_size=32,
+        n_epochs=2,
+        seed=0,
+        bc_coef=0.1,
+        policy_kwargs={**TINY, "n_flow_steps": 2},
+    )
+    return model.learn(128)
+
+
+def test_seeded_training_is_reproducible():
+    first, second = train_seeded(), train_seeded()
+    state_a, state_b = first.policy.state_dict(), second.policy.state_dict()
+    assert state_a.keys() == state_b.keys()
+    for key in state_a:
+        assert th.equal(state_a[key], state_b[key]), key
+    obs = np.stack([first.observation_space.sample() for _ in range(8)])
+    np.testing.assert_array_equal(first.predict(obs, deterministic=True)[0], second.predict(obs, deterministic=True)[0])
+    # Training did change the weights (the comparison is not between two untouched initialisations)
+    untrained = ReinFlowPPO(
+        "MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0, policy_kwargs={**TINY, "n_flow_steps": 2}
+    )
+    assert any(not th.equal(value, untrained.policy.state_dict()[key]) for key, value in state_a.items())

@@ -1,0 +1,108 @@
+"""Save/load round trips of ReinFlowPPO and ReinFlowPolicy."""
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
+
+TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
+HORIZON, N_FLOW_STEPS = 2, 3
+
+
+def make_env():
+    return make_vec_env(
+        "Pendulum-v1", n_envs=1, seed=0, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=HORIZON)
+    )
+
+
+def make_model(seed: int = 0, **kwargs) -> ReinFlowPPO:
+    policy_kwargs = {**TINY, "n_flow_steps": N_FLOW_STEPS, "flow_model": "shortcut", "min_noise_std": 0.05}
+    return ReinFlowPPO("MlpPolicy", make_env(), n_steps=16, batch_size=8, seed=seed, policy_kwargs=policy_kwargs, **kwargs)
+
+
+def set_stats(policy: ReinFlowPolicy) -> None:
+    policy.set_normalization(
+        obs_min=np.array([-1.0, -0.5, -8.0]),
+        obs_max=np.array([1.0, 0.5, 8.0]),
+        action_min=np.array([-1.5]),
+        action_max=np.array([1.0]),
+    )
+
+
+@pytest.fixture
+def observations() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.uniform([-1, -1, -8], [1, 1, 8], size=(16, 3)).astype(np.float32)
+
+
+def test_reinflow_ppo_round_trip(tmp_path, observations):
+    model = make_model(critic_warmup_iterations=2, bc_coef=0.05, noise_std_schedule="learn_decay")
+    set_stats(model.policy)
+    model.learn(16)  # weights away from their initialisation
+    expected, _ = model.predict(observations, deterministic=True)
+    model.save(tmp_path / "model.zip")
+
+    loaded = ReinFlowPPO.load(tmp_path / "model.zip", env=make_env())
+    assert type(loaded.policy) is ReinFlowPolicy
+    actions, _ = loaded.predict(observations, deterministic=True)
+    np.testing.assert_array_equal(actions, expected)
+    assert isinstance(loaded.rollout_buffer, ChainRolloutBuffer)
+    assert loaded.rollout_buffer.chain_length == model.rollout_buffer.chain_length == N_FLOW_STEPS + 1
+    assert loaded.rollout_buffer.action_dim == (N_FLOW_STEPS + 1) * HORIZON
+    for name in ("obs_offset", "obs_scale", "action_low", "action_high"):
+        assert th.equal(getattr(loaded.policy, name), getattr(model.policy, name)), name
+    assert th.equal(loaded.policy.action_high, th.full((HORIZON,), 1.0))
+    state, loaded_state = model.policy.state_dict(), loaded.policy.state_dict()
+    assert state.keys() == loaded_state.keys()
+    assert all(th.equal(state[key], loaded_state[key]) for key in state)
+    # ReinFlowPPO's own settings and the policy's constructor arguments survive
+    assert (loaded.critic_warmup_iterations, loaded.bc_coef, loaded.noise_std_schedule) == (2, 0.05, "learn_decay")
+    assert loaded.policy.flow_model == "shortcut" and loaded.policy.n_flow_steps == N_FLOW_STEPS
+    assert loaded.policy.min_noise_std == 0.05
+    # and it keeps learning
+    loaded.learn(16)
+    assert np.isfinite(loaded.logger.name_to_value["train/chain_entropy"])
+
+
+def test_policy_save_load_round_trip(tmp_path, observations):
+    model = make_model()
+    set_stats(model.policy)
+    policy = model.policy
+    expected, _ = policy.predict(observations, deterministic=True)
+    policy.save(str(tmp_path / "policy.pt"))
+
+    loaded = ReinFlowPolicy.load(str(tmp_path / "policy.pt"), device="cpu")
+    assert type(loaded) is ReinFlowPolicy
+    actions, _ = loaded.predict(observations, deterministic=True)
+    np.testing.assert_array_equal(actions, expected)
+    params, loaded_params = policy._get_constructor_parameters(), loaded._get_constructor_parameters()
+    assert params.keys() == loaded_params.keys()
+    for key in params.keys() - {"lr_schedule"}:
+        assert params[key] == loaded_params[key], key
+    assert th.equal(loaded.obs_scale, policy.obs_scale) and th.equal(loaded.action_low, policy.action_low)
+
+
+def test_policy_load_from_model_zip(tmp_path, observations):
+    model = make_model()
+    set_stats(model.policy)
+    expected, _ = model.predict(observations, deterministic=True)
+    model.save(tmp_path / "model.zip")
+    policy = ReinFlowPolicy.load(tmp_path / "model.zip", device="cpu")
+    actions, _ = policy.predict(observations, deterministic=True)
+    np.testing.assert_array_equal(actions, expected)
+
+
+def test_set_parameters_into_fresh_model(tmp_path, observations):
+    source = make_model(seed=0)
+    set_stats(source.policy)
+    source.learn(16)
+    source.save(tmp_path / "source.zip")
+    target = make_model(seed=1)
+    before, _ = target.predict(observations, deterministic=True)
+    expected, _ = source.predict(observations, deterministic=True)
+    assert not np.array_equal(before, expected)
+    target.set_parameters(str(tmp_path / "source.zip"))
+    actions, _ = target.predict(observations, deterministic=True)
+    np.testing.assert_array_equal(actions, expected)
