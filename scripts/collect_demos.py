@@ -13,20 +13,25 @@ import gymnasium as gym
 import numpy as np
 
 from sb3_reinflow.common.datasets import episode_returns, save_reinflow_dataset
-from sb3_reinflow.common.demonstrations import collect_demonstrations, load_sb3_model, load_vecnormalize_obs_transform
+from sb3_reinflow.common.demonstrations import (
+    ObsTransform,
+    collect_demonstrations,
+    load_sb3_model,
+    load_vecnormalize_obs_transform,
+)
 
 
-class _ZeroObsTail(gym.ObservationWrapper):
-    """Sets observation entries from ``start`` on to zero (Ant-v4 contact forces, always zero in v3)."""
+def _expert_obs_transform(pad_to: int | None, vecnormalize: str | None) -> ObsTransform | None:
+    """What the expert sees: the env's observation zero-padded to ``pad_to`` entries, then VecNormalize-scaled."""
+    normalize = load_vecnormalize_obs_transform(vecnormalize) if vecnormalize else None
+    if pad_to is None:
+        return normalize
 
-    def __init__(self, env: gym.Env, start: int) -> None:
-        super().__init__(env)
-        self.start = start
+    def transform(obs: np.ndarray) -> np.ndarray:
+        padded = np.concatenate([obs, np.zeros(pad_to - obs.shape[-1], dtype=obs.dtype)])
+        return padded if normalize is None else normalize(padded)
 
-    def observation(self, observation: np.ndarray) -> np.ndarray:
-        observation = observation.copy()
-        observation[self.start :] = 0.0
-        return observation
+    return transform
 
 
 def main() -> None:
@@ -36,7 +41,9 @@ def main() -> None:
     parser.add_argument("--env", required=True, help="gymnasium env id")
     parser.add_argument("--env-kwargs", type=json.loads, default={}, help="JSON, e.g. '{\"use_contact_forces\": true}'")
     parser.add_argument("--vecnormalize", default=None, help="vecnormalize.pkl whose obs statistics the model expects")
-    parser.add_argument("--zero-obs-from", type=int, default=None, help="zero observation entries from this index on")
+    parser.add_argument(
+        "--pad-obs-to", type=int, default=None, help="zero-pad what the expert sees to this size (Ant-v3 experts: 111)"
+    )
     parser.add_argument("--noise", type=float, default=0.0, help="Gaussian action noise std (fraction of half range)")
     parser.add_argument("--n-transitions", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
@@ -44,10 +51,13 @@ def main() -> None:
     args = parser.parse_args()
 
     env = gym.make(args.env, **args.env_kwargs)
-    if args.zero_obs_from is not None:
-        env = _ZeroObsTail(env, args.zero_obs_from)
-    model = load_sb3_model(args.model, args.algo, env)
-    transform = load_vecnormalize_obs_transform(args.vecnormalize) if args.vecnormalize else None
+    transform = _expert_obs_transform(args.pad_obs_to, args.vecnormalize)
+    expert_env = env
+    if args.pad_obs_to is not None:
+        low = np.full(args.pad_obs_to, -np.inf, dtype=np.float32)
+        expert_env = gym.make(args.env, **args.env_kwargs)
+        expert_env.observation_space = gym.spaces.Box(low, -low, dtype=np.float64)  # type: ignore[misc]
+    model = load_sb3_model(args.model, args.algo, expert_env)
     dataset = collect_demonstrations(model, env, args.n_transitions, args.noise, args.seed, transform)
     train_path, norm_path = save_reinflow_dataset(args.output, dataset)
     returns = episode_returns(dataset)

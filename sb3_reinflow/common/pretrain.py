@@ -146,7 +146,8 @@ def pretrain(
     policy.set_training_mode(True)
     for step in tqdm(range(1, n_gradient_steps + 1), disable=not progress_bar, desc="pretraining", unit="step"):
         indices = th.randint(0, len(obs), (batch_size,))
-        loss = loss_fn(velocity_net, policy.normalize_obs(obs[indices]), actions[indices])
+        # the dataset's states are already normalised with ``stats``: no second normalize_obs
+        loss = loss_fn(velocity_net, obs[indices], actions[indices])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

@@ -1,0 +1,220 @@
+"""RL Zoo integration: the bare rl_zoo3 commands, the hook-free wrappers, -optimize and the registry."""
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sb3_reinflow import ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow.pretrained import available_pretrained
+from sb3_reinflow.zoo import hyperparams_path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Keys rl_zoo3's ExperimentManager consumes itself (the rest must be ReinFlowPPO arguments).
+ZOO_KEYS = {"n_timesteps", "n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack", "callback", "policy"}
+TINY_POLICY = "dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], n_flow_steps=2)"
+
+
+def _run(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    result = subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=full_env, check=False
+    )
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny bare `python -m rl_zoo3.train --algo reinflow_ppo --env Hopper-v4` run, shared by the tests."""
+    folder = tmp_path_factory.mktemp("zoo")
+    result = _run(
+        [
+            "-m",
+            "rl_zoo3.train",
+            "--algo",
+            "reinflow_ppo",
+            "--env",
+            "Hopper-v4",
+            "-n",
+            "32",
+            "-f",
+            "logs",
+            "--seed",
+            "1",
+            "--eval-freq",
+            "-1",
+            "-params",
+            "n_envs:1",
+            "n_steps:32",
+            "batch_size:32",
+            "n_epochs:1",
+        ],
+        cwd=folder,
+    )
+    assert str(hyperparams_path()) in result.stdout, "the packaged registry should be the default config"
+    return folder
+
+
+def test_bare_train_fine_tunes_shipped_checkpoint(zoo_run: Path) -> None:
+    run_dir = zoo_run / "logs" / "reinflow_ppo" / "Hopper-v4_1"
+    model = ReinFlowPPO.load(run_dir / "Hopper-v4.zip", device="cpu")
+    assert model.pretrained_policy == "Hopper-v4_reflow"
+    assert (run_dir / "Hopper-v4" / "vecnormalize.pkl").is_file()
+    # the fine-tuned policy kept the checkpoint's dataset normalisation (not the identity default)
+    assert not bool((model.policy.obs_scale == 1).all())
+
+
+def test_bare_enjoy(zoo_run: Path) -> None:
+    _run(
+        ["-m", "rl_zoo3.enjoy", "--algo", "reinflow_ppo", "--env", "Hopper-v4", "-f", "logs", "-n", "40", "--no-render"],
+        cwd=zoo_run,
+    )
+
+
+def _egl_available() -> bool:
+    probe = "import gymnasium as gym; e = gym.make('Hopper-v4', render_mode='rgb_array'); e.reset(); e.render()"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env={**os.environ, "MUJOCO_GL": "egl"}, capture_output=True, timeout=120, check=False
+    )
+    return result.returncode == 0
+
+
+def test_bare_record_video(zoo_run: Path) -> None:
+    if not _egl_available():
+        pytest.skip("no headless EGL rendering here (install libegl1 / libegl-mesa0 and set MUJOCO_GL=egl)")
+    _run(
+        ["-m", "rl_zoo3.record_video", "--algo", "reinflow_ppo", "--env", "Hopper-v4", "-f", "logs", "-n", "20"],
+        cwd=zoo_run,
+        env={"MUJOCO_GL": "egl"},
+    )
+    assert list((zoo_run / "logs").rglob("*.mp4")), "record_video wrote no video"
+
+
+@pytest.fixture()
+def tiny_conf(tmp_path: Path) -> Path:
+    conf = {
+        "Pendulum-v1": {
+            "policy": "MlpPolicy",
+            "n_timesteps": 64,
+            "n_envs": 1,
+            "n_steps": 32,
+            "batch_size": 32,
+            "n_epochs": 1,
+            "policy_kwargs": TINY_POLICY,
+            "env_wrapper": [{"sb3_reinflow.common.wrappers.ActionChunkWrapper": {"horizon": 2}}],
+        }
+    }
+    path = tmp_path / "tiny.yml"
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+def test_hook_free_wrappers(tmp_path: Path, tiny_conf: Path) -> None:
+    _run(
+        [
+            "-m",
+            "sb3_reinflow.zoo.train",
+            "--algo",
+            "reinflow_ppo",
+            "--env",
+            "Pendulum-v1",
+            "-conf",
+            str(tiny_conf),
+            "-f",
+            "logs",
+            "--eval-freq",
+            "-1",
+        ],
+        cwd=tmp_path,
+    )
+    assert (tmp_path / "logs" / "reinflow_ppo" / "Pendulum-v1_1" / "Pendulum-v1.zip").is_file()
+    _run(
+        [
+            "-m",
+            "sb3_reinflow.zoo.enjoy",
+            "--algo",
+            "reinflow_ppo",
+            "--env",
+            "Pendulum-v1",
+            "-f",
+            "logs",
+            "-n",
+            "20",
+            "--no-render",
+        ],
+        cwd=tmp_path,
+    )
+
+
+def test_optimize_with_sqlite_storage(tmp_path: Path, tiny_conf: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    _run(
+        [
+            "-m",
+            "rl_zoo3.train",
+            "--algo",
+            "reinflow_ppo",
+            "--env",
+            "Pendulum-v1",
+            "-conf",
+            str(tiny_conf),
+            "-optimize",
+            "--n-trials",
+            "2",
+            "--n-jobs",
+            "1",
+            "--storage",
+            storage,
+            "--study-name",
+            "reinflow-test",
+            "-n",
+            "64",
+            "--n-evaluations",
+            "1",
+            "--eval-episodes",
+            "1",
+            "-f",
+            "logs",
+            "--no-optim-plots",
+            "--sampler",
+            "random",
+        ],
+        cwd=tmp_path,
+    )
+    import optuna
+
+    study = optuna.load_study(study_name="reinflow-test", storage=storage)
+    assert len(study.trials) == 2
+    assert "min_noise_std" in study.trials[0].params
+
+
+def test_registry_keys_are_known_arguments() -> None:
+    conf = yaml.safe_load(hyperparams_path().read_text())
+    algo_args = set(inspect.signature(ReinFlowPPO.__init__).parameters) - {"self", "env", "policy"}
+    policy_args = set(inspect.signature(ReinFlowPolicy.__init__).parameters)
+    assert {"Hopper-v4", "Hopper-v5", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "Humanoid-v4", "FrankaKitchen-v1"} <= set(
+        conf
+    )
+    for env_id, entry in conf.items():
+        unknown = set(entry) - algo_args - ZOO_KEYS
+        assert not unknown, f"{env_id}: unknown keys {unknown}"
+        if "policy_kwargs" in entry:
+            policy_kwargs = eval(entry["policy_kwargs"])  # the zoo evaluates this string the same way
+            assert set(policy_kwargs) <= policy_args, f"{env_id}: unknown policy_kwargs {set(policy_kwargs) - policy_args}"
+        if entry.get("pretrained_policy"):
+            assert entry["pretrained_policy"] in available_pretrained(), f"{env_id}: no shipped {entry['pretrained_policy']}"
+
+
+def test_packaged_registry_matches_top_level() -> None:
+    assert hyperparams_path().read_text() == (ROOT / "hyperparams" / "reinflow_ppo.yml").read_text()
+
+
+def test_startup_does_not_import_torch_or_zoo() -> None:
+    code = "import sys; print('torch' in sys.modules, 'rl_zoo3' in sys.modules, 'sb3_reinflow' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == ["False", "False", "False"]
