@@ -1,6 +1,6 @@
-"""Shared test setup."""
+"""Shared test settings."""
 
 import torch as th
 
-# The test networks are tiny: one thread is faster than several competing for shared cores.
+# Tiny networks: one thread is as fast and avoids oversubscribing small CI machines.
 th.set_num_threads(1)

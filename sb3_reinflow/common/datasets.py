@@ -12,7 +12,7 @@ ReinFlow layout (as used by the official code, so its data files load too):
 import os
 import tempfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -222,3 +222,79 @@ def unnormalized(dataset: TrajectoryDataset, stats: NormalizationStats) -> Traje
         states=unnormalize(dataset.states, stats.obs_min, stats.obs_max),
         actions=unnormalize(dataset.actions, stats.action_min, stats.action_max),
     )
+
+
+def _import_minari() -> Any:
+    try:
+        import minari
+    except ImportError as error:
+        raise ImportError('Minari support needs the minari package: pip install "sb3_reinflow[data]"') from error
+    return minari
+
+
+def save_minari_dataset(
+    dataset_id: str,
+    dataset: TrajectoryDataset,
+    env_id: str,
+    final_observations: np.ndarray | None = None,
+    **metadata: Any,
+) -> Any:
+    """
+    Write a raw dataset as a local Minari dataset (in ``MINARI_DATASETS_PATH`` or ``~/.minari/datasets``; nothing
+    is uploaded).
+
+    :param dataset_id: Minari id, e.g. ``"sb3_reinflow/hopper/medium-v0"``
+    :param dataset: raw (unnormalised) dataset
+    :param env_id: gymnasium id of the env it comes from
+    :param final_observations: the observation after each episode's last step, shape (E, obs_dim); Minari stores
+        T + 1 observations per episode. Default: the last state is repeated.
+    :param metadata: extra ``minari.create_dataset_from_buffers`` arguments (author, description, ...)
+    :return: the ``MinariDataset``
+    """
+    minari = _import_minari()
+    from minari.data_collector import EpisodeBuffer
+
+    validate_dataset(dataset, dataset_id)
+    ends = np.cumsum(dataset.traj_lengths)
+    buffers = []
+    for index, (start, end) in enumerate(zip(ends - dataset.traj_lengths, ends, strict=True)):
+        last = dataset.states[end - 1] if final_observations is None else final_observations[index]
+        terminals = dataset.terminals[start:end].astype(bool)
+        buffers.append(
+            EpisodeBuffer(
+                id=index,
+                observations=np.concatenate([dataset.states[start:end], last[None]]).astype(np.float32),
+                actions=dataset.actions[start:end].astype(np.float32),
+                rewards=list(dataset.rewards[start:end].astype(np.float64)),
+                terminations=list(terminals),
+                truncations=[False] * (end - start - 1) + [not bool(terminals[-1])],
+            )
+        )
+    return minari.create_dataset_from_buffers(dataset_id, buffers, env=env_id, **metadata)
+
+
+def load_minari_dataset(dataset_id: str) -> TrajectoryDataset:
+    """
+    Read a local Minari dataset (never downloads) with Box observations and actions.
+
+    :param dataset_id: Minari id
+    :return: the raw dataset (normalise it with :func:`save_reinflow_dataset` or :func:`compute_normalization`)
+    """
+    minari = _import_minari()
+    local = minari.list_local_datasets()
+    if dataset_id not in local:
+        raise FileNotFoundError(f"Minari dataset {dataset_id!r} is not stored locally (local: {sorted(local)})")
+    episodes = list(minari.load_dataset(dataset_id, download=False).iterate_episodes())
+    if not episodes:
+        raise ValueError(f"Minari dataset {dataset_id!r} holds no episodes")
+    if not isinstance(episodes[0].observations, np.ndarray):
+        raise NotImplementedError(f"Minari dataset {dataset_id!r} has non-Box observations; flatten them first")
+    dataset = TrajectoryDataset(
+        states=np.concatenate([episode.observations[:-1] for episode in episodes]).astype(np.float64),
+        actions=np.concatenate([episode.actions for episode in episodes]).astype(np.float64),
+        rewards=np.concatenate([episode.rewards for episode in episodes]).astype(np.float64),
+        terminals=np.concatenate([episode.terminations for episode in episodes]).astype(bool),
+        traj_lengths=np.array([len(episode.actions) for episode in episodes], dtype=np.int64),
+    )
+    validate_dataset(dataset, dataset_id)
+    return dataset

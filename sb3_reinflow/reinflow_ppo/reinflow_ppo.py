@@ -182,6 +182,8 @@ class ReinFlowPPO(PPO):
         )
         if pretrained_params is not None:
             self.policy.load_state_dict(pretrained_params["policy"])
+            # the noise bounds are buffers: keep those of the (possibly overridden) policy_kwargs, not the checkpoint's
+            self.policy.actor.noise_net.set_std_bounds(self.policy.min_noise_std, self.policy.max_noise_std)
 
     def _setup_model(self) -> None:
         if self.rollout_buffer_class is None:
