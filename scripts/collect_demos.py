@@ -12,7 +12,7 @@ import json
 import gymnasium as gym
 import numpy as np
 
-from sb3_reinflow.common.datasets import episode_returns, save_reinflow_dataset
+from sb3_reinflow.common.datasets import episode_returns, save_minari_dataset, save_reinflow_dataset
 from sb3_reinflow.common.demonstrations import (
     ObsTransform,
     collect_demonstrations,
@@ -48,6 +48,7 @@ def main() -> None:
     parser.add_argument("--n-transitions", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--minari-id", default=None, help="also write a local Minari dataset with this id")
     args = parser.parse_args()
 
     env = gym.make(args.env, **args.env_kwargs)
@@ -60,6 +61,9 @@ def main() -> None:
     model = load_sb3_model(args.model, args.algo, expert_env)
     dataset = collect_demonstrations(model, env, args.n_transitions, args.noise, args.seed, transform)
     train_path, norm_path = save_reinflow_dataset(args.output, dataset)
+    if args.minari_id:
+        save_minari_dataset(args.minari_id, dataset, args.env, algorithm_name=f"{args.algo} + noise {args.noise}")
+        print(f"wrote local Minari dataset {args.minari_id}")
     returns = episode_returns(dataset)
     print(f"wrote {train_path} and {norm_path}: {len(dataset.states)} transitions, {len(returns)} episodes")
     print(

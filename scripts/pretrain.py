@@ -15,7 +15,14 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
-from sb3_reinflow.common.datasets import episode_returns, load_reinflow_dataset, unnormalized
+from sb3_reinflow.common.datasets import (
+    compute_normalization,
+    episode_returns,
+    load_minari_dataset,
+    load_reinflow_dataset,
+    normalized,
+    unnormalized,
+)
 from sb3_reinflow.common.pretrain import atomic_save, pretrain
 
 
@@ -27,7 +34,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", required=True, help="gymnasium env id")
     parser.add_argument("--env-kwargs", type=json.loads, default={})
-    parser.add_argument("--data", required=True, help="folder with train.npz and normalization.npz")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", help="folder with train.npz and normalization.npz (ReinFlow layout)")
+    source.add_argument("--minari-id", help="a local Minari dataset id")
     parser.add_argument("--flow-model", choices=["reflow", "shortcut"], default="reflow")
     parser.add_argument("--horizon", type=int, default=4, help="action chunk length Ta")
     parser.add_argument("--n-flow-steps", type=int, default=4, help="K used for evaluation and fine-tuning")
@@ -45,7 +54,12 @@ def main() -> None:
     args = parser.parse_args()
 
     th.manual_seed(args.seed)
-    dataset, stats = load_reinflow_dataset(args.data)
+    if args.data:
+        dataset, stats = load_reinflow_dataset(args.data)
+    else:
+        raw = load_minari_dataset(args.minari_id)
+        stats = compute_normalization(raw)
+        dataset = normalized(raw, stats)
     returns = episode_returns(unnormalized(dataset, stats))
     print(f"data: {len(dataset.states)} transitions, mean episode return {returns.mean():.1f}")
     env_kwargs = dict(env_kwargs=args.env_kwargs, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=args.horizon))

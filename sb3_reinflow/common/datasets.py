@@ -212,6 +212,18 @@ def load_reinflow_dataset(
     return dataset, stats
 
 
+def normalized(dataset: TrajectoryDataset, stats: NormalizationStats) -> TrajectoryDataset:
+    """
+    :param dataset: raw dataset
+    :param stats: normalisation statistics
+    :return: the dataset with states and actions mapped to [-1, 1]
+    """
+    return dataset._replace(
+        states=normalize(dataset.states, stats.obs_min, stats.obs_max).astype(np.float32),
+        actions=normalize(dataset.actions, stats.action_min, stats.action_max).astype(np.float32),
+    )
+
+
 def unnormalized(dataset: TrajectoryDataset, stats: NormalizationStats) -> TrajectoryDataset:
     """
     :param dataset: normalised dataset

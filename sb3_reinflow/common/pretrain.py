@@ -84,6 +84,7 @@ def atomic_save(model: ReinFlowPPO, path: str | Path) -> Path:
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates the file private; checkpoints are shared files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
