@@ -1,23 +1,21 @@
 """
 Start-up hook (loaded by ``sb3_reinflow_zoo.pth``): once ``rl_zoo3`` is imported, register ``reinflow_ppo`` with it,
-so that ``python -m rl_zoo3.train --algo reinflow_ppo`` works. It imports nothing heavy at start-up: it only puts a
-one-shot finder on ``sys.meta_path`` that wraps the loading of the ``rl_zoo3`` package.
+so that ``python -m rl_zoo3.train --algo reinflow_ppo`` works. At start-up it imports nothing but ``sys``: it only
+puts a one-shot finder on ``sys.meta_path`` that wraps the loading of the ``rl_zoo3`` package.
 """
 
-import importlib.abc
-import importlib.util
 import sys
-import warnings
-from types import ModuleType
-from typing import Any
 
 
-class _RlZooImportHook(importlib.abc.MetaPathFinder):
-    """Finds nothing itself; when ``rl_zoo3`` is about to load, it wraps the loader to register afterwards."""
+class _RlZooImportHook:
+    """A meta-path finder that finds nothing itself: when ``rl_zoo3`` is about to load, it wraps the loader so that
+    ``sb3_reinflow.zoo.register()`` runs right after the package has loaded."""
 
-    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+    def find_spec(self, fullname: str, path: object = None, target: object = None) -> object:
         if fullname != "rl_zoo3":
             return None
+        import importlib.util
+
         if self in sys.meta_path:
             sys.meta_path.remove(self)
         spec = importlib.util.find_spec(fullname)
@@ -25,17 +23,22 @@ class _RlZooImportHook(importlib.abc.MetaPathFinder):
             return spec
         exec_module = spec.loader.exec_module
 
-        def exec_and_register(module: ModuleType) -> None:
+        def exec_and_register(module: object) -> None:
             exec_module(module)
             try:
                 from sb3_reinflow.zoo import register
 
                 register()
             except Exception as error:  # never break rl_zoo3 itself
+                import warnings
+
                 warnings.warn(f"sb3_reinflow could not register reinflow_ppo with rl_zoo3: {error!r}", stacklevel=2)
 
-        spec.loader.exec_module = exec_and_register  # type: ignore[method-assign]
+        spec.loader.exec_module = exec_and_register
         return spec
+
+    def invalidate_caches(self) -> None:
+        """Nothing cached."""
 
 
 def install() -> None:
