@@ -250,11 +250,7 @@ class ReinFlowPPO(PPO):
         )
 
     def _record_chain_stats(self) -> None:
-        data = self.rollout_buffer
-        n_samples = data.buffer_size * data.n_envs
-        indices = np.random.randint(0, n_samples, size=min(n_samples, _STATS_SAMPLES))
-        obs = data.to_torch(data.observations.reshape(n_samples, -1)[indices])
-        chains = data.to_torch(data.actions.reshape(n_samples, -1)[indices])
+        obs, chains = self._sample_rollout(_STATS_SAMPLES)
         with th.no_grad():
             norm_obs = self.policy.normalize_obs(obs)
             evaluation = self.policy.actor.evaluate(norm_obs, self.policy._unflatten_chains(chains))
@@ -264,6 +260,19 @@ class ReinFlowPPO(PPO):
         if self._bc_losses:
             self.logger.record("train/bc_loss", float(np.mean(self._bc_losses)))
 
+    def _sample_rollout(self, n_samples: int) -> tuple[th.Tensor, th.Tensor]:
+        """
+        :param n_samples: how many (observation, chain) pairs to draw, with replacement, from the rollout buffer
+        :return: observations and flattened chains
+        """
+        data = self.rollout_buffer
+        size = data.buffer_size * data.n_envs
+        indices = np.random.randint(0, size, size=min(size, n_samples))
+        return (
+            data.to_torch(data.observations.reshape(size, -1)[indices]),
+            data.to_torch(data.actions.reshape(size, -1)[indices]),
+        )
+
     def _bc_pre_step_hook(self, optimizer: th.optim.Optimizer, args: Any, kwargs: Any) -> None:
         """
         Add the gradient of ``bc_coef * W2`` before each optimizer step of ``PPO.train()``. The W2 term
@@ -272,10 +281,7 @@ class ReinFlowPPO(PPO):
         """
         if self.bc_coef <= 0 or self._bc_reference is None or not self.policy.training:
             return
-        data = self.rollout_buffer
-        n_samples = data.buffer_size * data.n_envs
-        indices = np.random.randint(0, n_samples, size=min(n_samples, self.batch_size))
-        obs = data.to_torch(data.observations.reshape(n_samples, -1)[indices])
+        obs, _ = self._sample_rollout(self.batch_size)
         with th.enable_grad():
             norm_obs = self.policy.normalize_obs(obs)
             with th.no_grad():
