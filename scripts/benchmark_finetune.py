@@ -5,7 +5,8 @@ episodes, rl_zoo3's EvalCallback) against env steps and wall-clock time to a CSV
 
 Env steps are 4 x zoo timesteps (one timestep is one Ta=4 action chunk; an episode's last chunk may stop early, so
 this overcounts by at most 3 steps per episode). Wall-clock time at each evaluation is interpolated from the
-training Monitor log. The return at step 0 is the pretrained checkpoint's, measured here the same way.
+training Monitor logs (their episode lengths count env steps); it includes the time spent in evaluations. The
+return at step 0 is the pretrained checkpoint's, measured here the same way.
 
 Example (about 2M env steps per seed):
     python scripts/benchmark_finetune.py --env Hopper-v4 --seeds 1 2 3 --n-timesteps 500000 --eval-freq 25000 \
@@ -48,7 +49,9 @@ def initial_return(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple[
     from sb3_reinflow import ReinFlowPPO
 
     hyperparams, stats_path = get_saved_hyperparams(str(run_dir / args.env), norm_reward=False)
-    env = create_test_env(args.env, n_envs=1, stats_path=stats_path, seed=seed, hyperparams=hyperparams)
+    env = create_test_env(
+        args.env, n_envs=1, stats_path=stats_path, seed=seed, should_render=False, hyperparams=hyperparams
+    )
     policy_kwargs = eval(hyperparams.get("policy_kwargs", "dict()"))  # the zoo's own convention for this key
     model = ReinFlowPPO(
         "MlpPolicy", env, pretrained_policy=hyperparams["pretrained_policy"], policy_kwargs=policy_kwargs, device="cpu"
@@ -57,16 +60,19 @@ def initial_return(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple[
     return float(mean), float(std)
 
 
-def wall_clock_at(run_dir: Path, timesteps: np.ndarray) -> np.ndarray:
-    """Interpolate training wall-clock time at the given timesteps from all envs' Monitor logs."""
+def wall_clock_at(run_dir: Path, env_steps: np.ndarray) -> np.ndarray:
+    """
+    Interpolate training wall-clock time at the given env-step counts from all envs' Monitor logs (rl_zoo3 puts
+    the Monitor inside the action-chunk wrapper, so its episode lengths count env steps).
+    """
     monitors = [pd.read_csv(path, skiprows=1) for path in sorted(run_dir.glob("*.monitor.csv"))]
     episodes = pd.concat(monitors).sort_values("t")
-    return np.interp(timesteps, episodes["l"].cumsum().to_numpy(), episodes["t"].to_numpy())
+    return np.interp(env_steps, episodes["l"].cumsum().to_numpy(), episodes["t"].to_numpy())
 
 
 def curve_rows(run_dir: Path, env: str, seed: int, start: tuple[float, float]) -> list[dict]:
     evaluations = np.load(run_dir / "evaluations.npz")
-    walls = wall_clock_at(run_dir, evaluations["timesteps"])
+    walls = wall_clock_at(run_dir, CHUNK * evaluations["timesteps"])
     rows = [dict(env=env, seed=seed, timesteps=0, env_steps=0, wall_clock_s=0.0, mean_return=start[0], std_return=start[1])]
     for timesteps, results, wall in zip(evaluations["timesteps"], evaluations["results"], walls, strict=True):
         rows.append(
@@ -85,13 +91,14 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--folder", default="logs/benchmark")
     parser.add_argument("--output", required=True, help="CSV file (appended)")
+    parser.add_argument("--from-run", default=None, help="only record an existing run folder (with one --seeds value)")
     parser.add_argument("extra", nargs="*", help="extra rl_zoo3.train arguments, after --")
     args = parser.parse_args()
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     new_file = not output.exists()
     for seed in args.seeds:
-        run_dir = run_seed(args, seed, Path(args.folder))
+        run_dir = Path(args.from_run) if args.from_run else run_seed(args, seed, Path(args.folder))
         rows = curve_rows(run_dir, args.env, seed, initial_return(run_dir, args, seed))
         with output.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=FIELDS)
