@@ -209,3 +209,29 @@ def test_save_rejects_bad_datasets(tmp_path):
     with pytest.raises(ValueError, match="actions has"):
         save_reinflow_dataset(tmp_path, raw._replace(actions=raw.actions[:-2]))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_minari_round_trip(tmp_path, monkeypatch):
+    pytest.importorskip("minari")
+    from sb3_reinflow.common.datasets import load_minari_dataset, save_minari_dataset
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    rng = np.random.default_rng(0)
+    lengths = np.array([4, 6, 3])
+    n = int(lengths.sum())
+    raw = TrajectoryDataset(
+        states=rng.normal(size=(n, 3)),
+        actions=rng.uniform(-2, 2, size=(n, 1)),
+        rewards=rng.normal(size=n),
+        terminals=np.array([False] * 3 + [True] + [False] * 6 + [False] * 2 + [True]),
+        traj_lengths=lengths,
+    )
+    save_minari_dataset("test/pendulum/demo-v0", raw, "Pendulum-v1")
+    back = load_minari_dataset("test/pendulum/demo-v0")
+    np.testing.assert_array_equal(back.traj_lengths, lengths)
+    np.testing.assert_allclose(back.states, raw.states, rtol=1e-6)
+    np.testing.assert_allclose(back.actions, raw.actions, rtol=1e-6)
+    np.testing.assert_allclose(back.rewards, raw.rewards)
+    np.testing.assert_array_equal(back.terminals, raw.terminals)
+    with pytest.raises(FileNotFoundError, match="not stored locally"):
+        load_minari_dataset("test/pendulum/missing-v0")

@@ -221,6 +221,21 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
         th.testing.assert_close(getattr(fresh.policy, name), getattr(policy, name))
 
 
+def test_saved_model_does_not_need_the_pretrained_file(demo_dir, tmp_path):
+    dataset, stats = load_reinflow_dataset(demo_dir)
+    model = ReinFlowPPO("MlpPolicy", chunked_env(), policy_kwargs=TINY, device="cpu")
+    pretrain(model, dataset, stats, n_gradient_steps=5, batch_size=16, progress_bar=False)
+    checkpoint = atomic_save(model, tmp_path / "pretrained")
+    fine_tuned = ReinFlowPPO("MlpPolicy", chunked_env(), n_steps=16, batch_size=8, pretrained_policy=str(checkpoint))
+    fine_tuned.save(tmp_path / "fine_tuned")
+    obs = unnormalized(dataset, stats).states[:5].astype(np.float32)
+    expected = fine_tuned.predict(obs, deterministic=True)[0]
+    checkpoint.unlink()
+    loaded = ReinFlowPPO.load(tmp_path / "fine_tuned.zip", env=chunked_env(), device="cpu")
+    assert loaded.pretrained_policy == str(checkpoint)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], expected)
+
+
 def test_pretrained_policy_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a file nor a shipped checkpoint"):
         ReinFlowPPO("MlpPolicy", chunked_env(), pretrained_policy=str(tmp_path / "nope.zip"))
