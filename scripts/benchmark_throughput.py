@@ -76,9 +76,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--n-epochs", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=2, help="alternating repeats of each measurement")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
-    th.set_num_threads(args.threads)
+    if args.threads > 0:
+        th.set_num_threads(args.threads)
     results: dict[str, list[float]] = {"ppo": [], "reinflow_ppo": []}
     for _ in range(args.repeats):
         for algo in results:
