@@ -49,9 +49,7 @@ def initial_return(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple[
     from sb3_reinflow import ReinFlowPPO
 
     hyperparams, stats_path = get_saved_hyperparams(str(run_dir / args.env), norm_reward=False)
-    env = create_test_env(
-        args.env, n_envs=1, stats_path=stats_path, seed=seed, should_render=False, hyperparams=hyperparams
-    )
+    env = create_test_env(args.env, n_envs=1, stats_path=stats_path, seed=seed, should_render=False, hyperparams=hyperparams)
     policy_kwargs = eval(hyperparams.get("policy_kwargs", "dict()"))  # the zoo's own convention for this key
     model = ReinFlowPPO(
         "MlpPolicy", env, pretrained_policy=hyperparams["pretrained_policy"], policy_kwargs=policy_kwargs, device="cpu"
