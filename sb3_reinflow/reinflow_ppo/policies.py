@@ -385,10 +385,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         """
         if isinstance(path, io.BufferedIOBase) or not _is_sb3_model_zip(path):
             return super().load(path, device)
-        schedules = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
-        data, params, _ = load_from_zip_file(path, device=device, custom_objects=schedules)
-        if data is None or params is None or "policy" not in params:
-            raise ValueError(f"{path} is a zip file but not an SB3 model with a policy")
+        data, params = read_model_zip(path, device)
         policy = cls(data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {}))
         policy.load_state_dict(params["policy"])
         return policy.to(get_device(device))
@@ -407,6 +404,22 @@ class ReinFlowPolicy(ActorCriticPolicy):
                     "(velocity_net_arch, n_flow_steps, action chunk horizon...) as the checkpoint"
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def read_model_zip(path: str | Path, device: th.device | str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+    """
+    Read the data and parameters of an SB3 model zip for inference: pickled schedules (possibly rl_zoo3's, or from
+    old SB3 versions) are replaced, so loading needs neither rl_zoo3 nor the training-time objects.
+
+    :param path: the model zip
+    :param device: where to load the parameters
+    :return: the model's data dict (``policy_kwargs``, spaces...) and its parameters (``policy`` state dict...)
+    """
+    schedules = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
+    data, params, _ = load_from_zip_file(path, device=device, custom_objects=schedules)
+    if data is None or params is None or "policy" not in params:
+        raise ValueError(f"{path} is not an SB3 model zip with a policy")
+    return data, params
 
 
 def _is_sb3_model_zip(path: str | Path) -> bool:

@@ -10,14 +10,13 @@ import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
-from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
 from torch.nn import functional as F
 
 from sb3_reinflow.common.buffers import ChainRolloutBuffer
 from sb3_reinflow.common.flow import FlowChain
-from sb3_reinflow.reinflow_ppo.policies import MlpPolicy, ReinFlowPolicy
+from sb3_reinflow.reinflow_ppo.policies import MlpPolicy, ReinFlowPolicy, read_model_zip
 
 SelfReinFlowPPO = TypeVar("SelfReinFlowPPO", bound="ReinFlowPPO")
 NoiseStdSchedule = Literal["constant", "learn_decay"]
@@ -332,9 +331,4 @@ def resolve_pretrained(name_or_path: str) -> Path:
 
 
 def _read_pretrained(name_or_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    schedules = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
-    path = resolve_pretrained(name_or_path)
-    data, params, _ = load_from_zip_file(path, device="cpu", custom_objects=schedules)
-    if data is None or params is None or "policy" not in params:
-        raise ValueError(f"pretrained_policy={name_or_path!r} ({path}) is not an SB3 model zip with a policy")
-    return data, params
+    return read_model_zip(resolve_pretrained(name_or_path))
