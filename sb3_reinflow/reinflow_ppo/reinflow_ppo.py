@@ -149,7 +149,7 @@ class ReinFlowPPO(PPO):
         self.pretrained_policy = pretrained_policy
         pretrained_params = None
         if pretrained_policy is not None and _init_setup_model:
-            pretrained_data, pretrained_params = _read_pretrained(pretrained_policy)
+            pretrained_data, pretrained_params = read_model_zip(resolve_pretrained(pretrained_policy))
             policy_kwargs = {**pretrained_data.get("policy_kwargs", {}), **(policy_kwargs or {})}
         super().__init__(
             policy,
@@ -328,7 +328,3 @@ def resolve_pretrained(name_or_path: str) -> Path:
     raise FileNotFoundError(
         f"pretrained_policy={name_or_path!r} is neither a file nor a shipped checkpoint ({available_pretrained()})"
     )
-
-
-def _read_pretrained(name_or_path: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    return read_model_zip(resolve_pretrained(name_or_path))
