@@ -325,6 +325,29 @@ def test_deterministic_sample_follows_transition_means_and_is_reproducible():
     assert not th.allclose(stochastic_a, first.chains)
 
 
+def test_deterministic_random_x0_draws_x0_and_injects_no_noise():
+    """deterministic_x0="random": x_0 ~ N(0, I) from the generator, then the noise-free transition means."""
+    n_flow_steps, action_dim, batch = 3, 4, 6
+    th.manual_seed(0)
+    velocity = ReFlowVelocityNet(action_dim, OBS_DIM, [32], time_embedding_dim=8)
+    noise_net = NoiseNet(velocity.noise_input_dim, action_dim, [16])
+    chain = FlowChain(velocity, noise_net, n_flow_steps, deterministic_x0="random")
+    obs = th.randn(batch, OBS_DIM)
+    with th.no_grad():
+        sample = chain.sample(obs, deterministic=True, generator=th.Generator().manual_seed(3))
+        other = chain.sample(obs, deterministic=True, generator=th.Generator().manual_seed(4))
+        x0 = th.randn(batch, action_dim, generator=th.Generator().manual_seed(3))
+        reference = FlowChain(velocity, noise_net, n_flow_steps).sample(obs, deterministic=True, x0=x0)
+    th.testing.assert_close(sample.chains, reference.chains)
+    assert not th.allclose(sample.chains[:, -1], other.chains[:, -1])
+
+
+def test_invalid_deterministic_x0():
+    velocity = AffineVelocity([0.0, 0.0])
+    with pytest.raises(ValueError, match="deterministic_x0='ones'"):
+        FlowChain(velocity, make_noise_net(2), 2, deterministic_x0="ones")
+
+
 def test_noise_clip_truncates_injected_noise():
     n_flow_steps = 2
     chain = make_chain([0.0, 0.0], n_flow_steps, a=-float(n_flow_steps), noise_clip_value=0.5)

@@ -74,6 +74,22 @@ def test_learn_with_bc_noise_decay_and_warmup():
     assert logged["train/noise_std_max_bound"] < max_std
 
 
+def test_bc_regulariser_compares_actions_from_zero_x0():
+    """With one gradient step, the BC term is taken before the policy moves away from its reference: exactly 0,
+    even when deterministic predict draws x_0 at random (the W2 term must use the same x_0 = 0 for both)."""
+    model = ReinFlowPPO(
+        "MlpPolicy",
+        "Pendulum-v1",
+        n_steps=64,
+        batch_size=64,
+        n_epochs=1,
+        bc_coef=1.0,
+        policy_kwargs={**TINY, "n_flow_steps": 2, "deterministic_x0": "random"},
+    )
+    model.learn(64)
+    assert model.logger.name_to_value["train/bc_loss"] == 0.0
+
+
 def test_learn_decay_schedule():
     min_std, max_std = 0.1, 0.24
     final = 0.3 * min_std + 0.7 * max_std

@@ -28,6 +28,8 @@ from sb3_reinflow.common.networks import NoiseNet, VelocityNet
 
 TimeGrid = Literal["euler", "reinflow_linspace"]
 TIME_GRIDS: tuple[str, ...] = ("euler", "reinflow_linspace")
+DeterministicX0 = Literal["zero", "random"]
+DETERMINISTIC_X0: tuple[str, ...] = ("zero", "random")
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -167,6 +169,8 @@ class FlowChain(nn.Module):
     :param include_initial_noise: count ``log N(x_0; 0, I)`` in the log-probability and entropy
     :param normalize_log_prob: divide log-probability and entropy by (number of factors) * action_dim
     :param log_prob_bounds: clamp the log-probability to these bounds (None: no clamp)
+    :param deterministic_x0: x_0 of the noise-free (deterministic) chain: ``"zero"`` (reproducible actions) or
+        ``"random"`` (drawn from N(0, I), as the official ReinFlow evaluation does)
     """
 
     def __init__(
@@ -180,11 +184,14 @@ class FlowChain(nn.Module):
         include_initial_noise: bool = True,
         normalize_log_prob: bool = True,
         log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0),
+        deterministic_x0: DeterministicX0 = "zero",
     ) -> None:
         super().__init__()
         check_n_flow_steps(n_flow_steps)
         if time_grid_kind not in TIME_GRIDS:
             raise ValueError(f"time_grid={time_grid_kind!r} is not one of {TIME_GRIDS}")
+        if deterministic_x0 not in DETERMINISTIC_X0:
+            raise ValueError(f"deterministic_x0={deterministic_x0!r} is not one of {DETERMINISTIC_X0}")
         if log_prob_bounds is not None and not log_prob_bounds[0] < log_prob_bounds[1]:
             raise ValueError(f"log_prob_bounds={log_prob_bounds} must be (low, high) with low < high, or None")
         self.velocity_net = velocity_net
@@ -196,6 +203,7 @@ class FlowChain(nn.Module):
         self.include_initial_noise = include_initial_noise
         self.normalize_log_prob = normalize_log_prob
         self.log_prob_bounds = log_prob_bounds
+        self.deterministic_x0 = deterministic_x0
         self.register_buffer("times", time_grid(n_flow_steps, time_grid_kind), persistent=False)
 
     @property
@@ -222,15 +230,16 @@ class FlowChain(nn.Module):
 
     def initial_noise(self, batch_size: int, deterministic: bool = False, generator: th.Generator | None = None) -> th.Tensor:
         """
-        x_0: standard normal, or zeros in deterministic mode (so that deterministic actions are reproducible).
+        x_0: standard normal, or zeros in deterministic mode when ``deterministic_x0="zero"`` (so that
+        deterministic actions are reproducible).
 
         :param batch_size: number of chains
-        :param deterministic: return zeros
+        :param deterministic: deterministic mode
         :param generator: optional torch generator
         :return: shape (batch, action_dim)
         """
         device = self.times.device
-        if deterministic:
+        if deterministic and self.deterministic_x0 == "zero":
             return th.zeros(batch_size, self.action_dim, device=device)
         return th.randn(batch_size, self.action_dim, device=device, generator=generator)
 
@@ -242,7 +251,8 @@ class FlowChain(nn.Module):
         generator: th.Generator | None = None,
     ) -> ChainSample:
         """
-        Run the chain. In deterministic mode no noise is injected and x_0 = 0 (unless ``x0`` is given).
+        Run the chain. In deterministic mode no noise is injected, and x_0 follows ``deterministic_x0`` (unless
+        ``x0`` is given).
 
         :param obs: shape (batch, obs_dim)
         :param deterministic: take the transition means

@@ -17,7 +17,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
-from sb3_reinflow.common.flow import FlowChain, TimeGrid
+from sb3_reinflow.common.flow import DeterministicX0, FlowChain, TimeGrid
 from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
 
 FlowModel = Literal["reflow", "shortcut"]
@@ -33,7 +33,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
     with learned, bounded Gaussian noise, so the log-probability of the whole chain is exact.
     ``forward`` returns the flattened chain as the "action" (stored by :class:`ChainRolloutBuffer`), and
     ``unscale_action`` turns it into the env action (its last point, mapped from [-1, 1] to the action bounds).
-    ``predict`` returns env actions: deterministic mode runs the chain from x_0 = 0 with no injected noise.
+    ``predict`` returns env actions: deterministic mode runs the chain with no injected noise, from x_0 = 0 by
+    default (``deterministic_x0="random"`` draws x_0 from N(0, I), the official ReinFlow evaluation).
 
     Action chunks: an action space of shape (horizon, action_dim) (see ``ActionChunkWrapper``) makes the
     policy predict a chunk of ``horizon`` actions per step.
@@ -58,6 +59,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
     :param include_initial_noise: count log N(x_0; 0, I) in the log-probability
     :param normalize_log_prob: divide the chain log-probability by (number of factors) * chunk size
     :param log_prob_bounds: clamp of the (normalised) log-probability (None: no clamp)
+    :param deterministic_x0: x_0 of the deterministic (noise-free) chain: ``"zero"`` (same action for the same
+        observation) or ``"random"`` (x_0 ~ N(0, I): the official ReinFlow evaluation, which reproduces the spread
+        of the demonstrations a pretrained policy was cloned from)
     :param net_arch: critic hidden widths
     :param activation_fn: critic activation
     :param use_sde: must be False (gSDE does not apply to flow policies)
@@ -90,6 +94,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         include_initial_noise: bool = True,
         normalize_log_prob: bool = True,
         log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0),
+        deterministic_x0: DeterministicX0 = "zero",
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.Mish,
         use_sde: bool = False,
@@ -122,6 +127,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self.include_initial_noise = include_initial_noise
         self.normalize_log_prob = normalize_log_prob
         self.log_prob_bounds = None if log_prob_bounds is None else tuple(log_prob_bounds)
+        self.deterministic_x0 = deterministic_x0
         self.horizon = action_space.shape[0] if len(action_space.shape) == 2 else 1
         self.flat_action_dim = get_action_dim(action_space)
         super().__init__(
@@ -167,6 +173,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
             include_initial_noise=self.include_initial_noise,
             normalize_log_prob=self.normalize_log_prob,
             log_prob_bounds=self.log_prob_bounds,
+            deterministic_x0=self.deterministic_x0,
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
             features_extractor_class=self.features_extractor_class,
@@ -194,6 +201,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
             include_initial_noise=self.include_initial_noise,
             normalize_log_prob=self.normalize_log_prob,
             log_prob_bounds=self.log_prob_bounds,  # type: ignore[arg-type]
+            deterministic_x0=self.deterministic_x0,
         )
         self.value_net = nn.Sequential(*create_mlp(obs_dim, 1, list(self.net_arch), self.activation_fn))  # type: ignore[arg-type]
         self._build_normalization(obs_dim)
@@ -295,7 +303,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         Sample a chain and evaluate the critic.
 
         :param obs: observation batch
-        :param deterministic: run the chain without noise from x_0 = 0
+        :param deterministic: run the chain without injected noise (x_0 as set by ``deterministic_x0``)
         :return: flattened chains (batch, (K + 1) * chunk size), values (batch, 1), log-probabilities (batch,)
         """
         norm_obs = self.normalize_obs(obs)
@@ -339,7 +347,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """
         :param observation: observation batch
-        :param deterministic: noise-free chain from x_0 = 0
+        :param deterministic: chain without injected noise (x_0 as set by ``deterministic_x0``)
         :return: final actions in [-1, 1], shape (batch, chunk size)
         """
         return self.actor.sample(self.normalize_obs(observation), deterministic=deterministic).chains[:, -1]

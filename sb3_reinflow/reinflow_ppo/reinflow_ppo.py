@@ -283,9 +283,10 @@ class ReinFlowPPO(PPO):
         obs, _ = self._sample_rollout(self.batch_size)
         with th.enable_grad():
             norm_obs = self.policy.normalize_obs(obs)
+            x0 = th.zeros(norm_obs.shape[0], self.policy.actor.action_dim, device=norm_obs.device)
             with th.no_grad():
-                target = self._bc_reference.sample(norm_obs, deterministic=True).chains[:, -1]
-            action = self.policy.actor.sample(norm_obs, deterministic=True).chains[:, -1]
+                target = self._bc_reference.sample(norm_obs, deterministic=True, x0=x0).chains[:, -1]
+            action = self.policy.actor.sample(norm_obs, deterministic=True, x0=x0).chains[:, -1]
             bc_loss = F.mse_loss(action, target)
             (self.bc_coef * bc_loss).backward()
         self._bc_losses.append(bc_loss.item())
