@@ -48,6 +48,12 @@ def main() -> None:
     parser.add_argument("--t-sampling", choices=["uniform", "logitnormal", "beta"], default="uniform")
     parser.add_argument("--eval-freq", type=int, default=10_000)
     parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument(
+        "--eval-x0",
+        choices=["random", "zero"],
+        default="random",
+        help="x_0 of the evaluated noise-free chains: random (ReinFlow's evaluation) or zero (SB3 deterministic predict)",
+    )
     parser.add_argument("--tensorboard-log", default=None)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", required=True, help="output zip")
@@ -78,10 +84,11 @@ def main() -> None:
         eval_env=eval_env,
         eval_freq=args.eval_freq,
         n_eval_episodes=args.n_eval_episodes,
+        eval_deterministic_x0=args.eval_x0,
         tensorboard_log=args.tensorboard_log,
     )
     for step, mean, std in result.eval_returns:
-        print(f"step {step}: deterministic return {mean:.1f} +- {std:.1f} (K={args.n_flow_steps})")
+        print(f"step {step}: noise-free return {mean:.1f} +- {std:.1f} (K={args.n_flow_steps}, x_0 {args.eval_x0})")
     print(f"saved {atomic_save(model, args.output)}")
 
 

@@ -169,6 +169,7 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     assert np.isfinite(result.eval_returns[0][1]) and result.eval_returns[0][1] < 0  # Pendulum rewards are <= 0
     assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
     assert not model.policy.training
+    assert model.policy.actor.deterministic_x0 == "zero"  # the evaluation's x_0 = "random" was temporary
 
     # normalisation buffers hold the dataset statistics
     policy = model.policy

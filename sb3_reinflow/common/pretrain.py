@@ -18,6 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
+from sb3_reinflow.common.flow import DeterministicX0
 from sb3_reinflow.common.losses import RectifiedFlowLoss, ShortcutLoss, TimeSampling
 from sb3_reinflow.reinflow_ppo.reinflow_ppo import ReinFlowPPO
 
@@ -106,6 +107,7 @@ def pretrain(
     eval_env: VecEnv | None = None,
     eval_freq: int = 5_000,
     n_eval_episodes: int = 10,
+    eval_deterministic_x0: DeterministicX0 = "random",
     tensorboard_log: str | None = None,
     progress_bar: bool = True,
     log_interval: int = 100,
@@ -127,6 +129,9 @@ def pretrain(
     :param eval_env: env (with the action-chunk wrapper if horizon > 1) for periodic evaluation, or None
     :param eval_freq: evaluate every this many gradient steps
     :param n_eval_episodes: episodes per evaluation
+    :param eval_deterministic_x0: initial noise of the evaluated noise-free chains: ``"random"`` (x_0 ~ N(0, I),
+        ReinFlow's evaluation, which samples the cloned action distribution) or ``"zero"`` (the policy's
+        reproducible deterministic ``predict``)
     :param tensorboard_log: folder for TensorBoard scalars, or None
     :param progress_bar: show a progress bar
     :param log_interval: gradient steps per logged loss value
@@ -160,7 +165,7 @@ def pretrain(
             _log(writer, {"pretrain/loss": result.losses[-1], "pretrain/learning_rate": scheduler.get_last_lr()[0]}, step)
             window = []
         if eval_env is not None and (step % eval_freq == 0 or step == n_gradient_steps):
-            mean, std = _evaluate_ema(model, ema, eval_env, n_eval_episodes)
+            mean, std = _evaluate_ema(model, ema, eval_env, n_eval_episodes, eval_deterministic_x0)
             result.eval_returns.append((step, mean, std))
             _log(writer, {"pretrain/eval_return": mean}, step)
     velocity_net.load_state_dict(ema.module.state_dict())
@@ -179,15 +184,19 @@ def _check_dims(obs_shape: Any, action_dim: int, dataset: TrajectoryDataset) -> 
         )
 
 
-def _evaluate_ema(model: ReinFlowPPO, ema: AveragedModel, env: VecEnv, n_episodes: int) -> tuple[float, float]:
-    velocity_net = model.policy.actor.velocity_net
-    backup = copy.deepcopy(velocity_net.state_dict())
-    velocity_net.load_state_dict(ema.module.state_dict())
+def _evaluate_ema(
+    model: ReinFlowPPO, ema: AveragedModel, env: VecEnv, n_episodes: int, deterministic_x0: DeterministicX0
+) -> tuple[float, float]:
+    actor = model.policy.actor
+    backup, x0_backup = copy.deepcopy(actor.velocity_net.state_dict()), actor.deterministic_x0
+    actor.velocity_net.load_state_dict(ema.module.state_dict())
+    actor.deterministic_x0 = deterministic_x0
     model.policy.set_training_mode(False)
     try:
         mean, std = evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=True)
     finally:
-        velocity_net.load_state_dict(backup)
+        actor.velocity_net.load_state_dict(backup)
+        actor.deterministic_x0 = x0_backup
         model.policy.set_training_mode(True)
     return float(mean), float(std)
 
