@@ -33,7 +33,9 @@ if [[ $which == all || $which == HalfCheetah-v4 ]]; then
 fi
 if [[ $which == all || $which == Ant-v4 ]]; then
   # The Ant-v3 expert reads 111 entries whose contact forces (27:) were always zero: pad the 27-d Ant-v4 observation.
-  collect Ant-v4 trpo trpo-Ant-v3/Ant-v3.zip 0.25 --vecnormalize "$EXPERTS/trpo-Ant-v3/Ant-v3/vecnormalize.pkl" \
+  # Noise 0.1 gives medium-expert data (the paper's Ant set is ant-medium-expert); at 0.25 the noisy expert falls in
+  # half of its episodes (return 1813), which a cloned policy does not reproduce (see docs/pretraining.md).
+  collect Ant-v4 trpo trpo-Ant-v3/Ant-v3.zip 0.1 --vecnormalize "$EXPERTS/trpo-Ant-v3/Ant-v3/vecnormalize.pkl" \
     --pad-obs-to 111
   pretrain Ant-v4 reflow
 fi
