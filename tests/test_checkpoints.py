@@ -205,6 +205,11 @@ def test_finetuned_checkpoint_loads_policy_and_noise_net(tmp_path, norm_path, ob
         expected_std = th.exp(0.5 * (logvar_min + (logvar_max - logvar_min) * (th.tanh(out) + 1) / 2))
         th.testing.assert_close(noise_net(features), expected_std)
 
+    # noise bounds given by the user replace the checkpoint's, in the policy and in the noise net alike
+    custom = load(tmp_path / "last.pt", norm_path, policy_kwargs={**POLICY_KWARGS, "min_noise_std": 0.1, "max_noise_std": 0.2})
+    assert custom.policy.actor.noise_net.std_bounds == pytest.approx((0.1, 0.2), rel=1e-6)
+    assert (custom.policy.min_noise_std, custom.policy.max_noise_std) == (0.1, 0.2)
+
 
 def test_missing_key_is_named(tmp_path, norm_path):
     weights = random_weights(VELOCITY_SHAPES, 0)

@@ -102,7 +102,8 @@ def load_reinflow_checkpoint(
     :param n_flow_steps: K
     :param time_grid: default: the official sampler's grid (:func:`official_time_grid`)
     :param use_ema: for pretrained files, load the EMA weights
-    :param policy_kwargs: extra ReinFlowPolicy arguments (e.g. ``cond_net_arch`` for kitchen models)
+    :param policy_kwargs: extra ReinFlowPolicy arguments (e.g. ``cond_net_arch`` for kitchen models); its
+        ``min_noise_std`` / ``max_noise_std`` replace a fine-tuned file's noise bounds
     :param model_kwargs: extra ReinFlowPPO arguments
     :return: the model, with the checkpoint's weights and normalisation
     """
@@ -136,3 +137,5 @@ def _load_into(policy: ReinFlowPolicy, velocity: dict[str, th.Tensor], noise: di
         noise = {k: v.reshape(own[k].shape) if k.startswith("logvar") and k in own else v for k, v in noise.items()}
         check_state_dict(policy.actor.noise_net, noise, "noise net")
         policy.actor.noise_net.load_state_dict(noise)
+        # the checkpoint's bounds are the policy's defaults; min/max_noise_std in policy_kwargs win
+        policy.actor.noise_net.set_std_bounds(policy.min_noise_std, policy.max_noise_std)
