@@ -140,7 +140,7 @@ def pretrain(
     policy = model.policy
     _check_dims(policy.observation_space.shape, policy.flat_action_dim // policy.horizon, dataset)
     policy.set_normalization(stats.obs_min, stats.obs_max, stats.action_min, stats.action_max)
-    obs, actions = chunk_tensors(dataset, policy.horizon)
+    obs, actions = (tensor.to(policy.device) for tensor in chunk_tensors(dataset, policy.horizon))
     velocity_net = policy.actor.velocity_net
     loss_fn = _make_loss(model, t_sampling)
     optimizer = th.optim.AdamW(velocity_net.parameters(), lr=learning_rate, weight_decay=weight_decay)
@@ -151,7 +151,7 @@ def pretrain(
     window: list[float] = []
     policy.set_training_mode(True)
     for step in tqdm(range(1, n_gradient_steps + 1), disable=not progress_bar, desc="pretraining", unit="step"):
-        indices = th.randint(0, len(obs), (batch_size,))
+        indices = th.randint(0, len(obs), (batch_size,), device=obs.device)
         # the dataset's states are already normalised with ``stats``: no second normalize_obs
         loss = loss_fn(velocity_net, obs[indices], actions[indices])
         optimizer.zero_grad()
