@@ -211,19 +211,25 @@ def test_finetuned_checkpoint_loads_policy_and_noise_net(tmp_path, norm_path, ob
     assert (custom.policy.min_noise_std, custom.policy.max_noise_std) == (0.1, 0.2)
 
 
-def test_missing_key_is_named(tmp_path, norm_path):
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("mlp_mean.layers.1.l2.bias", None, "lacks the key 'mlp_mean.layers.1.l2.bias'"),
+        (
+            "cond_mlp.moduleList.0.linear_1.weight",
+            th.zeros(4, OBS_DIM),
+            "unexpected key 'cond_mlp.moduleList.0.linear_1.weight'",
+        ),
+    ],
+)
+def test_missing_or_unexpected_key_is_named(tmp_path, norm_path, key, value, message):
     weights = random_weights(VELOCITY_SHAPES, 0)
-    del weights["mlp_mean.layers.1.l2.bias"]
+    if value is None:
+        del weights[key]
+    else:
+        weights[key] = value
     save_pretrained(tmp_path / "ckpt.pt", weights, weights)
-    with pytest.raises(KeyError, match=re.escape("lacks the key 'mlp_mean.layers.1.l2.bias'")):
-        load(tmp_path / "ckpt.pt", norm_path)
-
-
-def test_unexpected_key_is_named(tmp_path, norm_path):
-    weights = random_weights(VELOCITY_SHAPES, 0)
-    weights["cond_mlp.moduleList.0.linear_1.weight"] = th.zeros(4, OBS_DIM)
-    save_pretrained(tmp_path / "ckpt.pt", weights, weights)
-    with pytest.raises(KeyError, match=re.escape("unexpected key 'cond_mlp.moduleList.0.linear_1.weight'")):
+    with pytest.raises(KeyError, match=re.escape(message)):
         load(tmp_path / "ckpt.pt", norm_path)
 
 

@@ -12,6 +12,14 @@ from sb3_reinflow.reinflow_ppo.reinflow_ppo import learn_decay_max_std
 TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
 
 
+def pendulum_model(policy_kwargs: dict | None = None, **kwargs) -> ReinFlowPPO:
+    """A tiny ReinFlowPPO on Pendulum-v1 (K=2), 64-step rollouts and one epoch unless overridden."""
+    settings = {"n_steps": 64, "batch_size": 32, "n_epochs": 1, **kwargs}
+    return ReinFlowPPO(
+        "MlpPolicy", "Pendulum-v1", policy_kwargs={**TINY, "n_flow_steps": 2, **(policy_kwargs or {})}, **settings
+    )
+
+
 def clone_params(module: th.nn.Module) -> dict[str, th.Tensor]:
     return {name: param.detach().clone() for name, param in module.named_parameters()}
 
@@ -21,14 +29,7 @@ def changed(before: dict[str, th.Tensor], module: th.nn.Module) -> list[str]:
 
 
 def test_smoke_learn():
-    model = ReinFlowPPO(
-        "MlpPolicy",
-        "Pendulum-v1",
-        n_steps=64,
-        batch_size=32,
-        n_epochs=1,
-        policy_kwargs={**TINY, "n_flow_steps": 2},
-    )
+    model = pendulum_model()
     actor_before = clone_params(model.policy.actor)
     model.learn(128)
     assert model.num_timesteps == 128
@@ -49,17 +50,7 @@ def test_smoke_learn():
 
 
 def test_learn_with_bc_noise_decay_and_warmup():
-    model = ReinFlowPPO(
-        "MlpPolicy",
-        "Pendulum-v1",
-        n_steps=64,
-        batch_size=32,
-        n_epochs=1,
-        bc_coef=0.1,
-        noise_std_schedule="learn_decay",
-        critic_warmup_iterations=1,
-        policy_kwargs={**TINY, "n_flow_steps": 2},
-    )
+    model = pendulum_model(bc_coef=0.1, noise_std_schedule="learn_decay", critic_warmup_iterations=1)
     model.learn(128)
     logged = model.logger.name_to_value
     for key in ("train/noise_std", "train/chain_entropy", "train/bc_loss"):
@@ -77,15 +68,7 @@ def test_learn_with_bc_noise_decay_and_warmup():
 def test_bc_regulariser_compares_actions_from_zero_x0():
     """With one gradient step, the BC term is taken before the policy moves away from its reference: exactly 0,
     even when deterministic predict draws x_0 at random (the W2 term must use the same x_0 = 0 for both)."""
-    model = ReinFlowPPO(
-        "MlpPolicy",
-        "Pendulum-v1",
-        n_steps=64,
-        batch_size=64,
-        n_epochs=1,
-        bc_coef=1.0,
-        policy_kwargs={**TINY, "n_flow_steps": 2, "deterministic_x0": "random"},
-    )
+    model = pendulum_model({"deterministic_x0": "random"}, batch_size=64, bc_coef=1.0)
     model.learn(64)
     assert model.logger.name_to_value["train/bc_loss"] == 0.0
 
@@ -105,16 +88,7 @@ def test_learn_decay_schedule():
 
 
 def test_critic_warmup_freezes_actor_only():
-    model = ReinFlowPPO(
-        "MlpPolicy",
-        "Pendulum-v1",
-        n_steps=32,
-        batch_size=16,
-        n_epochs=1,
-        critic_warmup_iterations=1,
-        ent_coef=0.03,
-        policy_kwargs={**TINY, "n_flow_steps": 2},
-    )
+    model = pendulum_model(n_steps=32, batch_size=16, critic_warmup_iterations=1, ent_coef=0.03)
     actor_before, critic_before = clone_params(model.policy.actor), clone_params(model.policy.value_net)
     model.learn(32)  # one iteration
     assert model.logger.name_to_value["train/actor_learning_rate"] == 0.0
@@ -165,16 +139,7 @@ def test_plain_sb3_ppo_with_reinflow_policy(n_flow_steps):
 
 
 def train_seeded() -> ReinFlowPPO:
-    model = ReinFlowPPO(
-        "MlpPolicy",
-        "Pendulum-v1",
-        n_steps=64,
-        batch_size=32,
-        n_epochs=2,
-        seed=0,
-        bc_coef=0.1,
-        policy_kwargs={**TINY, "n_flow_steps": 2},
-    )
+    model = pendulum_model(n_epochs=2, seed=0, bc_coef=0.1)
     return model.learn(128)
 
 
