@@ -28,33 +28,20 @@ def _run(args: list[str], cwd: Path, timeout: int = 300, env: dict | None = None
     return result
 
 
+def _zoo(script: str, env_id: str, args: str, cwd: Path, *extra: str, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m <script> --algo reinflow_ppo --env <env_id> <args> <extra>`` (args split on spaces)."""
+    return _run(["-m", script, "--algo", "reinflow_ppo", "--env", env_id, *args.split(), *extra], cwd=cwd, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def zoo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny bare `python -m rl_zoo3.train --algo reinflow_ppo --env Hopper-v4` run, shared by the tests."""
     folder = tmp_path_factory.mktemp("zoo")
-    result = _run(
-        [
-            "-m",
-            "rl_zoo3.train",
-            "--algo",
-            "reinflow_ppo",
-            "--env",
-            "Hopper-v4",
-            "-n",
-            "32",
-            "-f",
-            "logs",
-            "--seed",
-            "1",
-            "--eval-freq",
-            "-1",
-            "-params",
-            "n_envs:1",
-            "n_steps:32",
-            "batch_size:32",
-            "n_epochs:1",
-        ],
-        cwd=folder,
+    result = _zoo(
+        "rl_zoo3.train",
+        "Hopper-v4",
+        "-n 32 -f logs --seed 1 --eval-freq -1 -params n_envs:1 n_steps:32 batch_size:32 n_epochs:1",
+        folder,
     )
     assert str(hyperparams_path()) in result.stdout, "the packaged registry should be the default config"
     return folder
@@ -70,10 +57,7 @@ def test_bare_train_fine_tunes_shipped_checkpoint(zoo_run: Path) -> None:
 
 
 def test_bare_enjoy(zoo_run: Path) -> None:
-    _run(
-        ["-m", "rl_zoo3.enjoy", "--algo", "reinflow_ppo", "--env", "Hopper-v4", "-f", "logs", "-n", "40", "--no-render"],
-        cwd=zoo_run,
-    )
+    _zoo("rl_zoo3.enjoy", "Hopper-v4", "-f logs -n 40 --no-render", zoo_run)
 
 
 def _egl_available() -> bool:
@@ -87,11 +71,7 @@ def _egl_available() -> bool:
 def test_bare_record_video(zoo_run: Path) -> None:
     if not _egl_available():
         pytest.skip("no headless EGL rendering here (install libegl1 / libegl-mesa0 and set MUJOCO_GL=egl)")
-    _run(
-        ["-m", "rl_zoo3.record_video", "--algo", "reinflow_ppo", "--env", "Hopper-v4", "-f", "logs", "-n", "20"],
-        cwd=zoo_run,
-        env={"MUJOCO_GL": "egl"},
-    )
+    _zoo("rl_zoo3.record_video", "Hopper-v4", "-f logs -n 20", zoo_run, env={"MUJOCO_GL": "egl"})
     assert list((zoo_run / "logs").rglob("*.mp4")), "record_video wrote no video"
 
 
@@ -115,76 +95,23 @@ def tiny_conf(tmp_path: Path) -> Path:
 
 
 def test_hook_free_wrappers(tmp_path: Path, tiny_conf: Path) -> None:
-    _run(
-        [
-            "-m",
-            "sb3_reinflow.zoo.train",
-            "--algo",
-            "reinflow_ppo",
-            "--env",
-            "Pendulum-v1",
-            "-conf",
-            str(tiny_conf),
-            "-f",
-            "logs",
-            "--eval-freq",
-            "-1",
-        ],
-        cwd=tmp_path,
-    )
+    _zoo("sb3_reinflow.zoo.train", "Pendulum-v1", "-f logs --eval-freq -1", tmp_path, "-conf", str(tiny_conf))
     assert (tmp_path / "logs" / "reinflow_ppo" / "Pendulum-v1_1" / "Pendulum-v1.zip").is_file()
-    _run(
-        [
-            "-m",
-            "sb3_reinflow.zoo.enjoy",
-            "--algo",
-            "reinflow_ppo",
-            "--env",
-            "Pendulum-v1",
-            "-f",
-            "logs",
-            "-n",
-            "20",
-            "--no-render",
-        ],
-        cwd=tmp_path,
-    )
+    _zoo("sb3_reinflow.zoo.enjoy", "Pendulum-v1", "-f logs -n 20 --no-render", tmp_path)
 
 
 def test_optimize_with_sqlite_storage(tmp_path: Path, tiny_conf: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    _run(
-        [
-            "-m",
-            "rl_zoo3.train",
-            "--algo",
-            "reinflow_ppo",
-            "--env",
-            "Pendulum-v1",
-            "-conf",
-            str(tiny_conf),
-            "-optimize",
-            "--n-trials",
-            "2",
-            "--n-jobs",
-            "1",
-            "--storage",
-            storage,
-            "--study-name",
-            "reinflow-test",
-            "-n",
-            "64",
-            "--n-evaluations",
-            "1",
-            "--eval-episodes",
-            "1",
-            "-f",
-            "logs",
-            "--no-optim-plots",
-            "--sampler",
-            "random",
-        ],
-        cwd=tmp_path,
+    _zoo(
+        "rl_zoo3.train",
+        "Pendulum-v1",
+        "-optimize --n-trials 2 --n-jobs 1 --study-name reinflow-test -n 64 --n-evaluations 1 --eval-episodes 1 "
+        "-f logs --no-optim-plots --sampler random",
+        tmp_path,
+        "-conf",
+        str(tiny_conf),
+        "--storage",
+        storage,
     )
     import optuna
 
