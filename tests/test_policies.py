@@ -78,6 +78,34 @@ def test_ratio_is_one_on_collected_chains(flow_model, n_flow_steps, horizon):
     assert n_checked == model.n_steps * model.n_envs
 
 
+class Float64Spaces(gym.ObservationWrapper):
+    """Float64 observation and action spaces, as FrankaKitchen-v1 has."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        obs_space, action_space = env.observation_space, env.action_space
+        self.observation_space = spaces.Box(obs_space.low, obs_space.high, obs_space.shape, np.float64)
+        self.action_space = spaces.Box(action_space.low, action_space.high, action_space.shape, np.float64)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return observation.astype(np.float64)
+
+
+def test_float64_spaces():
+    """Chains stored as float64 by the buffer are evaluated in float32 with ratio == 1, and PPO trains."""
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0, wrapper_class=Float64Spaces)
+    model = ReinFlowPPO("MlpPolicy", env, n_steps=16, batch_size=8, n_epochs=1, seed=0, policy_kwargs=TINY)
+    collect(model)
+    assert model.rollout_buffer.actions.dtype == np.float64
+    data = next(model.rollout_buffer.get(batch_size=32))
+    with th.no_grad():
+        _, log_prob, _ = model.policy.evaluate_actions(data.observations, data.actions)
+    assert log_prob.dtype == th.float32
+    assert th.max(th.abs(log_prob - data.old_log_prob)) < 1e-6
+    model.learn(32)
+    assert np.isfinite(model.logger.name_to_value["train/chain_entropy"])
+
+
 @pytest.mark.parametrize("horizon", [1, 4])
 def test_env_receives_last_point_of_chain(horizon):
     n_flow_steps = 2

@@ -330,7 +330,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
                 f"evaluate_actions got actions of size {actions.shape[-1]}, expected whole chains of size {expected} "
                 f"((n_flow_steps + 1) * action size); store rollouts in a ChainRolloutBuffer(chain_length={self.chain_length})"
             )
-        return actions.reshape(-1, self.chain_length, self.flat_action_dim)
+        # the buffer stores chains in the action space's dtype (float64 for some envs); the chain was sampled in
+        # float32, so casting back is exact
+        return actions.reshape(-1, self.chain_length, self.flat_action_dim).to(self.obs_offset.dtype)
 
     def predict_values(self, obs: PyTorchObs) -> th.Tensor:
         """
