@@ -106,3 +106,19 @@ def test_set_parameters_into_fresh_model(tmp_path, observations):
     target.set_parameters(str(tmp_path / "source.zip"))
     actions, _ = target.predict(observations, deterministic=True)
     np.testing.assert_array_equal(actions, expected)
+
+
+def test_deterministic_x0_is_settable_and_saved(tmp_path, observations):
+    model = make_model()
+    zero_a, _ = model.predict(observations, deterministic=True)
+    model.policy.deterministic_x0 = "random"
+    random_a, _ = model.predict(observations, deterministic=True)
+    random_b, _ = model.predict(observations, deterministic=True)
+    assert not np.allclose(random_a, random_b) and not np.allclose(random_a, zero_a)
+    with pytest.raises(ValueError, match="deterministic_x0='ones'"):
+        model.policy.deterministic_x0 = "ones"
+    model.save(tmp_path / "model.zip")
+    loaded = ReinFlowPPO.load(tmp_path / "model.zip", device="cpu")
+    assert loaded.policy.deterministic_x0 == "random" and loaded.policy.actor.deterministic_x0 == "random"
+    loaded.policy.deterministic_x0 = "zero"
+    np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], zero_a)

@@ -90,6 +90,14 @@ def time_grid(n_flow_steps: int, kind: TimeGrid = "euler", device: th.device | s
     raise ValueError(f"time_grid={kind!r} is not one of {TIME_GRIDS}")
 
 
+def check_deterministic_x0(deterministic_x0: str) -> None:
+    """
+    :param deterministic_x0: value to validate
+    """
+    if deterministic_x0 not in DETERMINISTIC_X0:
+        raise ValueError(f"deterministic_x0={deterministic_x0!r} is not one of {DETERMINISTIC_X0}")
+
+
 def check_n_flow_steps(n_flow_steps: int) -> None:
     """
     :param n_flow_steps: value to validate
@@ -190,8 +198,7 @@ class FlowChain(nn.Module):
         check_n_flow_steps(n_flow_steps)
         if time_grid_kind not in TIME_GRIDS:
             raise ValueError(f"time_grid={time_grid_kind!r} is not one of {TIME_GRIDS}")
-        if deterministic_x0 not in DETERMINISTIC_X0:
-            raise ValueError(f"deterministic_x0={deterministic_x0!r} is not one of {DETERMINISTIC_X0}")
+        check_deterministic_x0(deterministic_x0)
         if log_prob_bounds is not None and not log_prob_bounds[0] < log_prob_bounds[1]:
             raise ValueError(f"log_prob_bounds={log_prob_bounds} must be (low, high) with low < high, or None")
         self.velocity_net = velocity_net

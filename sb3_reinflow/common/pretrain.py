@@ -187,17 +187,17 @@ def _check_dims(obs_shape: Any, action_dim: int, dataset: TrajectoryDataset) -> 
 def _evaluate_ema(
     model: ReinFlowPPO, ema: AveragedModel, env: VecEnv, n_episodes: int, deterministic_x0: DeterministicX0
 ) -> tuple[float, float]:
-    actor = model.policy.actor
-    backup, x0_backup = copy.deepcopy(actor.velocity_net.state_dict()), actor.deterministic_x0
-    actor.velocity_net.load_state_dict(ema.module.state_dict())
-    actor.deterministic_x0 = deterministic_x0
-    model.policy.set_training_mode(False)
+    policy, velocity_net = model.policy, model.policy.actor.velocity_net
+    backup, x0_backup = copy.deepcopy(velocity_net.state_dict()), policy.deterministic_x0
+    velocity_net.load_state_dict(ema.module.state_dict())
+    policy.deterministic_x0 = deterministic_x0
+    policy.set_training_mode(False)
     try:
         mean, std = evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=True)
     finally:
-        actor.velocity_net.load_state_dict(backup)
-        actor.deterministic_x0 = x0_backup
-        model.policy.set_training_mode(True)
+        velocity_net.load_state_dict(backup)
+        policy.deterministic_x0 = x0_backup
+        policy.set_training_mode(True)
     return float(mean), float(std)
 
 

@@ -17,7 +17,7 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
-from sb3_reinflow.common.flow import DeterministicX0, FlowChain, TimeGrid
+from sb3_reinflow.common.flow import DeterministicX0, FlowChain, TimeGrid, check_deterministic_x0
 from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
 
 FlowModel = Literal["reflow", "shortcut"]
@@ -127,7 +127,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self.include_initial_noise = include_initial_noise
         self.normalize_log_prob = normalize_log_prob
         self.log_prob_bounds = None if log_prob_bounds is None else tuple(log_prob_bounds)
-        self.deterministic_x0 = deterministic_x0
+        self._deterministic_x0 = deterministic_x0
         self.horizon = action_space.shape[0] if len(action_space.shape) == 2 else 1
         self.flat_action_dim = get_action_dim(action_space)
         super().__init__(
@@ -146,6 +146,19 @@ class ReinFlowPolicy(ActorCriticPolicy):
         )
         # Outputs live in [-1, 1] and are mapped to the action bounds by ``unscale_action``.
         self._squash_output = True
+
+    @property
+    def deterministic_x0(self) -> DeterministicX0:
+        """
+        x_0 of deterministic chains, ``"zero"`` or ``"random"``. Settable, e.g. to evaluate a loaded model the way
+        ReinFlow does (``model.policy.deterministic_x0 = "random"``); saved with the model.
+        """
+        return self.actor.deterministic_x0  # type: ignore[return-value]
+
+    @deterministic_x0.setter
+    def deterministic_x0(self, value: DeterministicX0) -> None:
+        check_deterministic_x0(value)
+        self.actor.deterministic_x0 = value
 
     @property
     def chain_length(self) -> int:
@@ -201,7 +214,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
             include_initial_noise=self.include_initial_noise,
             normalize_log_prob=self.normalize_log_prob,
             log_prob_bounds=self.log_prob_bounds,  # type: ignore[arg-type]
-            deterministic_x0=self.deterministic_x0,
+            deterministic_x0=self._deterministic_x0,
         )
         self.value_net = nn.Sequential(*create_mlp(obs_dim, 1, list(self.net_arch), self.activation_fn))  # type: ignore[arg-type]
         self._build_normalization(obs_dim)

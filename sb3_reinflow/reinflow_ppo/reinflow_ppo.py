@@ -291,6 +291,14 @@ class ReinFlowPPO(PPO):
             (self.bc_coef * bc_loss).backward()
         self._bc_losses.append(bc_loss.item())
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """
+        SB3's ``save``; the zip's ``policy_kwargs`` get the policy's current ``deterministic_x0``, which may have
+        been set after construction. Same arguments as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.save`.
+        """
+        self.policy_kwargs = {**self.policy_kwargs, "deterministic_x0": self.policy.deterministic_x0}
+        super().save(*args, **kwargs)
+
     def learn(
         self: SelfReinFlowPPO,
         total_timesteps: int,
