@@ -1,5 +1,7 @@
 """Tests of ReinFlowPolicy: exact ratio on collected chains, env actions, guards, normalisation and predict."""
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow.common.distributions import FlowChainDistribution
 
 TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
 
@@ -205,10 +208,41 @@ def test_evaluate_actions_rejects_final_actions():
         policy.evaluate_actions(th.zeros(4, 3), th.zeros(4, 1))
 
 
-def test_get_distribution_not_available():
-    policy = make_policy()
-    with pytest.raises(NotImplementedError, match="no closed-form"):
-        policy.get_distribution(th.zeros(2, 3))
+def test_get_distribution():
+    """SB3's Distribution contract on whole chains: log_prob agrees with evaluate_actions and the rollout's
+    log-prob, mode is the deterministic chain, sample draws noisy chains."""
+    model = make_model(n_flow_steps=2)
+    collect(model)
+    data = next(model.rollout_buffer.get(batch_size=16))
+    policy = model.policy
+    dist = policy.get_distribution(data.observations)
+    assert isinstance(dist, FlowChainDistribution)
+    with th.no_grad():
+        log_prob = dist.log_prob(data.actions)
+        _, expected, _ = policy.evaluate_actions(data.observations, data.actions)
+        deterministic_chains, _, _ = policy(data.observations, deterministic=True)
+        sample_a, sample_b = dist.sample(), dist.sample()
+    th.testing.assert_close(log_prob, expected)
+    assert th.max(th.abs(log_prob - data.old_log_prob)) < 1e-5
+    th.testing.assert_close(dist.mode(), deterministic_chains)
+    th.testing.assert_close(dist.get_actions(deterministic=True), deterministic_chains)
+    assert sample_a.shape == data.actions.shape and not th.allclose(sample_a, sample_b)
+
+
+def test_distribution_entropy_with_constant_noise():
+    """With the noise std pinned to sigma, the chain entropy is (D/2 log(2 pi e) + K D/2 log(2 pi e sigma^2)) / ((K+1) D)."""
+    sigma, n_flow_steps = 0.1, 3
+    policy = make_policy(n_flow_steps=n_flow_steps, min_noise_std=sigma, max_noise_std=sigma * (1 + 1e-6))
+    entropy = policy.get_distribution(th.randn(5, 3)).entropy()
+    per_factor_x0, per_factor = 0.5 * math.log(2 * math.pi * math.e), 0.5 * math.log(2 * math.pi * math.e * sigma**2)
+    expected = (per_factor_x0 + n_flow_steps * per_factor) / (n_flow_steps + 1)
+    assert entropy.shape == (5,)
+    th.testing.assert_close(entropy, th.full((5,), expected), atol=1e-5, rtol=0)
+
+
+def test_unbound_distribution_raises():
+    with pytest.raises(RuntimeError, match="proba_distribution"):
+        FlowChainDistribution(2).sample()
 
 
 def test_loading_mismatched_weights_raises(tmp_path):

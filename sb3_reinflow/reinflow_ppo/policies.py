@@ -8,7 +8,6 @@ from typing import Any, Literal
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.distributions import Distribution
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
 from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim
 from stable_baselines3.common.save_util import load_from_zip_file
@@ -17,7 +16,8 @@ from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
-from sb3_reinflow.common.flow import DeterministicX0, FlowChain, TimeGrid, check_deterministic_x0
+from sb3_reinflow.common.distributions import FlowChainDistribution
+from sb3_reinflow.common.flow import DeterministicX0, TimeGrid, check_deterministic_x0
 from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
 
 FlowModel = Literal["reflow", "shortcut"]
@@ -204,7 +204,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
                 f"ReinFlowPolicy needs the flat observation ({obs_dim}): use FlattenExtractor"
             )
         velocity_net = self._make_velocity_net(obs_dim)
-        self.actor = FlowChain(
+        self.action_dist = FlowChainDistribution(self.flat_action_dim)
+        self.actor = self.action_dist.proba_distribution_net(
             velocity_net,
             self._make_noise_net(velocity_net.noise_input_dim),
             n_flow_steps=self.n_flow_steps,
@@ -354,10 +355,12 @@ class ReinFlowPolicy(ActorCriticPolicy):
         """
         return self.value_net(self.normalize_obs(obs))
 
-    def get_distribution(self, obs: PyTorchObs) -> Distribution:
-        raise NotImplementedError(
-            "ReinFlowPolicy has no closed-form action distribution; use forward(), evaluate_actions() or predict()"
-        )
+    def get_distribution(self, obs: PyTorchObs) -> FlowChainDistribution:
+        """
+        :param obs: observation batch
+        :return: the distribution of whole chains given these observations
+        """
+        return self.action_dist.proba_distribution(self.actor, self.normalize_obs(obs))
 
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """
