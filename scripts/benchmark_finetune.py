@@ -50,7 +50,9 @@ def initial_return(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple[
 
     hyperparams, stats_path = get_saved_hyperparams(str(run_dir / args.env), norm_reward=False)
     env = create_test_env(args.env, n_envs=1, stats_path=stats_path, seed=seed, should_render=False, hyperparams=hyperparams)
-    policy_kwargs = eval(hyperparams.get("policy_kwargs", "dict()"))  # the zoo's own convention for this key
+    policy_kwargs = hyperparams.get("policy_kwargs", {})
+    if isinstance(policy_kwargs, str):  # the registry's string (the zoo's convention); -params gives a dict
+        policy_kwargs = eval(policy_kwargs)
     model = ReinFlowPPO(
         "MlpPolicy", env, pretrained_policy=hyperparams["pretrained_policy"], policy_kwargs=policy_kwargs, device="cpu"
     )
