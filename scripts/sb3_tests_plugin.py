@@ -1,0 +1,179 @@
+"""
+Pytest plugin for ``scripts/run_sb3_tests.py``: runs Stable-Baselines3's own tests with ``stable_baselines3.PPO``
+replaced by a ReinFlow stand-in, keeps only the tests that use PPO, and classifies failures.
+
+Loaded with ``-p sb3_tests_plugin`` (``scripts/`` on ``PYTHONPATH``) before SB3's test modules are imported, so
+their ``from stable_baselines3 import PPO`` binds the stand-in. Settings come from environment variables:
+
+- ``SB3_COMPAT_STAND_IN``: ``"reinflow_ppo"`` (``ReinFlowPPO``) or ``"stock_ppo"`` (SB3's ``PPO`` with
+  ``ReinFlowPolicy`` and a ``ChainRolloutBuffer``, the README's recipe);
+- ``SB3_COMPAT_RESULTS``: JSON file the per-test results are written to.
+
+A failure is *expected* when its error is one of the package's clear "not supported" errors
+(``UNSUPPORTED_ERRORS``) or the test is in ``ASSUMPTIONS`` (a test assumption that does not hold for a flow
+policy, with the reason). Expected failures are reported as xfail, so pytest's exit code counts only the others.
+"""
+
+import functools
+import inspect
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+import stable_baselines3
+from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sb3_reinflow import ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
+
+STAND_INS = ("reinflow_ppo", "stock_ppo")
+OTHER_ALGORITHMS = frozenset({"a2c", "ddpg", "dqn", "her", "sac", "td3"})
+
+
+class Expectation(NamedTuple):
+    """
+    A documented reason for an SB3 test to fail with a stand-in.
+
+    :param pattern: regular expression matched (``re.search``) against the test id, e.g. ``test_run.py::test_x``
+    :param stand_ins: the stand-ins it applies to
+    :param reason: why the test's assumption does not hold for a flow policy
+    """
+
+    pattern: str
+    stand_ins: tuple[str, ...]
+    reason: str
+
+
+# The package's deliberate "not supported" errors: (message pattern, what is unsupported).
+UNSUPPORTED_ERRORS: tuple[tuple[str, str], ...] = (
+    (r"ReinFlowPolicy supports Box action spaces", "Discrete / MultiDiscrete / MultiBinary actions"),
+    (r"ReinFlowPolicy supports Box observation spaces", "non-Box (Dict, Discrete...) observations"),
+    (r"use_sde=True is not supported", "gSDE exploration"),
+    (r"does not apply to ReinFlowPolicy", "Gaussian-policy options"),
+)
+
+# Test assumptions that do not hold for a flow policy (see docs/sb3_compat.md).
+ASSUMPTIONS: tuple[Expectation, ...] = ()
+
+
+class _State:
+    """Per-session state: the stand-in class, whether the running test built it, and the results."""
+
+    stand_in_name: str = ""
+    stand_in: type[BaseAlgorithm] | None = None
+    built = False
+    results: dict[str, dict[str, Any]] = {}  # noqa: RUF012
+
+
+class StockPPOWithReinFlowPolicy(PPO):
+    """
+    SB3's own ``PPO``, set up the way the README tells users to: ``"MlpPolicy"`` is ``ReinFlowPolicy``, and
+    rollouts go to a ``ChainRolloutBuffer`` sized for the policy's chain. Only defaults are filled in; training,
+    saving and loading are stock ``PPO``.
+    """
+
+    policy_aliases = {"MlpPolicy": ReinFlowPolicy}  # noqa: RUF012
+
+    def __init__(self, policy: Any, env: Any, *args: Any, **kwargs: Any) -> None:
+        if kwargs.get("rollout_buffer_class") is None:
+            n_flow_steps = (kwargs.get("policy_kwargs") or {}).get("n_flow_steps", 4)
+            kwargs["rollout_buffer_class"] = ChainRolloutBuffer
+            kwargs["rollout_buffer_kwargs"] = {"chain_length": n_flow_steps + 1, **(kwargs.get("rollout_buffer_kwargs") or {})}
+        super().__init__(policy, env, *args, **kwargs)
+
+
+def _recording(init: Any) -> Any:
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        _State.built = True
+        init(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _install_stand_in(name: str) -> None:
+    if name not in STAND_INS:
+        raise ValueError(f"SB3_COMPAT_STAND_IN={name!r} is not one of {STAND_INS}")
+    stand_in = ReinFlowPPO if name == "reinflow_ppo" else StockPPOWithReinFlowPolicy
+    stand_in.__init__ = _recording(stand_in.__init__)  # type: ignore[method-assign]
+    stable_baselines3.PPO = stand_in  # type: ignore[misc]
+    stable_baselines3.ppo.PPO = stand_in  # type: ignore[misc]
+    _State.stand_in_name, _State.stand_in = name, stand_in
+
+
+_install_stand_in(os.environ.get("SB3_COMPAT_STAND_IN", "reinflow_ppo"))
+
+
+def _uses_ppo(item: pytest.Item) -> bool:
+    """Keep tests parametrised with the stand-in, and unparametrised tests that mention PPO."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    algorithms = [value for value in params.values() if isinstance(value, type) and issubclass(value, BaseAlgorithm)]
+    if algorithms:
+        return _State.stand_in in algorithms
+    names = {value.lower() for value in params.values() if isinstance(value, str)}
+    if names & OTHER_ALGORITHMS:
+        return False
+    if "ppo" in names:
+        return True
+    function = getattr(item, "function", None)
+    return function is not None and "PPO" in inspect.getsource(function)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    selected = [item for item in items if _uses_ppo(item)]
+    deselected = [item for item in items if not _uses_ppo(item)]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+    items[:] = selected
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Any:
+    _State.built = False
+    yield
+
+
+def _expected_reason(nodeid: str, excinfo: Any) -> tuple[str, str] | None:
+    """
+    :return: (kind, reason) when the failure is expected: kind ``"unsupported"`` or ``"assumption"``
+    """
+    if excinfo is not None:
+        message = str(excinfo.value)
+        raised_here = any("sb3_reinflow" in str(entry.path) for entry in excinfo.traceback)
+        for pattern, what in UNSUPPORTED_ERRORS:
+            if raised_here and re.search(pattern, message):
+                return "unsupported", what
+    for expectation in ASSUMPTIONS:
+        if _State.stand_in_name in expectation.stand_ins and re.search(expectation.pattern, nodeid):
+            return "assumption", expectation.reason
+    return None
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
+    outcome = yield
+    report = outcome.get_result()
+    record = _State.results.setdefault(item.nodeid, {"outcome": "passed", "built": False, "reason": ""})
+    record["built"] = record["built"] or _State.built
+    if report.skipped and record["outcome"] == "passed":
+        record["outcome"], record["reason"] = "skipped", str(report.longrepr[-1]) if report.longrepr else ""
+    if not report.failed:
+        return
+    expected = _expected_reason(item.nodeid, call.excinfo)
+    if expected is None:
+        message = call.excinfo.exconly().splitlines()[0][:300] if call.excinfo is not None else report.when
+        record["outcome"], record["reason"] = "failed", message
+        return
+    kind, reason = expected
+    record["outcome"], record["reason"] = kind, reason
+    report.outcome = "skipped"
+    report.wasxfail = f"{kind}: {reason}"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    path = os.environ.get("SB3_COMPAT_RESULTS")
+    if path:
+        Path(path).write_text(json.dumps({"stand_in": _State.stand_in_name, "tests": _State.results}, indent=1))
