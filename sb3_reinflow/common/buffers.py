@@ -34,6 +34,11 @@ class ChainRolloutBuffer(RolloutBuffer):
         n_envs: int = 1,
         chain_length: int = 5,
     ) -> None:
+        if not isinstance(observation_space, spaces.Box):
+            raise NotImplementedError(
+                f"ChainRolloutBuffer (and ReinFlowPolicy) supports Box observation spaces only, got {observation_space}; "
+                "flatten Dict observations with gymnasium.wrappers.FlattenObservation"
+            )
         if not isinstance(chain_length, int) or chain_length < 2:
             raise ValueError(f"chain_length={chain_length!r} must be an integer >= 2 (n_flow_steps + 1)")
         self.chain_length = chain_length

@@ -56,7 +56,15 @@ class FlowChainDistribution(Distribution):
         :return: their (normalised, clamped) log-probability, shape (batch,)
         """
         chain, obs = self._bound()
-        return chain.evaluate(obs, actions.reshape(len(obs), chain.n_flow_steps + 1, self.action_dim)).log_prob
+        chain_length = chain.n_flow_steps + 1
+        if actions.shape[-1] != chain_length * self.action_dim:
+            raise ValueError(
+                f"log_prob got actions of size {actions.shape[-1]}, expected whole chains of size "
+                f"{chain_length * self.action_dim} ((n_flow_steps + 1) * action size): a flow policy's density is over "
+                "the chains that ReinFlowPolicy.forward returns (stored by a "
+                f"ChainRolloutBuffer(chain_length={chain_length})), not over env actions"
+            )
+        return chain.evaluate(obs, actions.reshape(len(obs), chain_length, self.action_dim)).log_prob
 
     def entropy(self) -> th.Tensor:
         """

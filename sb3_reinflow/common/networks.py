@@ -125,6 +125,22 @@ class ResidualMLP(nn.Module):
         return x
 
 
+def velocity_head(in_dim: int, out_dim: int, net_arch: list[int], activation_fn: type[nn.Module], residual: bool) -> nn.Module:
+    """
+    :param in_dim: input size
+    :param out_dim: output size (the action-chunk size)
+    :param net_arch: hidden widths
+    :param activation_fn: activation
+    :param residual: ReinFlow's :class:`ResidualMLP` (odd number of equal widths), or else a plain :class:`MLP`
+        with ``activation_fn`` after each hidden layer, the layout SB3 builds for ``net_arch=dict(pi=...)``
+        (``[]``: one linear layer)
+    :return: the MLP that outputs the velocity
+    """
+    if residual:
+        return ResidualMLP(in_dim, out_dim, net_arch, activation_fn)
+    return MLP([in_dim, *net_arch, out_dim], activation_fn)
+
+
 class VelocityNet(nn.Module):
     """
     Base class of velocity nets v(x_t, t, [d,] obs). Subclasses implement :meth:`embed` and :meth:`velocity`.
@@ -187,6 +203,7 @@ class ReFlowVelocityNet(VelocityNet):
     :param time_embedding_dim: size of the time embedding
     :param cond_net_arch: optional observation encoder MLP (None: raw observation)
     :param cond_activation_fn: activation of the observation encoder
+    :param residual: ReinFlow's residual MLP (default), or a plain MLP of widths ``net_arch`` (see :func:`velocity_head`)
     """
 
     def __init__(
@@ -198,6 +215,7 @@ class ReFlowVelocityNet(VelocityNet):
         time_embedding_dim: int = 16,
         cond_net_arch: list[int] | None = None,
         cond_activation_fn: type[nn.Module] = nn.Mish,
+        residual: bool = True,
     ) -> None:
         super().__init__(action_dim, obs_dim)
         self.time_embedding_dim = time_embedding_dim
@@ -209,7 +227,9 @@ class ReFlowVelocityNet(VelocityNet):
         )
         self.cond_mlp = MLP([obs_dim, *cond_net_arch], cond_activation_fn) if cond_net_arch else None
         self.cond_dim = cond_net_arch[-1] if cond_net_arch else obs_dim
-        self.mlp_mean = ResidualMLP(action_dim + time_embedding_dim + self.cond_dim, action_dim, net_arch, activation_fn)
+        self.mlp_mean = velocity_head(
+            action_dim + time_embedding_dim + self.cond_dim, action_dim, net_arch, activation_fn, residual
+        )
 
     def embed(self, obs: th.Tensor, t: th.Tensor, step_size: th.Tensor) -> FlowEmbedding:
         cond = obs if self.cond_mlp is None else self.cond_mlp(obs)
@@ -231,6 +251,7 @@ class ShortcutVelocityNet(VelocityNet):
     :param time_embedding_dim: size of the (t, d) embedding; must equal ``cond_net_arch[-1]``
     :param cond_net_arch: observation encoder MLP
     :param cond_activation_fn: activation of the observation encoder
+    :param residual: ReinFlow's residual MLP (default), or a plain MLP of widths ``net_arch`` (see :func:`velocity_head`)
     """
 
     def __init__(
@@ -242,6 +263,7 @@ class ShortcutVelocityNet(VelocityNet):
         time_embedding_dim: int = 16,
         cond_net_arch: list[int] | None = None,
         cond_activation_fn: type[nn.Module] = nn.ReLU,
+        residual: bool = True,
     ) -> None:
         super().__init__(action_dim, obs_dim)
         cond_net_arch = [64, 16] if cond_net_arch is None else cond_net_arch
@@ -259,7 +281,7 @@ class ShortcutVelocityNet(VelocityNet):
             nn.Linear(time_embedding_dim, time_embedding_dim),
         )
         self.cond_emb = MLP([obs_dim, *cond_net_arch], cond_activation_fn)
-        self.vel_head = ResidualMLP(action_dim + time_embedding_dim, action_dim, net_arch, activation_fn)
+        self.vel_head = velocity_head(action_dim + time_embedding_dim, action_dim, net_arch, activation_fn, residual)
 
     def embed(self, obs: th.Tensor, t: th.Tensor, step_size: th.Tensor) -> FlowEmbedding:
         time = self.t_emb(th.cat([self.sin_emb(t), self.sin_emb(step_size)], dim=-1))

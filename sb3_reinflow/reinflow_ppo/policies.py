@@ -1,28 +1,117 @@
 """ReinFlowPolicy: a flow-matching actor with learned exploration noise, and a separate critic."""
 
+import inspect
 import io
 import zipfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim
+from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim, preprocess_obs
 from stable_baselines3.common.save_util import load_from_zip_file
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, create_mlp
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN, create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
 from torch import nn
 
+from sb3_reinflow.common.buffers import ChainRolloutBuffer
 from sb3_reinflow.common.distributions import FlowChainDistribution
 from sb3_reinflow.common.flow import DeterministicX0, TimeGrid, check_deterministic_x0
 from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
 
 FlowModel = Literal["reflow", "shortcut"]
 FLOW_MODELS: tuple[str, ...] = ("reflow", "shortcut")
+NetArch = list[int] | dict[str, list[int]]
+DEFAULT_VELOCITY_NET_ARCH = (512, 512, 512)
+DEFAULT_CRITIC_NET_ARCH = (256, 256, 256)
 _NORMALIZATION_EPS = 1e-6
+# How many frames up ``_check_rollout_buffer`` looks for the algorithm that builds the policy
+_MAX_CALLER_FRAMES = 8
+
+
+class NetArchSpec(NamedTuple):
+    """
+    The networks ``net_arch`` and ``velocity_net_arch`` resolve to.
+
+    :param velocity: hidden widths of the velocity net's MLP
+    :param residual: ReinFlow's residual MLP (``velocity_net_arch`` or the default) or a plain MLP (``net_arch``)
+    :param critic: hidden widths of the critic
+    """
+
+    velocity: list[int]
+    residual: bool
+    critic: list[int]
+
+
+def resolve_net_arch(net_arch: NetArch, velocity_net_arch: list[int] | None) -> NetArchSpec:
+    """
+    SB3's ``net_arch`` for a flow policy: ``dict(pi=[...], vf=[...])`` sizes the velocity net (``pi``, a plain MLP
+    with the activation ``velocity_activation_fn``, as SB3 builds its policy MLP) and the critic (``vf``); a list
+    sizes both. A missing key keeps this policy's default for that net (SB3 would use no hidden layer): ReinFlow's
+    residual velocity MLP of widths ``velocity_net_arch`` (default [512, 512, 512]), or a [256, 256, 256] critic.
+    ``velocity_net_arch``, when given, sizes the velocity net (residual) and takes precedence over a list
+    ``net_arch``; with ``dict(pi=...)`` it is a conflict.
+
+    :param net_arch: SB3's network specification
+    :param velocity_net_arch: ReinFlow's residual velocity MLP widths, or None
+    :return: the resolved widths
+    """
+    if isinstance(net_arch, dict):
+        unknown = sorted(set(net_arch) - {"pi", "vf"})
+        if unknown:
+            raise ValueError(
+                f"net_arch keys {unknown} are not used by ReinFlowPolicy: pass dict(pi=[...], vf=[...]) "
+                "(pi sizes the velocity net, vf the critic)"
+            )
+        pi, vf = net_arch.get("pi"), net_arch.get("vf")
+        if pi is not None and velocity_net_arch is not None:
+            raise ValueError(
+                f"net_arch['pi']={pi} and velocity_net_arch={velocity_net_arch} both size the velocity net: pass "
+                "velocity_net_arch for ReinFlow's residual MLP, or net_arch=dict(pi=...) for a plain MLP"
+            )
+    elif isinstance(net_arch, list | tuple) and all(isinstance(width, int) for width in net_arch):
+        pi, vf = list(net_arch), list(net_arch)
+    else:
+        raise ValueError(f"net_arch={net_arch!r} must be a list of widths or dict(pi=[...], vf=[...])")
+    critic = list(DEFAULT_CRITIC_NET_ARCH) if vf is None else list(vf)
+    if velocity_net_arch is not None:
+        return NetArchSpec(list(velocity_net_arch), True, critic)
+    if pi is not None:
+        return NetArchSpec(list(pi), False, critic)
+    return NetArchSpec(list(DEFAULT_VELOCITY_NET_ARCH), True, critic)
+
+
+def check_gaussian_options(
+    ortho_init: bool, log_std_init: float | None, full_std: bool | None, use_expln: bool | None, squash_output: bool
+) -> None:
+    """
+    Refuse the options of SB3's Gaussian ``ActorCriticPolicy`` that have no meaning for a flow policy (the values
+    that match what ReinFlowPolicy does, ``ortho_init=False`` and ``squash_output=True``, are accepted).
+
+    :raises ValueError: naming the option and why it does not apply
+    """
+    if ortho_init:
+        raise ValueError(
+            "ortho_init=True does not apply to ReinFlowPolicy: its nets keep PyTorch's default initialisation "
+            "(fine-tuning starts from pretrained weights); leave ortho_init out"
+        )
+    if log_std_init is not None:
+        raise ValueError(
+            f"log_std_init={log_std_init!r} does not apply to ReinFlowPolicy: there is no Gaussian log-std; the "
+            "exploration noise is learned within [min_noise_std, max_noise_std]"
+        )
+    for name, value in (("full_std", full_std), ("use_expln", use_expln)):
+        if value is not None:
+            raise ValueError(f"{name}={value!r} does not apply to ReinFlowPolicy: it is a gSDE option, and gSDE is not used")
+    if not squash_output:
+        raise ValueError(
+            "squash_output=False does not apply to ReinFlowPolicy: its chains always end in [-1, 1], which "
+            "unscale_action maps to the action bounds"
+        )
 
 
 class ReinFlowPolicy(ActorCriticPolicy):
@@ -39,13 +128,20 @@ class ReinFlowPolicy(ActorCriticPolicy):
     Action chunks: an action space of shape (horizon, action_dim) (see ``ActionChunkWrapper``) makes the
     policy predict a chunk of ``horizon`` actions per step.
 
+    Observations are preprocessed as SB3 does (images divided by 255), normalised with the statistics of
+    :meth:`set_normalization` (identity by default), then passed through the features extractor, whose output
+    conditions the velocity net, the noise net and the critic. SB3's stock ``PPO`` can train this policy when its
+    rollouts go to a :class:`ChainRolloutBuffer` of ``chain_length = n_flow_steps + 1`` (checked when the
+    algorithm builds the policy).
+
     :param observation_space: Box observation space
     :param action_space: Box action space, shape (action_dim,) or (horizon, action_dim)
     :param lr_schedule: learning rate schedule (the actor's; ReinFlowPPO sets the critic's separately)
     :param flow_model: ``"reflow"`` (1-Rectified Flow) or ``"shortcut"``
     :param n_flow_steps: K, the number of Euler steps (>= 1)
     :param time_grid: ``"euler"`` (t_k = k/K) or ``"reinflow_linspace"`` (official ReFlow sampler grid)
-    :param velocity_net_arch: widths of the velocity net's residual MLP
+    :param velocity_net_arch: widths of the velocity net's residual MLP (None: ``net_arch``'s ``pi`` if given,
+        else [512, 512, 512]); an odd number of equal widths
     :param velocity_activation_fn: activation of the velocity net's residual MLP
     :param time_embedding_dim: size of the sinusoidal time embedding
     :param cond_net_arch: observation encoder of the velocity net (None: raw obs for ReFlow, [64, 16] for Shortcut)
@@ -62,14 +158,24 @@ class ReinFlowPolicy(ActorCriticPolicy):
     :param deterministic_x0: x_0 of the deterministic (noise-free) chain: ``"zero"`` (same action for the same
         observation) or ``"random"`` (x_0 ~ N(0, I): the official ReinFlow evaluation, which reproduces the spread
         of the demonstrations a pretrained policy was cloned from)
-    :param net_arch: critic hidden widths
+    :param net_arch: SB3's ``dict(pi=[...], vf=[...])``: ``pi`` sizes the velocity net as a plain MLP (instead of the
+        residual ``velocity_net_arch``), ``vf`` the critic; a list sizes both (``velocity_net_arch``, when given,
+        takes precedence for the velocity net); a missing key keeps the default (see :func:`resolve_net_arch`).
+        None: residual velocity net and a [256, 256, 256] critic
     :param activation_fn: critic activation
     :param use_sde: must be False (gSDE does not apply to flow policies)
-    :param features_extractor_class: features extractor (must keep the flat observation: FlattenExtractor)
+    :param features_extractor_class: features extractor, trained with the policy (e.g. ``NatureCNN`` for images)
     :param features_extractor_kwargs: its keyword arguments
-    :param normalize_images: unused (Box observations only)
+    :param normalize_images: divide image observations by 255, as SB3 does
     :param optimizer_class: optimizer class
     :param optimizer_kwargs: optimizer keyword arguments
+    :param share_features_extractor: one features extractor for the actor and the critic (trained by both losses,
+        in the actor's parameter group), or one each (each in its net's group)
+    :param ortho_init: must be False (orthogonal initialisation of Gaussian heads does not apply)
+    :param log_std_init: must be None (no Gaussian log-std)
+    :param full_std: must be None (gSDE option)
+    :param use_expln: must be None (gSDE option)
+    :param squash_output: must be True: outputs are always in [-1, 1] and mapped to the action bounds
     """
 
     def __init__(
@@ -95,7 +201,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         normalize_log_prob: bool = True,
         log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0),
         deterministic_x0: DeterministicX0 = "zero",
-        net_arch: list[int] | None = None,
+        net_arch: NetArch | None = None,
         activation_fn: type[nn.Module] = nn.Mish,
         use_sde: bool = False,
         features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
@@ -103,17 +209,26 @@ class ReinFlowPolicy(ActorCriticPolicy):
         normalize_images: bool = True,
         optimizer_class: type[th.optim.Optimizer] = th.optim.AdamW,
         optimizer_kwargs: dict[str, Any] | None = None,
+        share_features_extractor: bool = True,
+        ortho_init: bool = False,
+        log_std_init: float | None = None,
+        full_std: bool | None = None,
+        use_expln: bool | None = None,
+        squash_output: bool = True,
     ) -> None:
-        _check_spaces(observation_space, action_space)
         if use_sde:
             raise ValueError("use_sde=True is not supported by ReinFlowPolicy: set use_sde=False (the noise net explores)")
+        _check_spaces(observation_space, action_space)
+        check_gaussian_options(ortho_init, log_std_init, full_std, use_expln, squash_output)
         if flow_model not in FLOW_MODELS:
             raise ValueError(f"flow_model={flow_model!r} is not one of {FLOW_MODELS}")
         assert isinstance(action_space, spaces.Box)
         self.flow_model = flow_model
         self.n_flow_steps = n_flow_steps
         self.time_grid = time_grid
-        self.velocity_net_arch = [512, 512, 512] if velocity_net_arch is None else list(velocity_net_arch)
+        self._velocity_net_arch_arg = None if velocity_net_arch is None else list(velocity_net_arch)
+        self.velocity_net_arch: list[int] = []  # resolved in _build, with net_arch
+        self.residual_velocity_net = True
         self.velocity_activation_fn = velocity_activation_fn
         self.time_embedding_dim = time_embedding_dim
         self.cond_net_arch = cond_net_arch
@@ -134,18 +249,20 @@ class ReinFlowPolicy(ActorCriticPolicy):
             observation_space,
             action_space,
             lr_schedule,
-            net_arch=[256, 256, 256] if net_arch is None else list(net_arch),
+            net_arch=dict(vf=list(DEFAULT_CRITIC_NET_ARCH)) if net_arch is None else net_arch,
             activation_fn=activation_fn,
             ortho_init=False,
             use_sde=False,
             features_extractor_class=features_extractor_class,
             features_extractor_kwargs=features_extractor_kwargs,
+            share_features_extractor=share_features_extractor,
             normalize_images=normalize_images,
             optimizer_class=optimizer_class,
             optimizer_kwargs=optimizer_kwargs,
         )
         # Outputs live in [-1, 1] and are mapped to the action bounds by ``unscale_action``.
         self._squash_output = True
+        self._check_rollout_buffer()
 
     @property
     def deterministic_x0(self) -> DeterministicX0:
@@ -172,7 +289,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
             flow_model=self.flow_model,
             n_flow_steps=self.n_flow_steps,
             time_grid=self.time_grid,
-            velocity_net_arch=self.velocity_net_arch,
+            velocity_net_arch=self._velocity_net_arch_arg,
             velocity_activation_fn=self.velocity_activation_fn,
             time_embedding_dim=self.time_embedding_dim,
             cond_net_arch=self.cond_net_arch,
@@ -191,19 +308,53 @@ class ReinFlowPolicy(ActorCriticPolicy):
             activation_fn=self.activation_fn,
             features_extractor_class=self.features_extractor_class,
             features_extractor_kwargs=self.features_extractor_kwargs,
+            share_features_extractor=self.share_features_extractor,
             optimizer_class=self.optimizer_class,
             optimizer_kwargs=self.optimizer_kwargs,
         )
         return data
 
+    def _check_rollout_buffer(self) -> None:
+        """
+        Stock SB3 stores what :meth:`forward` returns (whole chains) in its rollout buffer, so the algorithm needs a
+        :class:`ChainRolloutBuffer` of this policy's ``chain_length``; otherwise the first rollout would fail with a
+        bare reshape error. SB3's on-policy algorithms build the buffer just before the policy, in
+        ``_setup_model``: look up that algorithm among the calling frames and check its buffer now. Algorithms that
+        size the chain buffer from the policy afterwards (``ReinFlowPPO``) set ``_sizes_chain_buffer_from_policy``.
+        """
+        frame = inspect.currentframe()
+        algorithm = None
+        for _ in range(_MAX_CALLER_FRAMES):
+            frame = frame.f_back if frame is not None else None
+            if frame is None:
+                break
+            caller = frame.f_locals.get("self")
+            if frame.f_code.co_name == "_setup_model" and isinstance(caller, OnPolicyAlgorithm):
+                algorithm = caller
+                break
+        del frame
+        buffer = getattr(algorithm, "rollout_buffer", None)
+        if algorithm is None or buffer is None:
+            return
+        if isinstance(buffer, ChainRolloutBuffer) and getattr(algorithm, "_sizes_chain_buffer_from_policy", False):
+            return
+        if isinstance(buffer, ChainRolloutBuffer) and buffer.chain_length == self.chain_length:
+            return
+        found = (
+            f"a ChainRolloutBuffer of chain_length={buffer.chain_length}"
+            if isinstance(buffer, ChainRolloutBuffer)
+            else f"a {type(buffer).__name__}"
+        )
+        raise ValueError(
+            f"ReinFlowPolicy returns whole denoising chains as actions, but {type(algorithm).__name__} got {found}: pass "
+            f"rollout_buffer_class=ChainRolloutBuffer, rollout_buffer_kwargs=dict(chain_length={self.chain_length}) "
+            "(n_flow_steps + 1), or use ReinFlowPPO, which sets this up"
+        )
+
     def _build(self, lr_schedule: Schedule) -> None:
-        obs_dim = get_flattened_obs_dim(self.observation_space)
-        if self.features_dim != obs_dim:
-            raise ValueError(
-                f"features_extractor_class={self.features_extractor_class.__name__} gives {self.features_dim} features; "
-                f"ReinFlowPolicy needs the flat observation ({obs_dim}): use FlattenExtractor"
-            )
-        velocity_net = self._make_velocity_net(obs_dim)
+        arch = resolve_net_arch(self.net_arch, self._velocity_net_arch_arg)  # type: ignore[arg-type]
+        self.velocity_net_arch, self.residual_velocity_net = arch.velocity, arch.residual
+        velocity_net = self._make_velocity_net(self.features_dim)
         self.action_dist = FlowChainDistribution(self.flat_action_dim)
         self.actor = self.action_dist.proba_distribution_net(
             velocity_net,
@@ -217,28 +368,34 @@ class ReinFlowPolicy(ActorCriticPolicy):
             log_prob_bounds=self.log_prob_bounds,  # type: ignore[arg-type]
             deterministic_x0=self._deterministic_x0,
         )
-        self.value_net = nn.Sequential(*create_mlp(obs_dim, 1, list(self.net_arch), self.activation_fn))  # type: ignore[arg-type]
-        self._build_normalization(obs_dim)
+        self.value_net = nn.Sequential(*create_mlp(self.features_dim, 1, arch.critic, self.activation_fn))
+        self._build_normalization(get_flattened_obs_dim(self.observation_space))
+        # The features extractors are trained too: a shared one in the actor's group, else each with its net
+        actor_params = [*self.actor.parameters(), *self.pi_features_extractor.parameters()]
+        critic_params = [*self.value_net.parameters()]
+        if not self.share_features_extractor:
+            critic_params += [*self.vf_features_extractor.parameters()]
         self.optimizer = self.optimizer_class(
             [
-                {"params": self.actor.parameters(), "name": "actor"},
-                {"params": self.value_net.parameters(), "name": "critic"},
+                {"params": actor_params, "name": "actor"},
+                {"params": critic_params, "name": "critic"},
             ],
             lr=lr_schedule(1),
             **self.optimizer_kwargs,
         )  # type: ignore[call-arg]
 
-    def _make_velocity_net(self, obs_dim: int) -> VelocityNet:
+    def _make_velocity_net(self, features_dim: int) -> VelocityNet:
         net_class = ReFlowVelocityNet if self.flow_model == "reflow" else ShortcutVelocityNet
         default_cond_act = nn.Mish if self.flow_model == "reflow" else nn.ReLU
         return net_class(
             action_dim=self.flat_action_dim,
-            obs_dim=obs_dim,
+            obs_dim=features_dim,
             net_arch=self.velocity_net_arch,
             activation_fn=self.velocity_activation_fn,
             time_embedding_dim=self.time_embedding_dim,
             cond_net_arch=self.cond_net_arch,
             cond_activation_fn=self.cond_activation_fn or default_cond_act,
+            residual=self.residual_velocity_net,
         )
 
     def _make_noise_net(self, in_dim: int) -> NoiseNet:
@@ -304,13 +461,30 @@ class ReinFlowPolicy(ActorCriticPolicy):
             array = np.tile(array, self.horizon)
         return self._check_stat(name, array, self.flat_action_dim).astype(np.float32)
 
-    def normalize_obs(self, obs: PyTorchObs) -> th.Tensor:
+    def normalize_obs(self, obs: PyTorchObs, features_extractor: BaseFeaturesExtractor | None = None) -> th.Tensor:
         """
-        :param obs: raw observation tensor
-        :return: the flat observation, normalised with the stored statistics, shape (batch, obs_dim)
+        :param obs: raw observation batch
+        :param features_extractor: the extractor to apply (default: the actor's, ``pi_features_extractor``)
+        :return: the features the actor (or that extractor's net) reads: the observation preprocessed as SB3 does,
+            normalised with the stored statistics, then passed through the extractor; shape (batch, features_dim),
+            the normalised flat observation with the default ``FlattenExtractor``
         """
-        features = BasePolicy.extract_features(self, obs, self.features_extractor)
-        return (features - self.obs_offset) * self.obs_scale
+        assert isinstance(obs, th.Tensor)
+        preprocessed = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        assert isinstance(preprocessed, th.Tensor)
+        flat = (preprocessed.flatten(start_dim=1) - self.obs_offset) * self.obs_scale
+        extractor = self.pi_features_extractor if features_extractor is None else features_extractor
+        return extractor(flat.reshape(preprocessed.shape))
+
+    def _actor_critic_features(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
+        """
+        :param obs: raw observation batch
+        :return: the features of the actor and of the critic (the same tensor with a shared extractor)
+        """
+        actor_features = self.normalize_obs(obs)
+        if self.share_features_extractor:
+            return actor_features, actor_features
+        return actor_features, self.normalize_obs(obs, self.vf_features_extractor)
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
         """
@@ -320,9 +494,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
         :param deterministic: run the chain without injected noise (x_0 as set by ``deterministic_x0``)
         :return: flattened chains (batch, (K + 1) * chunk size), values (batch, 1), log-probabilities (batch,)
         """
-        norm_obs = self.normalize_obs(obs)
-        sample = self.actor.sample(norm_obs, deterministic=deterministic)
-        values = self.value_net(norm_obs)
+        actor_features, critic_features = self._actor_critic_features(obs)
+        sample = self.actor.sample(actor_features, deterministic=deterministic)
+        values = self.value_net(critic_features)
         return sample.chains.flatten(start_dim=1), values, sample.log_prob
 
     def evaluate_actions(self, obs: PyTorchObs, actions: th.Tensor) -> tuple[th.Tensor, th.Tensor, th.Tensor | None]:
@@ -333,9 +507,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
         :param actions: flattened chains, shape (batch, (K + 1) * chunk size)
         :return: values (batch, 1), log-probabilities (batch,), chain entropy (batch,)
         """
-        norm_obs = self.normalize_obs(obs)
-        evaluation = self.actor.evaluate(norm_obs, self._unflatten_chains(actions))
-        return self.value_net(norm_obs), evaluation.log_prob, evaluation.entropy
+        actor_features, critic_features = self._actor_critic_features(obs)
+        evaluation = self.actor.evaluate(actor_features, self._unflatten_chains(actions))
+        return self.value_net(critic_features), evaluation.log_prob, evaluation.entropy
 
     def _unflatten_chains(self, actions: th.Tensor) -> th.Tensor:
         expected = self.chain_length * self.flat_action_dim
@@ -353,7 +527,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         :param obs: observation batch
         :return: values, shape (batch, 1)
         """
-        return self.value_net(self.normalize_obs(obs))
+        return self.value_net(self.normalize_obs(obs, self.vf_features_extractor))
 
     def get_distribution(self, obs: PyTorchObs) -> FlowChainDistribution:
         """
@@ -412,7 +586,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
         if isinstance(path, io.BufferedIOBase) or not _is_sb3_model_zip(path):
             return super().load(path, device)
         data, params = read_model_zip(path, device)
-        policy = cls(data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {}))
+        saved_class = data.get("policy_class")
+        policy_class = saved_class if isinstance(saved_class, type) and issubclass(saved_class, cls) else cls
+        policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {}))
         policy.load_state_dict(params["policy"])
         return policy.to(get_device(device))
 
@@ -458,7 +634,10 @@ def _is_sb3_model_zip(path: str | Path) -> bool:
 
 def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
     if not isinstance(observation_space, spaces.Box):
-        raise NotImplementedError(f"ReinFlowPolicy supports Box observation spaces only, got {observation_space}")
+        raise NotImplementedError(
+            f"ReinFlowPolicy supports Box observation spaces only, got {observation_space}; flatten Dict observations "
+            "with gymnasium.wrappers.FlattenObservation"
+        )
     if not isinstance(action_space, spaces.Box) or len(action_space.shape) not in (1, 2):
         raise NotImplementedError(
             f"ReinFlowPolicy supports Box action spaces of shape (action_dim,) or (horizon, action_dim) only, "
@@ -468,4 +647,31 @@ def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -
         raise ValueError(f"ReinFlowPolicy needs finite action bounds, got {action_space}; rescale the env's actions")
 
 
+class CnnPolicy(ReinFlowPolicy):
+    """
+    :class:`ReinFlowPolicy` for image observations: the features extractor defaults to SB3's ``NatureCNN``.
+    Other arguments are those of :class:`ReinFlowPolicy`.
+
+    :param observation_space: Box image observation space
+    :param action_space: Box action space
+    :param lr_schedule: learning rate schedule
+    :param features_extractor_class: features extractor
+    :param kwargs: :class:`ReinFlowPolicy` keyword arguments
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(
+            observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs
+        )
+
+
 MlpPolicy = ReinFlowPolicy
+# Dict observations are not supported; the alias gives SB3 users the clear error instead of "Policy unknown"
+MultiInputPolicy = ReinFlowPolicy

@@ -10,13 +10,14 @@ import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
+from torch import nn
 from torch.nn import functional as F
 
 from sb3_reinflow.common.buffers import ChainRolloutBuffer
-from sb3_reinflow.common.flow import FlowChain
-from sb3_reinflow.reinflow_ppo.policies import MlpPolicy, ReinFlowPolicy, read_model_zip
+from sb3_reinflow.reinflow_ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, ReinFlowPolicy, read_model_zip
 
 SelfReinFlowPPO = TypeVar("SelfReinFlowPPO", bound="ReinFlowPPO")
 NoiseStdSchedule = Literal["constant", "learn_decay"]
@@ -86,7 +87,8 @@ class ReinFlowPPO(PPO):
     :param critic_warmup_iterations: number of first updates with the actor frozen (learning rate 0)
     :param noise_std_schedule: ``"constant"`` bounds, or ReinFlow's ``"learn_decay"`` of the upper bound
     :param bc_coef: weight of the W2 regulariser ``MSE(a_ref(x_0=0), a(x_0=0))`` toward the policy frozen at the
-        start of ``learn`` (0 disables it)
+        start of ``learn`` (0 disables it). The frozen reference (actor and its features extractor) is saved with the
+        model, so ``load`` + ``learn(reset_num_timesteps=False)`` keeps it; ``reset_num_timesteps=True`` takes a new one
     :param pretrained_policy: start from this pretrained policy: a ReinFlowPPO zip path, or the name of a checkpoint
         shipped with the package (``sb3_reinflow.pretrained.available_pretrained()``, e.g. ``"Hopper-v4_reflow"``).
         Its policy_kwargs are the defaults (``policy_kwargs`` overrides them, e.g. ``n_flow_steps``) and its weights
@@ -94,8 +96,14 @@ class ReinFlowPPO(PPO):
     :param _init_setup_model: build the networks at creation
     """
 
-    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {"MlpPolicy": MlpPolicy}
+    policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
+        "CnnPolicy": CnnPolicy,
+        "MlpPolicy": MlpPolicy,
+        "MultiInputPolicy": MultiInputPolicy,
+    }
     policy: ReinFlowPolicy  # type: ignore[assignment]
+    # the chain buffer is resized from the policy once it is built (see ReinFlowPolicy._check_rollout_buffer)
+    _sizes_chain_buffer_from_policy: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -144,7 +152,8 @@ class ReinFlowPPO(PPO):
         self.noise_std_schedule = noise_std_schedule
         self.bc_coef = bc_coef
         self._n_iterations = 0
-        self._bc_reference: FlowChain | None = None
+        self._bc_reference: nn.ModuleDict | None = None
+        self._has_bc_reference = False
         self._bc_losses: list[float] = []
         self.pretrained_policy = pretrained_policy
         pretrained_params = None
@@ -196,6 +205,8 @@ class ReinFlowPPO(PPO):
         if issubclass(self.rollout_buffer_class, ChainRolloutBuffer):
             self._rebuild_rollout_buffer()
         self.policy.optimizer.register_step_pre_hook(self._bc_pre_step_hook)
+        if self._has_bc_reference:  # loading a model saved with a BC reference: set_parameters fills it in
+            self._bc_reference = self._make_bc_reference()
 
     def _rebuild_rollout_buffer(self) -> None:
         """Size the chain buffer from the policy's chain length (the policy is built after the buffer)."""
@@ -213,6 +224,40 @@ class ReinFlowPPO(PPO):
 
     def _excluded_save_params(self) -> list[str]:
         return [*super()._excluded_save_params(), "_bc_reference", "_bc_losses"]
+
+    def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
+        state_dicts, variables = super()._get_torch_save_params()
+        return [*state_dicts, "_bc_reference"] if self._bc_reference is not None else state_dicts, variables
+
+    def _make_bc_reference(self) -> nn.ModuleDict:
+        """
+        :return: a frozen copy of the actor and of its features extractor, the BC regulariser's reference
+        """
+        reference = nn.ModuleDict(
+            {"features_extractor": copy.deepcopy(self.policy.pi_features_extractor), "actor": copy.deepcopy(self.policy.actor)}
+        )
+        return reference.requires_grad_(False).eval()
+
+    def set_parameters(
+        self,
+        load_path_or_dict: str | Path | dict[str, Any],
+        exact_match: bool = True,
+        device: th.device | str = "auto",
+    ) -> None:
+        """
+        SB3's ``set_parameters``; the BC reference follows the loaded parameters: it is restored when they hold one,
+        and otherwise dropped (the next ``learn`` takes a new one). Same arguments as
+        :meth:`stable_baselines3.common.base_class.BaseAlgorithm.set_parameters`.
+        """
+        params = load_path_or_dict
+        if not isinstance(params, dict):
+            _, params, _ = load_from_zip_file(load_path_or_dict, device=device, load_data=False)  # type: ignore[assignment]
+        assert isinstance(params, dict)
+        if "_bc_reference" in params and self._bc_reference is None:
+            self._bc_reference = self._make_bc_reference()
+        elif "_bc_reference" not in params:
+            self._bc_reference = None
+        super().set_parameters(params, exact_match=exact_match, device=device)
 
     def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
         """Set the actor and critic learning rates separately; the actor's is 0 during critic warm-up."""
@@ -233,7 +278,7 @@ class ReinFlowPPO(PPO):
         sampled them.
         """
         if self.bc_coef > 0 and self._bc_reference is None:
-            self._bc_reference = copy.deepcopy(self.policy.actor).requires_grad_(False)
+            self._bc_reference = self._make_bc_reference()
         self._bc_losses = []
         super().train()
         self._n_iterations += 1
@@ -262,13 +307,13 @@ class ReinFlowPPO(PPO):
     def _sample_rollout(self, n_samples: int) -> tuple[th.Tensor, th.Tensor]:
         """
         :param n_samples: how many (observation, chain) pairs to draw, with replacement, from the rollout buffer
-        :return: observations and flattened chains
+        :return: observations (of the observation space's shape) and flattened chains
         """
         data = self.rollout_buffer
         size = data.buffer_size * data.n_envs
         indices = np.random.randint(0, size, size=min(size, n_samples))
         return (
-            data.to_torch(data.observations.reshape(size, -1)[indices]),
+            data.to_torch(data.observations.reshape(size, *data.obs_shape)[indices]),  # type: ignore[arg-type]
             data.to_torch(data.actions.reshape(size, -1)[indices]),
         )
 
@@ -282,11 +327,12 @@ class ReinFlowPPO(PPO):
             return
         obs, _ = self._sample_rollout(self.batch_size)
         with th.enable_grad():
-            norm_obs = self.policy.normalize_obs(obs)
-            x0 = th.zeros(norm_obs.shape[0], self.policy.actor.action_dim, device=norm_obs.device)
+            features = self.policy.normalize_obs(obs)
+            x0 = th.zeros(features.shape[0], self.policy.actor.action_dim, device=features.device)
             with th.no_grad():
-                target = self._bc_reference.sample(norm_obs, deterministic=True, x0=x0).chains[:, -1]
-            action = self.policy.actor.sample(norm_obs, deterministic=True, x0=x0).chains[:, -1]
+                reference_features = self.policy.normalize_obs(obs, self._bc_reference["features_extractor"])  # type: ignore[arg-type]
+                target = self._bc_reference["actor"].sample(reference_features, deterministic=True, x0=x0).chains[:, -1]
+            action = self.policy.actor.sample(features, deterministic=True, x0=x0).chains[:, -1]
             bc_loss = F.mse_loss(action, target)
             (self.bc_coef * bc_loss).backward()
         self._bc_losses.append(bc_loss.item())
@@ -297,6 +343,7 @@ class ReinFlowPPO(PPO):
         been set after construction. Same arguments as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.save`.
         """
         self.policy_kwargs = {**self.policy_kwargs, "deterministic_x0": self.policy.deterministic_x0}
+        self._has_bc_reference = self._bc_reference is not None
         super().save(*args, **kwargs)
 
     def learn(
