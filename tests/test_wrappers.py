@@ -73,11 +73,12 @@ def test_chunk_stops_at_episode_end(truncate):
 def test_horizon_one_matches_inner_env():
     inner = CountingEnv(limit=3)
     env = ActionChunkWrapper(inner, horizon=1)
+    assert env.action_space == inner.action_space  # (action_dim,), not (1, action_dim)
     env.reset(seed=0)
     rewards = []
     terminated = False
     while not terminated:
-        _, reward, terminated, _, info = env.step(np.zeros((1, 2), np.float32))
+        _, reward, terminated, _, info = env.step(np.zeros(2, np.float32))
         rewards.append(reward)
         assert info["chunk_steps"] == 1
     assert rewards == [1.0, 2.0, 3.0]
