@@ -68,7 +68,7 @@ def fetch_sb3_tests(version: str, cache_dir: Path) -> Path:
     :return: the folder holding ``tests/`` and ``pyproject.toml``
     """
     target = cache_dir / version
-    if (target / "tests").is_dir() and (target / "pyproject.toml").is_file():
+    if _is_complete(target):
         return target
     with tempfile.TemporaryDirectory() as download_dir:
         pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps"]
@@ -79,10 +79,19 @@ def fetch_sb3_tests(version: str, cache_dir: Path) -> Path:
         cache_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=cache_dir))
         _unpack_tests(archives[0], staging)
-    if target.exists():
-        shutil.rmtree(target)
-    staging.rename(target)
+    try:
+        staging.rename(target)
+    except OSError:  # another run unpacked it meanwhile, or an incomplete copy is in the way
+        if _is_complete(target):
+            shutil.rmtree(staging)
+        else:
+            shutil.rmtree(target)
+            staging.rename(target)
     return target
+
+
+def _is_complete(folder: Path) -> bool:
+    return (folder / "tests").is_dir() and (folder / "pyproject.toml").is_file()
 
 
 def _unpack_tests(archive: Path, destination: Path) -> None:
@@ -160,6 +169,9 @@ def summarize(run: StandInRun) -> int:
         print(f"{name:<38}" + "".join(f"{counts[outcome]:>12}" for outcome in OUTCOMES))
     print(f"{'total':<38}" + "".join(f"{total[outcome]:>12}" for outcome in OUTCOMES))
     print(f"({not_built} selected tests built no PPO model and are not counted)")
+    reasons = Counter(result["reason"] for result in run.tests.values() if result["outcome"] in ("unsupported", "assumption"))
+    for reason, count in reasons.most_common():
+        print(f"expected x{count}: {reason}")
     for pattern in run.unused_assumptions:
         print(f"note: documented assumption {pattern!r} matched no failure in this run")
     failures = {nodeid: result for nodeid, result in run.tests.items() if result["outcome"] == "failed"}

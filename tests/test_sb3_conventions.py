@@ -16,7 +16,9 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureC
 from torch import nn
 
 from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
 from sb3_reinflow.common.networks import MLP, ResidualMLP
+from sb3_reinflow.common.pretrain import pretrain
 
 TINY = dict(noise_net_arch=[8], n_flow_steps=2)
 OBS_SPACE = spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -84,6 +86,17 @@ def test_extractor_reads_normalised_observations():
     normalised = (obs - th.tensor([1.0, 2.0, 4.0])) * th.tensor([1.0, 0.5, 0.25]) / (1 + 1e-6 / 2)
     with th.no_grad():
         th.testing.assert_close(policy.normalize_obs(obs), policy.features_extractor(normalised), atol=1e-5, rtol=0)
+
+
+def test_pretraining_refuses_a_learnable_extractor():
+    model = pendulum_model(policy_kwargs=dict(features_extractor_class=LinearExtractor))
+    n = 8
+    dataset = TrajectoryDataset(
+        np.zeros((n, 3), np.float32), np.zeros((n, 1), np.float32), np.zeros(n), np.zeros(n, bool), np.array([n])
+    )
+    stats = NormalizationStats(-np.ones(3), np.ones(3), -np.ones(1), np.ones(1))
+    with pytest.raises(ValueError, match=r"FlattenExtractor only, got LinearExtractor"):
+        pretrain(model, dataset, stats, n_gradient_steps=1, batch_size=4)
 
 
 def test_cnn_policy_on_images():

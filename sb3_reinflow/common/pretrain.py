@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch as th
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import VecEnv
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
@@ -138,6 +139,7 @@ def pretrain(
     :return: the loss curve and evaluation returns
     """
     policy = model.policy
+    _check_flat_features(policy)
     _check_dims(policy.observation_space.shape, policy.flat_action_dim // policy.horizon, dataset)
     policy.set_normalization(stats.obs_min, stats.obs_max, stats.action_min, stats.action_max)
     obs, actions = (tensor.to(policy.device) for tensor in chunk_tensors(dataset, policy.horizon))
@@ -173,6 +175,15 @@ def pretrain(
     if writer is not None:
         writer.close()
     return result
+
+
+def _check_flat_features(policy: Any) -> None:
+    """Pretraining feeds the dataset's normalised states straight to the velocity net, with no features extractor."""
+    if not isinstance(policy.features_extractor, FlattenExtractor):
+        raise ValueError(
+            f"pretrain supports the default FlattenExtractor only, got {type(policy.features_extractor).__name__}: "
+            "the velocity net is trained on the dataset's states, which would bypass a learnable extractor"
+        )
 
 
 def _check_dims(obs_shape: Any, action_dim: int, dataset: TrajectoryDataset) -> None:
