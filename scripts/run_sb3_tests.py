@@ -137,7 +137,8 @@ def run_stand_in(stand_in: str, root: Path, files: list[str], pytest_args: list[
         "PYTHONPATH": os.pathsep.join(filter(None, [str(SCRIPTS_DIR), os.environ.get("PYTHONPATH")])),
     }
     command = [sys.executable, "-m", "pytest", *[f"tests/{name}" for name in files], "-p", "sb3_tests_plugin"]
-    command += ["-c", "pyproject.toml", "--rootdir", ".", "-p", "no:cacheprovider", "-m", "not expensive", "-q", "-rfE"]
+    command += ["-c", "pyproject.toml", "--rootdir", ".", "-p", "no:cacheprovider", "-m", "not expensive"]
+    command += ["-q", "-rfE", "--tb=short"]
     print(f"\n=== {stand_in}: {' '.join(command[1:])}", flush=True)
     start = time.monotonic()
     returncode = subprocess.run([*command, *pytest_args], cwd=root, env=env, check=False).returncode
