@@ -68,7 +68,7 @@ def test_learn_with_bc_noise_decay_and_warmup():
 def test_bc_regulariser_compares_actions_from_zero_x0():
     """With one gradient step, the BC term is taken before the policy moves away from its reference: exactly 0,
     even when deterministic predict draws x_0 at random (the W2 term must use the same x_0 = 0 for both)."""
-    model = pendulum_model({"deterministic_x0": "random"}, batch_size=64, bc_coef=1.0)
+    model = pendulum_model({"deterministic_mode": "random"}, batch_size=64, bc_coef=1.0)
     model.learn(64)
     assert model.logger.name_to_value["train/bc_loss"] == 0.0
 

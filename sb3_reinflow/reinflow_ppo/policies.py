@@ -17,7 +17,13 @@ from stable_baselines3.common.utils import get_device
 from torch import nn
 
 from sb3_reinflow.common.distributions import FlowChainDistribution
-from sb3_reinflow.common.flow import DeterministicX0, TimeGrid, check_deterministic_x0
+from sb3_reinflow.common.flow import (
+    N_MEAN_CHAINS,
+    DeterministicMode,
+    TimeGrid,
+    check_deterministic_mode,
+    check_n_mean_chains,
+)
 from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
 
 FlowModel = Literal["reflow", "shortcut"]
@@ -33,8 +39,11 @@ class ReinFlowPolicy(ActorCriticPolicy):
     with learned, bounded Gaussian noise, so the log-probability of the whole chain is exact.
     ``forward`` returns the flattened chain as the "action" (stored by :class:`ChainRolloutBuffer`), and
     ``unscale_action`` turns it into the env action (its last point, mapped from [-1, 1] to the action bounds).
-    ``predict`` returns env actions: deterministic mode runs the chain with no injected noise, from x_0 = 0 by
-    default (``deterministic_x0="random"`` draws x_0 from N(0, I), the official ReinFlow evaluation).
+    ``predict`` returns env actions. Deterministic actions are, by default, the expected action of the noisy chain that
+    PPO trains (``deterministic_mode="mean"``: the mean of ``n_mean_chains`` chains drawn with fixed noise, so the
+    same observation gives the same action); ``"zero"`` and ``"random"`` run the chain with no injected noise from
+    x_0 = 0 or from x_0 ~ N(0, I) (the official ReinFlow evaluation). See docs/finetuning.md for why the default is
+    the mean.
 
     Action chunks: an action space of shape (horizon, action_dim) (see ``ActionChunkWrapper``) makes the
     policy predict a chunk of ``horizon`` actions per step.
@@ -59,9 +68,12 @@ class ReinFlowPolicy(ActorCriticPolicy):
     :param include_initial_noise: count log N(x_0; 0, I) in the log-probability
     :param normalize_log_prob: divide the chain log-probability by (number of factors) * chunk size
     :param log_prob_bounds: clamp of the (normalised) log-probability (None: no clamp)
-    :param deterministic_x0: x_0 of the deterministic (noise-free) chain: ``"zero"`` (same action for the same
-        observation) or ``"random"`` (x_0 ~ N(0, I): the official ReinFlow evaluation, which reproduces the spread
-        of the demonstrations a pretrained policy was cloned from)
+    :param deterministic_mode: what ``deterministic=True`` means: ``"mean"`` (default; the expected action of the
+        noisy chain, from ``n_mean_chains`` chains with fixed noise), ``"zero"`` (noise-free chain from x_0 = 0) or
+        ``"random"`` (noise-free chain from x_0 ~ N(0, I): the official ReinFlow evaluation, which reproduces the
+        spread of the demonstrations a pretrained policy was cloned from)
+    :param n_mean_chains: number of noisy chains averaged by ``deterministic_mode="mean"``
+    :param deterministic_x0: deprecated alias of ``deterministic_mode`` (older models saved it)
     :param net_arch: critic hidden widths
     :param activation_fn: critic activation
     :param use_sde: must be False (gSDE does not apply to flow policies)
@@ -94,7 +106,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
         include_initial_noise: bool = True,
         normalize_log_prob: bool = True,
         log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0),
-        deterministic_x0: DeterministicX0 = "zero",
+        deterministic_mode: DeterministicMode = "mean",
+        n_mean_chains: int = N_MEAN_CHAINS,
+        deterministic_x0: DeterministicMode | None = None,
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.Mish,
         use_sde: bool = False,
@@ -127,7 +141,13 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self.include_initial_noise = include_initial_noise
         self.normalize_log_prob = normalize_log_prob
         self.log_prob_bounds = None if log_prob_bounds is None else tuple(log_prob_bounds)
-        self._deterministic_x0 = deterministic_x0
+        if deterministic_x0 is not None:  # older models saved the deterministic chain's x_0 under this name
+            check_deterministic_mode(deterministic_x0, "deterministic_x0")
+            deterministic_mode = deterministic_x0
+        check_deterministic_mode(deterministic_mode)
+        check_n_mean_chains(n_mean_chains)
+        # only read by _build: afterwards the chain (self.actor) holds these settings
+        self._initial_deterministic = (deterministic_mode, n_mean_chains)
         self.horizon = action_space.shape[0] if len(action_space.shape) == 2 else 1
         self.flat_action_dim = get_action_dim(action_space)
         super().__init__(
@@ -148,17 +168,28 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self._squash_output = True
 
     @property
-    def deterministic_x0(self) -> DeterministicX0:
+    def deterministic_mode(self) -> DeterministicMode:
         """
-        x_0 of deterministic chains, ``"zero"`` or ``"random"``. Settable, e.g. to evaluate a loaded model the way
-        ReinFlow does (``model.policy.deterministic_x0 = "random"``); saved with the model.
+        What deterministic actions are: ``"mean"``, ``"zero"`` or ``"random"`` (see the class docstring). Settable,
+        e.g. to evaluate a loaded model the way ReinFlow does (``model.policy.deterministic_mode = "random"``); saved
+        with the model.
         """
-        return self.actor.deterministic_x0  # type: ignore[return-value]
+        return self.actor.deterministic_mode  # type: ignore[return-value]
+
+    @deterministic_mode.setter
+    def deterministic_mode(self, value: DeterministicMode) -> None:
+        check_deterministic_mode(value)
+        self.actor.deterministic_mode = value
+
+    @property
+    def deterministic_x0(self) -> DeterministicMode:
+        """Deprecated alias of :attr:`deterministic_mode`."""
+        return self.deterministic_mode
 
     @deterministic_x0.setter
-    def deterministic_x0(self, value: DeterministicX0) -> None:
-        check_deterministic_x0(value)
-        self.actor.deterministic_x0 = value
+    def deterministic_x0(self, value: DeterministicMode) -> None:
+        check_deterministic_mode(value, "deterministic_x0")
+        self.actor.deterministic_mode = value
 
     @property
     def chain_length(self) -> int:
@@ -186,7 +217,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
             include_initial_noise=self.include_initial_noise,
             normalize_log_prob=self.normalize_log_prob,
             log_prob_bounds=self.log_prob_bounds,
-            deterministic_x0=self.deterministic_x0,
+            deterministic_mode=self.deterministic_mode,
+            n_mean_chains=self.actor.n_mean_chains,
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
             features_extractor_class=self.features_extractor_class,
@@ -215,7 +247,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
             include_initial_noise=self.include_initial_noise,
             normalize_log_prob=self.normalize_log_prob,
             log_prob_bounds=self.log_prob_bounds,  # type: ignore[arg-type]
-            deterministic_x0=self._deterministic_x0,
+            deterministic_mode=self._initial_deterministic[0],
+            n_mean_chains=self._initial_deterministic[1],
         )
         self.value_net = nn.Sequential(*create_mlp(obs_dim, 1, list(self.net_arch), self.activation_fn))  # type: ignore[arg-type]
         self._build_normalization(obs_dim)
@@ -317,7 +350,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         Sample a chain and evaluate the critic.
 
         :param obs: observation batch
-        :param deterministic: run the chain without injected noise (x_0 as set by ``deterministic_x0``)
+        :param deterministic: deterministic chains, as set by ``deterministic_mode``
         :return: flattened chains (batch, (K + 1) * chunk size), values (batch, 1), log-probabilities (batch,)
         """
         norm_obs = self.normalize_obs(obs)
@@ -365,10 +398,10 @@ class ReinFlowPolicy(ActorCriticPolicy):
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """
         :param observation: observation batch
-        :param deterministic: chain without injected noise (x_0 as set by ``deterministic_x0``)
+        :param deterministic: deterministic actions, as set by ``deterministic_mode``
         :return: final actions in [-1, 1], shape (batch, chunk size)
         """
-        return self.actor.sample(self.normalize_obs(observation), deterministic=deterministic).chains[:, -1]
+        return self.actor.act(self.normalize_obs(observation), deterministic=deterministic)
 
     def unscale_action(self, scaled_action: np.ndarray) -> np.ndarray:
         """

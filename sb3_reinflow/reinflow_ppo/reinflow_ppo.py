@@ -22,6 +22,7 @@ SelfReinFlowPPO = TypeVar("SelfReinFlowPPO", bound="ReinFlowPPO")
 NoiseStdSchedule = Literal["constant", "learn_decay"]
 NOISE_STD_SCHEDULES: tuple[str, ...] = ("constant", "learn_decay")
 _STATS_SAMPLES = 2048
+_GAP_SAMPLES = 256
 
 
 def learn_decay_max_std(
@@ -253,11 +254,27 @@ class ReinFlowPPO(PPO):
         with th.no_grad():
             norm_obs = self.policy.normalize_obs(obs)
             evaluation = self.policy.actor.evaluate(norm_obs, self.policy._unflatten_chains(chains))
+            gap = self._noise_free_gap(norm_obs[:_GAP_SAMPLES])
         self.logger.record("train/noise_std", evaluation.std.mean().item())
+        for step, std in enumerate(evaluation.std.mean(dim=(0, 2)).tolist()):
+            self.logger.record(f"train/noise_std_step{step}", std)
         self.logger.record("train/noise_std_max_bound", self.policy.actor.noise_net.std_bounds[1])
         self.logger.record("train/chain_entropy", evaluation.entropy.mean().item())
+        self.logger.record("train/noise_free_gap", gap)
         if self._bc_losses:
             self.logger.record("train/bc_loss", float(np.mean(self._bc_losses)))
+
+    def _noise_free_gap(self, norm_obs: th.Tensor) -> float:
+        """
+        :param norm_obs: normalised rollout observations
+        :return: root-mean-square distance, in the policy's [-1, 1] action units, between the noise-free action from
+            x_0 = 0 and the expected action of the noisy chain (the mean of ``n_mean_chains`` chains)
+        """
+        actor = self.policy.actor
+        x0 = th.zeros(norm_obs.shape[0], actor.action_dim, device=norm_obs.device)
+        noise_free = actor.sample(norm_obs, deterministic=True, x0=x0).chains[:, -1]
+        mean_action = actor._mean_chains(norm_obs)[:, -1]
+        return (noise_free - mean_action).pow(2).mean().sqrt().item()
 
     def _sample_rollout(self, n_samples: int) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -293,10 +310,11 @@ class ReinFlowPPO(PPO):
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         """
-        SB3's ``save``; the zip's ``policy_kwargs`` get the policy's current ``deterministic_x0``, which may have
+        SB3's ``save``; the zip's ``policy_kwargs`` get the policy's current ``deterministic_mode``, which may have
         been set after construction. Same arguments as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.save`.
         """
-        self.policy_kwargs = {**self.policy_kwargs, "deterministic_x0": self.policy.deterministic_x0}
+        policy_kwargs = {k: v for k, v in self.policy_kwargs.items() if k != "deterministic_x0"}
+        self.policy_kwargs = {**policy_kwargs, "deterministic_mode": self.policy.deterministic_mode}
         super().save(*args, **kwargs)
 
     def learn(

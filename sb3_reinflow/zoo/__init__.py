@@ -38,6 +38,8 @@ def register() -> None:
     manager = rl_zoo3.exp_manager.ExperimentManager
     if not getattr(manager.__init__, "_sb3_reinflow_default_config", False):
         manager.__init__ = _with_default_config(manager.__init__)
+    if not getattr(manager.create_callbacks, "_sb3_reinflow_protocols", False):
+        manager.create_callbacks = _with_protocol_evaluation(manager.create_callbacks)
 
 
 def _with_default_config(init: Any) -> Any:
@@ -50,4 +52,29 @@ def _with_default_config(init: Any) -> Any:
         init(self, args, algo, *positional, **kwargs)
 
     wrapped._sb3_reinflow_default_config = True  # type: ignore[attr-defined]
+    return wrapped
+
+
+def _with_protocol_evaluation(create_callbacks: Any) -> Any:
+    """
+    For ``reinflow_ppo``, replace rl_zoo3's ``EvalCallback`` by a :class:`ProtocolEvalCallback` with the same settings:
+    ``eval/mean_reward`` and ``best_model.zip`` still follow the policy's deterministic mode, and the other
+    evaluation protocols (noise-free chain from x_0 = 0 and from random x_0, the stochastic chain) are logged beside it.
+    """
+
+    @functools.wraps(create_callbacks)
+    def wrapped(self: Any) -> None:
+        create_callbacks(self)
+        if self.algo != ALGO_NAME:
+            return
+        from stable_baselines3.common.callbacks import EvalCallback
+
+        from sb3_reinflow.common.callbacks import ProtocolEvalCallback
+
+        self.callbacks = [
+            ProtocolEvalCallback.from_eval_callback(callback) if type(callback) is EvalCallback else callback
+            for callback in self.callbacks
+        ]
+
+    wrapped._sb3_reinflow_protocols = True  # type: ignore[attr-defined]
     return wrapped
