@@ -281,7 +281,7 @@ def read_policy_file(path: str | Path, device: th.device | str = "cpu") -> Polic
     """
     config = read_policy_config(path)
     with safe_open(str(path), framework="pt", device=str(device)) as handle:
-        state_dict = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+        state_dict = {key: handle.get_tensor(key) for key in handle.keys()}
     return PolicyCheckpoint(
         env_id=config.get("env_id"),
         observation_space=space_from_json(config["observation_space"]),

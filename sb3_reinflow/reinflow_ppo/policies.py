@@ -1,7 +1,9 @@
 """ReinFlowPolicy: a flow-matching actor with learned exploration noise, and a separate critic."""
 
+import inspect
 import io
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -447,7 +449,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
                 copy.write_bytes(path.read())
                 return cls.load(copy, device)
         checkpoint = read_pretrained(path, device="cpu")
-        policy = cls(checkpoint.observation_space, checkpoint.action_space, lambda _: 0.0, **checkpoint.policy_kwargs)
+        policy_kwargs = known_policy_kwargs(cls, checkpoint.policy_kwargs, str(path))
+        policy = cls(checkpoint.observation_space, checkpoint.action_space, lambda _: 0.0, **policy_kwargs)
         policy.load_state_dict(checkpoint.state_dict)
         policy.env_id = checkpoint.env_id
         return policy.to(get_device(device))
@@ -466,6 +469,27 @@ class ReinFlowPolicy(ActorCriticPolicy):
                     "(velocity_net_arch, n_flow_steps, action chunk horizon...) as the checkpoint"
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+
+def known_policy_kwargs(policy_class: type[BasePolicy], policy_kwargs: dict[str, Any], source: str) -> dict[str, Any]:
+    """
+    Drop, with a warning, the arguments a checkpoint records that this version's policy does not take (a file
+    written by another sb3_reinflow version).
+
+    :param policy_class: the policy class
+    :param policy_kwargs: the checkpoint's policy arguments
+    :param source: the checkpoint's name, for the message
+    :return: the arguments the policy takes
+    """
+    known = set(inspect.signature(policy_class.__init__).parameters)
+    unknown = sorted(set(policy_kwargs) - known)
+    if unknown:
+        warnings.warn(
+            f"{source} records policy arguments this sb3_reinflow version does not have, ignored: "
+            + ", ".join(f"{key}={policy_kwargs[key]!r}" for key in unknown),
+            stacklevel=3,
+        )
+    return {key: value for key, value in policy_kwargs.items() if key in known}
 
 
 def check_observation_space(observation_space: spaces.Space) -> None:

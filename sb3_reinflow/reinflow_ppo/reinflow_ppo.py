@@ -21,7 +21,7 @@ from sb3_reinflow.common.buffers import ChainRolloutBuffer
 from sb3_reinflow.common.flow import FlowChain
 from sb3_reinflow.common.policy_files import PolicyCheckpoint, check_env_match, env_id_of, read_pretrained
 from sb3_reinflow.common.save_util import atomic_write, sb3_save_path
-from sb3_reinflow.reinflow_ppo.policies import MlpPolicy, ReinFlowPolicy, check_observation_space
+from sb3_reinflow.reinflow_ppo.policies import MlpPolicy, ReinFlowPolicy, check_observation_space, known_policy_kwargs
 
 SelfReinFlowPPO = TypeVar("SelfReinFlowPPO", bound="ReinFlowPPO")
 NoiseStdSchedule = Literal["constant", "learn_decay"]
@@ -162,7 +162,9 @@ class ReinFlowPPO(PPO):
         checkpoint = None
         if pretrained_policy is not None and _init_setup_model:
             checkpoint = read_pretrained(resolve_pretrained(pretrained_policy))
-            policy_kwargs = {**checkpoint.policy_kwargs, **(policy_kwargs or {})}
+            policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+            recorded = known_policy_kwargs(policy_class, checkpoint.policy_kwargs, pretrained_policy)  # type: ignore[arg-type]
+            policy_kwargs = {**recorded, **(policy_kwargs or {})}
         super().__init__(
             policy,
             env,
@@ -213,7 +215,8 @@ class ReinFlowPPO(PPO):
         target = env_id_of(self.env) if self.env is not None else None
         recorded = getattr(self, "env_id", None)
         if recorded is not None and target is not None:
-            check_env_match((recorded, None, None), (target, self.observation_space, self.action_space), "model", self.allow_env_mismatch)
+            target_env = (target, self.observation_space, self.action_space)
+            check_env_match((recorded, None, None), target_env, "being loaded", self.allow_env_mismatch)
         self.env_id = target or recorded
         if getattr(self, "policy", None) is not None:
             self.policy.env_id = self.env_id
