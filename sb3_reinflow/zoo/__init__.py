@@ -4,8 +4,8 @@ RL Zoo integration. :func:`register` adds ``reinflow_ppo`` to ``rl_zoo3.ALGOS``,
 ``--conf-file`` is given. For ``reinflow_ppo`` only, it also checks the registry entry (an env without one gets
 an error saying what would be used and how to add an entry), rejects ReinFlowPolicy arguments given at the top
 level (``-params n_flow_steps:2`` instead of ``policy_kwargs``), and saves VecNormalize statistics atomically.
-It runs automatically when ``rl_zoo3`` is imported (``_sb3_reinflow_zoo_hook``, installed as a ``.pth`` hook) and is also called by the hook-free entry points ``python -m sb3_reinflow.zoo.train``,
-``.enjoy`` and ``.record_video``.
+It runs automatically when ``rl_zoo3`` is imported (``_sb3_reinflow_zoo_hook``, installed as a ``.pth`` hook) and is
+also called by the hook-free entry points ``python -m sb3_reinflow.zoo.train``, ``.enjoy`` and ``.record_video``.
 
 ``sb3_reinflow/__init__`` never imports this module: rl_zoo3 patches gymnasium when imported.
 """
@@ -134,7 +134,7 @@ def check_registry_entry(
     pretrained = custom.get("pretrained_policy", (registry.get(env_id) or {}).get("pretrained_policy"))
     how_to_add = (
         f"To add an entry, copy {config} and add a block '{env_id}:' (e.g. '<<: *defaults' plus "
-        f"pretrained_policy: \"my_policy.safetensors\" from scripts/pretrain.py and policy_kwargs), then pass -conf "
+        f'pretrained_policy: "my_policy.safetensors" from scripts/pretrain.py and policy_kwargs), then pass -conf '
         "<your file>"
     )
     if env_id not in registry:
@@ -142,7 +142,7 @@ def check_registry_entry(
             raise ValueError(
                 f"No reinflow_ppo entry for {env_id} in {config}. Its 'default' block holds fine-tuning settings for a "
                 "pretrained flow policy, and none is given, so training would start from random weights with them. "
-                f'{how_to_add}; or pass -params pretrained_policy:"\'my_policy.safetensors\'" to use the default block'
+                f"{how_to_add}; or pass -params pretrained_policy:\"'my_policy.safetensors'\" to use the default block"
             )
         warnings.warn(
             f"No reinflow_ppo entry for {env_id} in {config}: using its 'default' block with "
@@ -152,7 +152,7 @@ def check_registry_entry(
     elif not pretrained and not trained_agent:
         warnings.warn(
             f"The {env_id} entry of {config} has no pretrained_policy: training starts from random weights. Pass "
-            '-params pretrained_policy:"\'my_policy.safetensors\'" (scripts/pretrain.py) to fine-tune a pretrained one',
+            "-params pretrained_policy:\"'my_policy.safetensors'\" (scripts/pretrain.py) to fine-tune a pretrained one",
             stacklevel=3,
         )
 
