@@ -113,7 +113,14 @@ class _Trainer(NamedTuple):
     scheduler: th.optim.lr_scheduler.LRScheduler
 
 
-def save_checkpoint(path: str | Path, trainer: _Trainer, step: int, n_gradient_steps: int, result: PretrainResult) -> None:
+def save_checkpoint(
+    path: str | Path,
+    trainer: _Trainer,
+    step: int,
+    n_gradient_steps: int,
+    result: PretrainResult,
+    rng_state: th.Tensor | None = None,
+) -> None:
     """
     Write a resumable training checkpoint atomically (tensors and plain numbers only: it loads with
     ``torch.load(weights_only=True)``).
@@ -123,6 +130,8 @@ def save_checkpoint(path: str | Path, trainer: _Trainer, step: int, n_gradient_s
     :param step: gradient steps done
     :param n_gradient_steps: planned total
     :param result: losses and evaluations so far
+    :param rng_state: torch's global RNG state right after ``step`` (default: the current one), so that a resumed
+        run draws the same minibatches as an uninterrupted one
     """
     state = {
         "step": step,
@@ -133,7 +142,7 @@ def save_checkpoint(path: str | Path, trainer: _Trainer, step: int, n_gradient_s
         "scheduler": trainer.scheduler.state_dict(),
         "losses": list(result.losses),
         "eval_returns": [list(entry) for entry in result.eval_returns],
-        "torch_rng": th.get_rng_state(),
+        "torch_rng": th.get_rng_state() if rng_state is None else rng_state,
     }
     with atomic_write(path) as handle:
         th.save(state, handle)
@@ -230,6 +239,7 @@ def pretrain(
     result, done = PretrainResult([], []), 0
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
         done, result = load_checkpoint(checkpoint_path, trainer, n_gradient_steps)
+    rng_state = th.get_rng_state()
     window: list[float] = []
     policy.set_training_mode(True)
     steps = tqdm(range(done + 1, n_gradient_steps + 1), disable=not progress_bar, desc="pretraining", unit="step")
@@ -243,7 +253,7 @@ def pretrain(
             optimizer.step()
             scheduler.step()
             ema.update_parameters(velocity_net)
-            done = step
+            done, rng_state = step, th.get_rng_state()
             window.append(loss.item())
             if step % log_interval == 0:
                 result.losses.append(float(np.mean(window)))
@@ -257,7 +267,7 @@ def pretrain(
                 save_checkpoint(checkpoint_path, trainer, step, n_gradient_steps, result)
     except KeyboardInterrupt:
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, trainer, done, n_gradient_steps, result)
+            save_checkpoint(checkpoint_path, trainer, done, n_gradient_steps, result, rng_state)
         raise
     finally:
         if writer is not None:

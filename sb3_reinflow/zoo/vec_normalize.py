@@ -18,13 +18,11 @@ class AtomicVecNormalize(VecNormalize):
         """
         :param save_path: destination file, used exactly as given
         """
-        atomic_pickle(self, save_path)
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        reduced = super().__reduce_ex__(protocol)
-        if isinstance(reduced, tuple) and len(reduced) >= 2 and reduced[1] and reduced[1][0] is type(self):
-            return (reduced[0], (VecNormalize, *reduced[1][1:]), *reduced[2:])
-        return reduced
+        self.__class__ = VecNormalize  # pickled under SB3's class name
+        try:
+            atomic_pickle(self, save_path)
+        finally:
+            self.__class__ = AtomicVecNormalize
 
 
 def make_atomic(env: Any) -> Any:
