@@ -148,12 +148,14 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
     """
     Write ``path`` atomically: ``with atomic_write(path) as handle: handle.write(...)``. The name is used exactly
     as given (no suffix is added or changed); missing parent folders are created. If the block raises, ``path`` is
-    untouched and the temporary file removed.
+    untouched and the temporary file removed. A symbolic link is followed: its target is replaced.
 
     :param path: destination file
     :return: a binary file handle to write to (do not close it)
     """
     path = Path(path)
+    if path.is_symlink():  # replace the file the link points to, and keep the link
+        path = path.resolve()
     if path.is_dir():
         raise IsADirectoryError(f"Cannot save to {path}: it is a folder; pass a file name inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
