@@ -364,9 +364,11 @@ def test_image_observations_are_refused_with_what_is_supported():
 
 def test_zoo_policy_argument_at_top_level():
     """`-params n_flow_steps:0` reaches ReinFlowPPO as a top-level key."""
-    fix = r"n_flow_steps=0 is a ReinFlowPolicy argument.*policy_kwargs:\"dict\(n_flow_steps=0\)\""
-    with pytest.raises(ValueError, match=fix):
+    with pytest.raises(ValueError, match="n_flow_steps=0 must be an integer >= 1"):
         check_top_level_keys({"n_steps": 16, "n_flow_steps": 0})
+    fix = r"n_flow_steps=2 is a ReinFlowPolicy argument.*policy_kwargs:\"dict\(n_flow_steps=2\)\""
+    with pytest.raises(ValueError, match=fix):
+        check_top_level_keys({"n_steps": 16, "n_flow_steps": 2})
     check_top_level_keys({"n_steps": 16, "policy_kwargs": {"n_flow_steps": 2}})
 
 

@@ -164,11 +164,14 @@ def check_top_level_keys(hyperparams: dict[str, Any]) -> None:
     :param hyperparams: the hyperparameters the zoo will pass on
     """
     from sb3_reinflow import ReinFlowPolicy, ReinFlowPPO
+    from sb3_reinflow.common.flow import check_n_flow_steps
 
     policy_args = set(inspect.signature(ReinFlowPolicy.__init__).parameters)
     algo_args = set(inspect.signature(ReinFlowPPO.__init__).parameters)
     for key, value in hyperparams.items():
         if key in policy_args - algo_args:
+            if key == "n_flow_steps":
+                check_n_flow_steps(value)  # name the range first: the suggested fix must be a valid value
             raise ValueError(
                 f"{key}={value!r} is a ReinFlowPolicy argument, not a ReinFlowPPO one: pass it inside policy_kwargs, "
                 f'e.g. -params policy_kwargs:"dict({key}={value!r})" (this replaces the entry\'s policy_kwargs: repeat '
