@@ -1,14 +1,20 @@
 """
-Behaviour-clone a flow policy from a ReinFlow-layout dataset and save it as a ReinFlowPPO zip (loadable by
-``ReinFlowPPO.load``, ``ReinFlowPolicy.load`` and rl_zoo3's ``-i``).
+Behaviour-clone a flow policy from a ReinFlow-layout dataset and save it as a pretrained-policy file
+(safetensors weights + JSON config with the env id and spaces; loadable, without unpickling, by
+``ReinFlowPPO(..., pretrained_policy=path)``, rl_zoo3's ``-params pretrained_policy:"'path'"`` and
+``ReinFlowPolicy.load``). The output name is used exactly as given.
+
+A resumable training checkpoint (``<output>.ckpt.pt`` by default) is written every ``--checkpoint-freq`` steps
+and on Ctrl-C; ``--resume`` continues from it.
 
 Example:
     python scripts/pretrain.py --env Hopper-v4 --data data/Hopper-v4-medium --flow-model reflow \
-        --n-gradient-steps 30000 --output sb3_reinflow/pretrained/Hopper-v4_reflow.zip
+        --n-gradient-steps 30000 --output sb3_reinflow/pretrained/Hopper-v4_reflow.safetensors
 """
 
 import argparse
 import json
+import sys
 
 import gymnasium as gym
 import torch as th
@@ -23,7 +29,7 @@ from sb3_reinflow.common.datasets import (
     normalized,
     unnormalized,
 )
-from sb3_reinflow.common.pretrain import atomic_save, pretrain
+from sb3_reinflow.common.pretrain import check_output_path, pretrain, save_pretrained
 
 
 def _chunked(env: gym.Env, horizon: int) -> gym.Env:
@@ -56,9 +62,14 @@ def main() -> None:
     )
     parser.add_argument("--tensorboard-log", default=None)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", required=True, help="output zip")
+    parser.add_argument("--output", required=True, help="output policy file (conventionally .safetensors)")
+    parser.add_argument("--checkpoint", default=None, help="training checkpoint (default: <output>.ckpt.pt)")
+    parser.add_argument("--checkpoint-freq", type=int, default=5_000, help="gradient steps between training checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue from the training checkpoint if it exists")
     args = parser.parse_args()
 
+    output = check_output_path(args.output)
+    checkpoint = check_output_path(args.checkpoint or f"{output}.ckpt.pt")
     th.manual_seed(args.seed)
     if args.data:
         dataset, stats = load_reinflow_dataset(args.data)
@@ -73,23 +84,30 @@ def main() -> None:
     eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 1000, **env_kwargs)
     policy_kwargs = dict(flow_model=args.flow_model, n_flow_steps=args.n_flow_steps, time_grid=args.time_grid)
     model = ReinFlowPPO("MlpPolicy", env, policy_kwargs={**policy_kwargs, **args.policy_kwargs}, seed=args.seed, device="cpu")
-    result = pretrain(
-        model,
-        dataset,
-        stats,
-        n_gradient_steps=args.n_gradient_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        t_sampling=args.t_sampling,
-        eval_env=eval_env,
-        eval_freq=args.eval_freq,
-        n_eval_episodes=args.n_eval_episodes,
-        eval_deterministic_x0=args.eval_x0,
-        tensorboard_log=args.tensorboard_log,
-    )
+    try:
+        result = pretrain(
+            model,
+            dataset,
+            stats,
+            n_gradient_steps=args.n_gradient_steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            t_sampling=args.t_sampling,
+            eval_env=eval_env,
+            eval_freq=args.eval_freq,
+            n_eval_episodes=args.n_eval_episodes,
+            eval_deterministic_x0=args.eval_x0,
+            tensorboard_log=args.tensorboard_log,
+            checkpoint_path=checkpoint,
+            checkpoint_freq=args.checkpoint_freq,
+            resume=args.resume,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: training checkpoint saved to {checkpoint}; continue with the same command plus --resume")
+        sys.exit(130)
     for step, mean, std in result.eval_returns:
         print(f"step {step}: noise-free return {mean:.1f} +- {std:.1f} (K={args.n_flow_steps}, x_0 {args.eval_x0})")
-    print(f"saved {atomic_save(model, args.output)}")
+    print(f"saved {save_pretrained(model, output)}")
 
 
 if __name__ == "__main__":

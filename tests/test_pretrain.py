@@ -15,7 +15,7 @@ from sb3_reinflow.common.datasets import (
     unnormalized,
 )
 from sb3_reinflow.common.demonstrations import collect_demonstrations
-from sb3_reinflow.common.pretrain import atomic_save, chunk_start_indices, chunk_tensors, pretrain
+from sb3_reinflow.common.pretrain import chunk_start_indices, chunk_tensors, pretrain, save_pretrained
 
 TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
 HORIZON = 2
@@ -179,9 +179,10 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     np.testing.assert_allclose(policy.obs_offset.numpy(), stats.obs_min + span / 2, rtol=1e-6)
     np.testing.assert_allclose(policy.obs_scale.numpy(), 2 / span, rtol=1e-6)
 
-    path = atomic_save(model, tmp_path / "bc")
-    assert path == tmp_path / "bc.zip" and path.is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bc.zip", "tb"]  # no temporary file left
+    model.save(tmp_path / "bc")
+    path = tmp_path / "bc.zip"
+    policy_path = save_pretrained(model, tmp_path / "bc_policy.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bc.zip", "bc_policy.safetensors", "tb"]  # no temporary file
 
     obs = unnormalized(dataset, stats).states[::13].astype(np.float32)
     expected, _ = model.predict(obs, deterministic=True)
@@ -193,9 +194,11 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     for name in ("obs_offset", "obs_scale", "action_low", "action_high"):
         th.testing.assert_close(getattr(loaded.policy, name), getattr(policy, name))
 
-    loaded_policy = ReinFlowPolicy.load(path, device="cpu")
-    assert loaded_policy.velocity_net_arch == [32]
+    loaded_policy = ReinFlowPolicy.load(policy_path, device="cpu")
+    assert loaded_policy.velocity_net_arch == [32] and loaded_policy.env_id == "Pendulum-v1"
     np.testing.assert_array_equal(loaded_policy.predict(obs, deterministic=True)[0], expected)
+    with pytest.warns(DeprecationWarning, match="SB3 model zip"):  # the old pretrained format still loads
+        np.testing.assert_array_equal(ReinFlowPolicy.load(path, device="cpu").predict(obs, deterministic=True)[0], expected)
 
     # fine-tune the loaded model for two PPO iterations
     before = {k: v.clone() for k, v in loaded.policy.actor.state_dict().items()}
@@ -204,13 +207,13 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     assert any(not th.equal(before[k], v) for k, v in loaded.policy.actor.state_dict().items())
     assert np.all(np.isfinite(loaded.predict(obs, deterministic=True)[0]))
 
-    # pretrained_policy: architecture and weights come from the zip, policy_kwargs override the checkpoint's
+    # pretrained_policy: architecture and weights come from the file, policy_kwargs override the checkpoint's
     fresh = ReinFlowPPO(
         "MlpPolicy",
         chunked_env(),
         n_steps=16,
         batch_size=8,
-        pretrained_policy=str(path),
+        pretrained_policy=str(policy_path),
         policy_kwargs=dict(min_noise_std=0.05, max_noise_std=0.3),
         device="cpu",
     )
@@ -229,7 +232,7 @@ def test_saved_model_does_not_need_the_pretrained_file(demo_dir, tmp_path):
     dataset, stats = load_reinflow_dataset(demo_dir)
     model = ReinFlowPPO("MlpPolicy", chunked_env(), policy_kwargs=TINY, device="cpu")
     pretrain(model, dataset, stats, n_gradient_steps=5, batch_size=16, progress_bar=False)
-    checkpoint = atomic_save(model, tmp_path / "pretrained")
+    checkpoint = save_pretrained(model, tmp_path / "pretrained.safetensors")
     fine_tuned = ReinFlowPPO("MlpPolicy", chunked_env(), n_steps=16, batch_size=8, pretrained_policy=str(checkpoint))
     fine_tuned.save(tmp_path / "fine_tuned")
     obs = unnormalized(dataset, stats).states[:5].astype(np.float32)

@@ -95,7 +95,8 @@ def test_policy_load_from_model_zip(tmp_path, observations):
     set_stats(model.policy)
     expected, _ = model.predict(observations, deterministic=True)
     model.save(tmp_path / "model.zip")
-    policy = ReinFlowPolicy.load(tmp_path / "model.zip", device="cpu")
+    with pytest.warns(DeprecationWarning, match="SB3 model zip"):
+        policy = ReinFlowPolicy.load(tmp_path / "model.zip", device="cpu")
     actions, _ = policy.predict(observations, deterministic=True)
     np.testing.assert_array_equal(actions, expected)
 

@@ -131,6 +131,15 @@ def check_n_flow_steps(n_flow_steps: int) -> None:
         raise ValueError(f"n_flow_steps={n_flow_steps!r} must be an integer >= 1 (e.g. 4, 2 or 1)")
 
 
+def check_clip_value(name: str, value: float | None) -> None:
+    """
+    :param name: the option's name, for the message
+    :param value: a clamp or truncation value: None (off) or a number > 0
+    """
+    if value is not None and not value > 0:
+        raise ValueError(f"{name}={value!r} must be a number > 0 (e.g. 1.0 or 3.0), or None to switch it off")
+
+
 def gaussian_chain_log_prob(
     chains: th.Tensor,
     means: th.Tensor,
@@ -231,6 +240,8 @@ class FlowChain(nn.Module):
             raise ValueError(f"time_grid={time_grid_kind!r} is not one of {TIME_GRIDS}")
         check_deterministic_mode(deterministic_mode)
         check_n_mean_chains(n_mean_chains)
+        check_clip_value("denoised_clip_value", denoised_clip_value)
+        check_clip_value("noise_clip_value", noise_clip_value)
         if log_prob_bounds is not None and not log_prob_bounds[0] < log_prob_bounds[1]:
             raise ValueError(f"log_prob_bounds={log_prob_bounds} must be (low, high) with low < high, or None")
         self.velocity_net = velocity_net

@@ -1,7 +1,9 @@
 """ReinFlowPolicy: a flow-matching actor with learned exploration noise, and a separate critic."""
 
+import inspect
 import io
-import zipfile
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -9,8 +11,7 @@ import numpy as np
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim
-from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim, is_image_space
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
@@ -25,6 +26,7 @@ from sb3_reinflow.common.flow import (
     check_n_mean_chains,
 )
 from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
+from sb3_reinflow.common.policy_files import read_pretrained, save_policy_file
 
 FlowModel = Literal["reflow", "shortcut"]
 FLOW_MODELS: tuple[str, ...] = ("reflow", "shortcut")
@@ -74,6 +76,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
         spread of the demonstrations a pretrained policy was cloned from)
     :param n_mean_chains: number of noisy chains averaged by ``deterministic_mode="mean"``
     :param deterministic_x0: deprecated alias of ``deterministic_mode`` (older models saved it)
+    :param check_finite_obs: raise an error when an observation holds NaN or inf (at ``predict`` and in rollouts);
+        False skips the check, for speed
     :param net_arch: critic hidden widths
     :param activation_fn: critic activation
     :param use_sde: must be False (gSDE does not apply to flow policies)
@@ -83,6 +87,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
     :param optimizer_class: optimizer class
     :param optimizer_kwargs: optimizer keyword arguments
     """
+
+    #: id of the env the policy is trained on (set by ReinFlowPPO and ``load``); ``save`` records it
+    env_id: str | None = None
 
     def __init__(
         self,
@@ -109,6 +116,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         deterministic_mode: DeterministicMode = "mean",
         n_mean_chains: int = N_MEAN_CHAINS,
         deterministic_x0: DeterministicMode | None = None,
+        check_finite_obs: bool = True,
         net_arch: list[int] | None = None,
         activation_fn: type[nn.Module] = nn.Mish,
         use_sde: bool = False,
@@ -148,6 +156,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         check_n_mean_chains(n_mean_chains)
         # only read by _build: afterwards the chain (self.actor) holds these settings
         self._initial_deterministic = (deterministic_mode, n_mean_chains)
+        self.check_finite_obs = check_finite_obs
         self.horizon = action_space.shape[0] if len(action_space.shape) == 2 else 1
         self.flat_action_dim = get_action_dim(action_space)
         super().__init__(
@@ -219,6 +228,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
             log_prob_bounds=self.log_prob_bounds,
             deterministic_mode=self.deterministic_mode,
             n_mean_chains=self.actor.n_mean_chains,
+            check_finite_obs=self.check_finite_obs,
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
             features_extractor_class=self.features_extractor_class,
@@ -315,12 +325,16 @@ class ReinFlowPolicy(ActorCriticPolicy):
         if obs_min is not None and obs_max is not None:
             low = self._check_stat("obs_min", obs_min, self.obs_offset.numel())
             high = self._check_stat("obs_max", obs_max, self.obs_offset.numel())
+            _check_ordered("obs", low, high)
             span = high - low + _NORMALIZATION_EPS
             self.obs_offset.copy_(th.as_tensor(low + span / 2))
             self.obs_scale.copy_(th.as_tensor(2.0 / span))
         if action_min is not None and action_max is not None:
-            self.action_low.copy_(th.as_tensor(self._check_action_stat("action_min", action_min)))
-            self.action_high.copy_(th.as_tensor(self._check_action_stat("action_max", action_max)))
+            action_low = self._check_action_stat("action_min", action_min)
+            action_high = self._check_action_stat("action_max", action_max)
+            _check_ordered("action", action_low, action_high)
+            self.action_low.copy_(th.as_tensor(action_low))
+            self.action_high.copy_(th.as_tensor(action_high))
 
     @staticmethod
     def _check_stat(name: str, value: np.ndarray, size: int) -> np.ndarray:
@@ -343,6 +357,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
         :return: the flat observation, normalised with the stored statistics, shape (batch, obs_dim)
         """
         features = BasePolicy.extract_features(self, obs, self.features_extractor)
+        if self.check_finite_obs:
+            check_finite_obs(features)
         return (features - self.obs_offset) * self.obs_scale
 
     def forward(self, obs: th.Tensor, deterministic: bool = False) -> tuple[th.Tensor, th.Tensor, th.Tensor]:
@@ -432,21 +448,44 @@ class ReinFlowPolicy(ActorCriticPolicy):
         flat = np.asarray(action).reshape(-1, self.flat_action_dim)
         return (2.0 * (flat - low) / (high - low) - 1.0).reshape(np.shape(action))
 
+    def save(self, path: str | Path, env_id: str | None = None) -> None:  # type: ignore[override]
+        """
+        Save the policy as a pretrained-policy file (safetensors weights + plain-JSON config; see
+        :mod:`sb3_reinflow.common.policy_files`), atomically and to ``path`` exactly as given.
+
+        :param path: destination, conventionally ``*.safetensors``
+        :param env_id: id of the env it was trained on (default: :attr:`env_id`), checked when it is loaded
+        """
+        save_policy_file(
+            path,
+            self.state_dict(),
+            self.observation_space,
+            self.action_space,
+            self._get_constructor_parameters(),
+            env_id=env_id if env_id is not None else self.env_id,
+        )
+
     @classmethod
     def load(cls, path: str | Path | io.BufferedIOBase, device: th.device | str = "auto") -> "ReinFlowPolicy":
         """
-        Load a policy saved by ``ReinFlowPolicy.save``, or the policy inside a ``ReinFlowPPO`` zip (for example a
-        pretrained checkpoint).
+        Load a policy file written by ``ReinFlowPolicy.save`` (or ``scripts/pretrain.py``) without unpickling
+        anything. The policy inside an SB3 ``ReinFlowPPO`` zip (the old pretrained format) still loads, with a
+        ``DeprecationWarning``, through a restricted unpickler.
 
         :param path: file path or buffer
         :param device: torch device
-        :return: the policy
+        :return: the policy, with ``env_id`` set to the env it was trained on (when recorded)
         """
-        if isinstance(path, io.BufferedIOBase) or not _is_sb3_model_zip(path):
-            return super().load(path, device)
-        data, params = read_model_zip(path, device)
-        policy = cls(data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {}))
-        policy.load_state_dict(params["policy"])
+        if isinstance(path, io.BufferedIOBase):
+            with tempfile.TemporaryDirectory() as folder:
+                copy = Path(folder) / "policy"
+                copy.write_bytes(path.read())
+                return cls.load(copy, device)
+        checkpoint = read_pretrained(path, device="cpu")
+        policy_kwargs = known_policy_kwargs(cls, checkpoint.policy_kwargs, str(path))
+        policy = cls(checkpoint.observation_space, checkpoint.action_space, lambda _: 0.0, **policy_kwargs)
+        policy.load_state_dict(checkpoint.state_dict)
+        policy.env_id = checkpoint.env_id
         return policy.to(get_device(device))
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
@@ -465,33 +504,82 @@ class ReinFlowPolicy(ActorCriticPolicy):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def read_model_zip(path: str | Path, device: th.device | str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+def known_policy_kwargs(policy_class: type[BasePolicy], policy_kwargs: dict[str, Any], source: str) -> dict[str, Any]:
     """
-    Read the data and parameters of an SB3 model zip for inference: pickled schedules (possibly rl_zoo3's, or from
-    old SB3 versions) are replaced, so loading needs neither rl_zoo3 nor the training-time objects.
+    Drop, with a warning, the arguments a checkpoint records that this version's policy does not take (a file
+    written by another sb3_reinflow version).
 
-    :param path: the model zip
-    :param device: where to load the parameters
-    :return: the model's data dict (``policy_kwargs``, spaces...) and its parameters (``policy`` state dict...)
+    :param policy_class: the policy class
+    :param policy_kwargs: the checkpoint's policy arguments
+    :param source: the checkpoint's name, for the message
+    :return: the arguments the policy takes
     """
-    schedules = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
-    data, params, _ = load_from_zip_file(path, device=device, custom_objects=schedules)
-    if data is None or params is None or "policy" not in params:
-        raise ValueError(f"{path} is not an SB3 model zip with a policy")
-    return data, params
+    known = set(inspect.signature(policy_class.__init__).parameters)
+    unknown = sorted(set(policy_kwargs) - known)
+    if unknown:
+        warnings.warn(
+            f"{source} records policy arguments this sb3_reinflow version does not have, ignored: "
+            + ", ".join(f"{key}={policy_kwargs[key]!r}" for key in unknown),
+            stacklevel=3,
+        )
+    return {key: value for key, value in policy_kwargs.items() if key in known}
 
 
-def _is_sb3_model_zip(path: str | Path) -> bool:
-    """SB3 model zips hold a top-level ``data`` entry; ``th.save`` files (what ``save`` writes) are zips too."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return "data" in archive.namelist()
+def check_observation_space(observation_space: spaces.Space) -> None:
+    """
+    Raise an error saying what is supported when ReinFlowPolicy cannot use ``observation_space``: it needs a flat
+    (or flattenable) Box of features, not Dict observations or images.
+
+    :param observation_space: the env's observation space
+    """
+    if isinstance(observation_space, spaces.Dict):
+        raise NotImplementedError(
+            f"ReinFlowPolicy supports Box observation spaces only, got a Dict space {observation_space}; flatten it with "
+            "gymnasium.wrappers.FlattenObservation (rl_zoo3: env_wrapper: [gymnasium.wrappers.FlattenObservation])"
+        )
+    if not isinstance(observation_space, spaces.Box):
+        raise NotImplementedError(
+            f"ReinFlowPolicy supports Box observation spaces only, got {observation_space}; wrap the env so that it "
+            "returns a flat float vector (e.g. gymnasium.wrappers.FlattenObservation)"
+        )
+    is_uint8_grid = np.dtype(observation_space.dtype) == np.uint8 and len(observation_space.shape) >= 2
+    if is_image_space(observation_space, check_channels=False) or is_uint8_grid:
+        raise NotImplementedError(
+            f"ReinFlowPolicy does not support image observations (got {observation_space}, dtype "
+            f"{observation_space.dtype}): its networks are MLPs on flat float features. Use state observations, or "
+            "encode the images into a float feature vector with a wrapper"
+        )
+
+
+def check_finite_obs(features: th.Tensor) -> None:
+    """
+    Raise ``ValueError`` naming the first bad entry when an observation batch holds NaN or inf.
+
+    :param features: flat observations, shape (batch, obs_dim)
+    """
+    finite = th.isfinite(features)
+    if bool(finite.all()):
+        return
+    row, column = (int(index) for index in th.nonzero(~finite)[0])
+    raise ValueError(
+        f"Observation {row} holds a non-finite value ({features[row, column].item()} at index {column}). Fix the env "
+        "(VecCheckNan(env, raise_exception=True) finds the step that produces it), or skip this check with "
+        "policy_kwargs=dict(check_finite_obs=False)"
+    )
+
+
+def _check_ordered(name: str, low: np.ndarray, high: np.ndarray) -> None:
+    inverted = np.flatnonzero(low > high)
+    if inverted.size:
+        index = int(inverted[0])
+        raise ValueError(
+            f"{name}_min[{index}]={low[index]} > {name}_max[{index}]={high[index]}: normalisation bounds are inverted; "
+            f"pass {name}_min first and {name}_max second (per dimension min <= max)"
+        )
 
 
 def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
-    if not isinstance(observation_space, spaces.Box):
-        raise NotImplementedError(f"ReinFlowPolicy supports Box observation spaces only, got {observation_space}")
+    check_observation_space(observation_space)
     if not isinstance(action_space, spaces.Box) or len(action_space.shape) not in (1, 2):
         raise NotImplementedError(
             f"ReinFlowPolicy supports Box action spaces of shape (action_dim,) or (horizon, action_dim) only, "

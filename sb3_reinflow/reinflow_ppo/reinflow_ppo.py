@@ -1,6 +1,7 @@
 """ReinFlowPPO: stock SB3 PPO wired for flow policies (chain buffer, two learning rates, warm-up, BC term)."""
 
 import copy
+import io
 import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -10,13 +11,17 @@ import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
+from stable_baselines3.common.vec_env import VecEnv
 from torch.nn import functional as F
 
 from sb3_reinflow.common.buffers import ChainRolloutBuffer
 from sb3_reinflow.common.flow import FlowChain
-from sb3_reinflow.reinflow_ppo.policies import MlpPolicy, ReinFlowPolicy, read_model_zip
+from sb3_reinflow.common.policy_files import PolicyCheckpoint, check_env_match, env_id_of, read_pretrained
+from sb3_reinflow.common.save_util import atomic_write, sb3_save_path
+from sb3_reinflow.reinflow_ppo.policies import MlpPolicy, ReinFlowPolicy, check_observation_space, known_policy_kwargs
 
 SelfReinFlowPPO = TypeVar("SelfReinFlowPPO", bound="ReinFlowPPO")
 NoiseStdSchedule = Literal["constant", "learn_decay"]
@@ -88,10 +93,14 @@ class ReinFlowPPO(PPO):
     :param noise_std_schedule: ``"constant"`` bounds, or ReinFlow's ``"learn_decay"`` of the upper bound
     :param bc_coef: weight of the W2 regulariser ``MSE(a_ref(x_0=0), a(x_0=0))`` toward the policy frozen at the
         start of ``learn`` (0 disables it)
-    :param pretrained_policy: start from this pretrained policy: a ReinFlowPPO zip path, or the name of a checkpoint
+    :param pretrained_policy: start from this pretrained policy: a policy file (``.safetensors``, written by
+        ``scripts/pretrain.py`` or ``ReinFlowPolicy.save``; read without unpickling), or the name of a checkpoint
         shipped with the package (``sb3_reinflow.pretrained.available_pretrained()``, e.g. ``"Hopper-v4_reflow"``).
-        Its policy_kwargs are the defaults (``policy_kwargs`` overrides them, e.g. ``n_flow_steps``) and its weights
-        and normalisation are loaded at creation. A saved model does not need the file again.
+        ReinFlowPPO zips still work but are deprecated. Its policy_kwargs are the defaults (``policy_kwargs``
+        overrides them, e.g. ``n_flow_steps``) and its weights and normalisation are loaded at creation. A saved
+        model does not need the file again.
+    :param allow_env_mismatch: load a pretrained policy (or, in ``load``, a model) recorded on another env id or
+        with other spaces than ``env``, with a warning instead of an error
     :param _init_setup_model: build the networks at creation
     """
 
@@ -130,6 +139,7 @@ class ReinFlowPPO(PPO):
         noise_std_schedule: NoiseStdSchedule = "constant",
         bc_coef: float = 0.0,
         pretrained_policy: str | None = None,
+        allow_env_mismatch: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
         if noise_std_schedule not in NOISE_STD_SCHEDULES:
@@ -148,10 +158,14 @@ class ReinFlowPPO(PPO):
         self._bc_reference: FlowChain | None = None
         self._bc_losses: list[float] = []
         self.pretrained_policy = pretrained_policy
-        pretrained_params = None
+        self.allow_env_mismatch = allow_env_mismatch
+        self.env_id: str | None = None
+        checkpoint = None
         if pretrained_policy is not None and _init_setup_model:
-            pretrained_data, pretrained_params = read_model_zip(resolve_pretrained(pretrained_policy))
-            policy_kwargs = {**pretrained_data.get("policy_kwargs", {}), **(policy_kwargs or {})}
+            checkpoint = read_pretrained(resolve_pretrained(pretrained_policy))
+            policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+            recorded = known_policy_kwargs(policy_class, checkpoint.policy_kwargs, pretrained_policy)  # type: ignore[arg-type]
+            policy_kwargs = {**recorded, **(policy_kwargs or {})}
         super().__init__(
             policy,
             env,
@@ -180,10 +194,33 @@ class ReinFlowPPO(PPO):
             device=device,
             _init_setup_model=_init_setup_model,
         )
-        if pretrained_params is not None:
-            self.policy.load_state_dict(pretrained_params["policy"])
-            # the noise bounds are buffers: keep those of the (possibly overridden) policy_kwargs, not the checkpoint's
-            self.policy.actor.noise_net.set_std_bounds(self.policy.min_noise_std, self.policy.max_noise_std)
+        if checkpoint is not None:
+            self._load_pretrained(checkpoint, str(pretrained_policy))
+
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        """SB3's wrapping, then an error saying what is supported for unusable observation spaces."""
+        check_observation_space(env.observation_space)
+        return BaseAlgorithm._wrap_env(env, verbose, monitor_wrapper)
+
+    def _load_pretrained(self, checkpoint: PolicyCheckpoint, source: str) -> None:
+        """Check the checkpoint against the env, then load its weights and normalisation into the policy."""
+        recorded = (checkpoint.env_id, checkpoint.observation_space, checkpoint.action_space)
+        check_env_match(recorded, (self.env_id, self.observation_space, self.action_space), source, self.allow_env_mismatch)
+        self.policy.load_state_dict(checkpoint.state_dict)
+        # the noise bounds are buffers: keep those of the (possibly overridden) policy_kwargs, not the checkpoint's
+        self.policy.actor.noise_net.set_std_bounds(self.policy.min_noise_std, self.policy.max_noise_std)
+
+    def _check_env_id(self) -> None:
+        """Record the env's id; a model loaded from a zip recorded on another env raises (see ``allow_env_mismatch``)."""
+        target = env_id_of(self.env) if self.env is not None else None
+        recorded = getattr(self, "env_id", None)
+        if recorded is not None and target is not None:
+            target_env = (target, self.observation_space, self.action_space)
+            check_env_match((recorded, None, None), target_env, "being loaded", self.allow_env_mismatch)
+        self.env_id = target or recorded
+        if getattr(self, "policy", None) is not None:
+            self.policy.env_id = self.env_id
 
     def _setup_model(self) -> None:
         if self.rollout_buffer_class is None:
@@ -197,6 +234,12 @@ class ReinFlowPPO(PPO):
         if issubclass(self.rollout_buffer_class, ChainRolloutBuffer):
             self._rebuild_rollout_buffer()
         self.policy.optimizer.register_step_pre_hook(self._bc_pre_step_hook)
+        self._check_env_id()
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, plus the env-id check of :meth:`_check_env_id`."""
+        super().set_env(env, force_reset)
+        self._check_env_id()
 
     def _rebuild_rollout_buffer(self) -> None:
         """Size the chain buffer from the policy's chain length (the policy is built after the buffer)."""
@@ -213,7 +256,7 @@ class ReinFlowPPO(PPO):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_bc_reference", "_bc_losses"]
+        return [*super()._excluded_save_params(), "_bc_reference", "_bc_losses", "allow_env_mismatch"]
 
     def _update_learning_rate(self, optimizers: list[th.optim.Optimizer] | th.optim.Optimizer) -> None:
         """Set the actor and critic learning rates separately; the actor's is 0 during critic warm-up."""
@@ -308,14 +351,30 @@ class ReinFlowPPO(PPO):
             (self.bc_coef * bc_loss).backward()
         self._bc_losses.append(bc_loss.item())
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
+    def save(
+        self,
+        path: str | Path | io.BufferedIOBase,
+        exclude: Any = None,
+        include: Any = None,
+    ) -> None:
         """
-        SB3's ``save``; the zip's ``policy_kwargs`` get the policy's current ``deterministic_mode``, which may have
-        been set after construction. Same arguments as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.save`.
+        SB3's ``save``, made atomic: the zip is written to a temporary file next to the destination, fsync'ed and
+        moved over it, so an interrupted save (even a killed process) leaves the previous file intact. The file
+        name follows SB3 (``.zip`` is appended only when the name has no suffix). The zip's ``policy_kwargs`` get
+        the policy's current ``deterministic_mode``, which may have been set after construction. SB3 zips unpickle
+        when loaded: load only zips from a trusted source.
+
+        :param path: destination file, or a writable binary buffer
+        :param exclude: attributes not to save, in addition to the default ones
+        :param include: attributes to save even though excluded by default
         """
         policy_kwargs = {k: v for k, v in self.policy_kwargs.items() if k != "deterministic_x0"}
         self.policy_kwargs = {**policy_kwargs, "deterministic_mode": self.policy.deterministic_mode}
-        super().save(*args, **kwargs)
+        if isinstance(path, io.BufferedIOBase):
+            super().save(path, exclude=exclude, include=include)
+            return
+        with atomic_write(sb3_save_path(path, "zip")) as handle:
+            super().save(handle, exclude=exclude, include=include)  # type: ignore[arg-type]
 
     def learn(
         self: SelfReinFlowPPO,
@@ -341,8 +400,9 @@ class ReinFlowPPO(PPO):
 
 def resolve_pretrained(name_or_path: str) -> Path:
     """
-    :param name_or_path: a model zip path, or the name of a shipped checkpoint (e.g. ``"Hopper-v4_reflow"``)
-    :return: the zip's path
+    :param name_or_path: a policy file (or deprecated model zip), or the name of a shipped checkpoint
+        (e.g. ``"Hopper-v4_reflow"``)
+    :return: the file's path
     """
     from sb3_reinflow.pretrained import available_pretrained, pretrained_path
 

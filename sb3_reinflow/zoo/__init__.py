@@ -1,19 +1,25 @@
 """
 RL Zoo integration. :func:`register` adds ``reinflow_ppo`` to ``rl_zoo3.ALGOS``, its Optuna sampler to
 ``rl_zoo3.hyperparams_opt``, and makes rl_zoo3 read this package's ``hyperparams/reinflow_ppo.yml`` when no
-``--conf-file`` is given. It runs automatically when ``rl_zoo3`` is imported (``_sb3_reinflow_zoo_hook``, installed
-as a ``.pth`` hook) and is also called by the hook-free entry points ``python -m sb3_reinflow.zoo.train``,
-``.enjoy`` and ``.record_video``.
+``--conf-file`` is given. For ``reinflow_ppo`` only, it also checks the registry entry (an env without one gets
+an error saying what would be used and how to add an entry), rejects ReinFlowPolicy arguments given at the top
+level (``-params n_flow_steps:2`` instead of ``policy_kwargs``), and saves VecNormalize statistics atomically.
+It runs automatically when ``rl_zoo3`` is imported (``_sb3_reinflow_zoo_hook``, installed as a ``.pth`` hook) and is
+also called by the hook-free entry points ``python -m sb3_reinflow.zoo.train``, ``.enjoy`` and ``.record_video``.
 
 ``sb3_reinflow/__init__`` never imports this module: rl_zoo3 patches gymnasium when imported.
 """
 
 import functools
+import importlib
+import inspect
+import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 ALGO_NAME = "reinflow_ppo"
+_PATCHED = "_sb3_reinflow_patched"
 
 
 def hyperparams_path() -> Path:
@@ -38,8 +44,12 @@ def register() -> None:
     manager = rl_zoo3.exp_manager.ExperimentManager
     if not getattr(manager.__init__, "_sb3_reinflow_default_config", False):
         manager.__init__ = _with_default_config(manager.__init__)
-    if not getattr(manager.create_callbacks, "_sb3_reinflow_protocols", False):
+    if not getattr(manager.create_callbacks, _PATCHED, False):
         manager.create_callbacks = _with_protocol_evaluation(manager.create_callbacks)
+    if not getattr(manager.read_hyperparameters, _PATCHED, False):
+        manager.read_hyperparameters = _with_registry_checks(manager.read_hyperparameters)
+    if not getattr(manager._maybe_normalize, _PATCHED, False):
+        manager._maybe_normalize = _with_atomic_vec_normalize(manager._maybe_normalize)
 
 
 def _with_default_config(init: Any) -> Any:
@@ -76,5 +86,121 @@ def _with_protocol_evaluation(create_callbacks: Any) -> Any:
             for callback in self.callbacks
         ]
 
-    wrapped._sb3_reinflow_protocols = True  # type: ignore[attr-defined]
+    setattr(wrapped, _PATCHED, True)
     return wrapped
+
+
+def _with_registry_checks(read_hyperparameters: Any) -> Any:
+    """For ``reinflow_ppo``: check the registry entry before reading it, and the keys after."""
+
+    @functools.wraps(read_hyperparameters)
+    def wrapped(self: Any) -> Any:
+        if self.algo != ALGO_NAME:
+            return read_hyperparameters(self)
+        check_registry_entry(
+            _load_registry(self.config), self.env_name.gym_id, self.config, self.custom_hyperparams, self.trained_agent
+        )
+        hyperparams, saved_hyperparams = read_hyperparameters(self)
+        check_top_level_keys(hyperparams)
+        return hyperparams, saved_hyperparams
+
+    setattr(wrapped, _PATCHED, True)
+    return wrapped
+
+
+def _with_atomic_vec_normalize(maybe_normalize: Any) -> Any:
+    """For ``reinflow_ppo``: the VecNormalize the zoo creates saves atomically."""
+
+    @functools.wraps(maybe_normalize)
+    def wrapped(self: Any, env: Any, eval_env: bool) -> Any:
+        env = maybe_normalize(self, env, eval_env)
+        if self.algo == ALGO_NAME:
+            from sb3_reinflow.zoo.vec_normalize import make_atomic
+
+            env = make_atomic(env)
+        return env
+
+    setattr(wrapped, _PATCHED, True)
+    return wrapped
+
+
+def _load_registry(config: str) -> dict[str, Any] | None:
+    """The zoo's config as a dict (a YAML file or a module with ``hyperparams``); None for ``.py`` files."""
+    if config.endswith((".yml", ".yaml")):
+        import yaml
+
+        with open(config) as handle:
+            return yaml.safe_load(handle)
+    if config.endswith(".py"):
+        return None  # the zoo executes it; do not run it twice
+    return importlib.import_module(config).hyperparams
+
+
+def check_registry_entry(
+    registry: dict[str, Any] | None,
+    env_id: str,
+    config: str,
+    custom_hyperparams: dict[str, Any] | None,
+    trained_agent: str,
+) -> None:
+    """
+    The zoo silently falls back to a ``default`` block for envs without an entry. For ReinFlow that block holds
+    fine-tuning settings that only make sense with a pretrained policy, so: no entry and no pretrained policy
+    (neither ``-params pretrained_policy:...`` nor ``-i``) is an error; no entry with one, or an entry with
+    ``pretrained_policy: null`` and no ``-i``, is a warning.
+
+    :param registry: the config's contents (None: not checked)
+    :param env_id: the env id
+    :param config: the config's name, for the messages
+    :param custom_hyperparams: ``-params`` overrides
+    :param trained_agent: ``-i`` path (empty: none)
+    """
+    if registry is None:
+        return
+    custom = custom_hyperparams or {}
+    pretrained = custom.get("pretrained_policy", (registry.get(env_id) or {}).get("pretrained_policy"))
+    how_to_add = (
+        f"To add an entry, copy {config} and add a block '{env_id}:' (e.g. '<<: *defaults' plus "
+        f'pretrained_policy: "my_policy.safetensors" from scripts/pretrain.py and policy_kwargs), then pass -conf '
+        "<your file>"
+    )
+    if env_id not in registry:
+        if not pretrained and not trained_agent:
+            raise ValueError(
+                f"No reinflow_ppo entry for {env_id} in {config}. Its 'default' block holds fine-tuning settings for a "
+                "pretrained flow policy, and none is given, so training would start from random weights with them. "
+                f"{how_to_add}; or pass -params pretrained_policy:\"'my_policy.safetensors'\" to use the default block"
+            )
+        warnings.warn(
+            f"No reinflow_ppo entry for {env_id} in {config}: using its 'default' block with "
+            f"{'-i ' + trained_agent if trained_agent else f'pretrained_policy={pretrained!r}'}. {how_to_add}",
+            stacklevel=3,
+        )
+    elif not pretrained and not trained_agent:
+        warnings.warn(
+            f"The {env_id} entry of {config} has no pretrained_policy: training starts from random weights. Pass "
+            "-params pretrained_policy:\"'my_policy.safetensors'\" (scripts/pretrain.py) to fine-tune a pretrained one",
+            stacklevel=3,
+        )
+
+
+def check_top_level_keys(hyperparams: dict[str, Any]) -> None:
+    """
+    Raise an error with the fix for ReinFlowPolicy arguments given as ReinFlowPPO ones (``-params n_flow_steps:2``).
+
+    :param hyperparams: the hyperparameters the zoo will pass on
+    """
+    from sb3_reinflow import ReinFlowPolicy, ReinFlowPPO
+    from sb3_reinflow.common.flow import check_n_flow_steps
+
+    policy_args = set(inspect.signature(ReinFlowPolicy.__init__).parameters)
+    algo_args = set(inspect.signature(ReinFlowPPO.__init__).parameters)
+    for key, value in hyperparams.items():
+        if key in policy_args - algo_args:
+            if key == "n_flow_steps":
+                check_n_flow_steps(value)  # name the range first: the suggested fix must be a valid value
+            raise ValueError(
+                f"{key}={value!r} is a ReinFlowPolicy argument, not a ReinFlowPPO one: pass it inside policy_kwargs, "
+                f'e.g. -params policy_kwargs:"dict({key}={value!r})" (this replaces the entry\'s policy_kwargs: repeat '
+                "its other keys)"
+            )
