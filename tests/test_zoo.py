@@ -114,8 +114,8 @@ def test_bare_record_video(zoo_run: Path) -> None:
     assert error_env_steps < 8.0 and error_env_steps < error_chunks / 4, (error_env_steps, error_chunks)
 
 
-@pytest.fixture()
-def tiny_conf(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def tiny_conf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     conf = {
         "Pendulum-v1": {
             "policy": "MlpPolicy",
@@ -128,17 +128,50 @@ def tiny_conf(tmp_path: Path) -> Path:
             "env_wrapper": [{"sb3_reinflow.common.wrappers.ActionChunkWrapper": {"horizon": 2}}],
         }
     }
-    path = tmp_path / "tiny.yml"
+    path = tmp_path_factory.mktemp("conf") / "tiny.yml"
     path.write_text(yaml.safe_dump(conf))
     return path
 
 
-def test_hook_free_wrappers(tmp_path: Path, tiny_conf: Path) -> None:
-    _zoo("sb3_reinflow.zoo.train", "Pendulum-v1", "-f logs --eval-freq -1", tmp_path, "-conf", str(tiny_conf))
-    assert (tmp_path / "logs" / "reinflow_ppo" / "Pendulum-v1_1" / "Pendulum-v1.zip").is_file()
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory: pytest.TempPathFactory, tiny_conf: Path) -> Path:
+    """A tiny hook-free ``sb3_reinflow.zoo.train`` run: 400 chunks of 2 env steps (4 episodes), 4 evaluations of 2 episodes."""
+    folder = tmp_path_factory.mktemp("pendulum")
+    args = "-f logs -n 400 --eval-freq 100 --eval-episodes 2"  # all_plots needs 2 episodes (or 2 runs)
+    _zoo("sb3_reinflow.zoo.train", "Pendulum-v1", args, folder, "-conf", str(tiny_conf))
+    return folder
+
+
+def test_hook_free_wrappers(pendulum_run: Path) -> None:
+    assert (pendulum_run / "logs" / "reinflow_ppo" / "Pendulum-v1_1" / "Pendulum-v1.zip").is_file()
     # enjoy counts env steps, not action chunks (horizon 2): a Pendulum episode is 200 env steps
-    result = _zoo("sb3_reinflow.zoo.enjoy", "Pendulum-v1", "-f logs -n 400 --no-render", tmp_path)
+    result = _zoo("sb3_reinflow.zoo.enjoy", "Pendulum-v1", "-f logs -n 400 --no-render", pendulum_run)
     assert "Episode Length 200" in result.stdout and "Mean episode length: 200.00" in result.stdout
+
+
+PLOT_SCRIPT = """
+import sys
+import matplotlib.pyplot as plt
+from rl_zoo3.plots.all_plots import all_plots
+from rl_zoo3.plots.plot_train import plot_train
+
+sys.argv = ["plot_train", "-a", "reinflow_ppo", "-e", "Pendulum-v1", "-f", "logs", "-w", "1"]
+plot_train()
+print("plot_train x:", [int(x) for x in plt.gca().lines[0].get_xdata()])
+sys.argv = ["all_plots", "-a", "reinflow_ppo", "-e", "Pendulum-v1", "-f", "logs", "--no-display", "--no-million", "-o", "out"]
+all_plots()
+print("all_plots x:", [int(x) for x in plt.gca().lines[0].get_xdata()])
+"""
+
+
+def test_rl_zoo3_plots(pendulum_run: Path) -> None:
+    """rl_zoo3's own plot_train (Monitor files: env steps) and all_plots (evaluations.npz: timesteps) read our logs."""
+    result = _run(["-c", PLOT_SCRIPT], cwd=pendulum_run, env={"MPLBACKEND": "Agg"})
+    # plot_train's x-axis is cumulative episode length from the Monitor files: four 200-env-step episodes
+    assert "plot_train x: [200, 400, 600, 800]" in result.stdout
+    # all_plots' x-axis is the evaluations' timesteps: policy steps (chunks of 2 env steps), as docs/logging.md says
+    assert "all_plots x: [100, 200, 300, 400]" in result.stdout
+    assert (pendulum_run / "out.pkl").is_file()
 
 
 def test_optimize_with_sqlite_storage(tmp_path: Path, tiny_conf: Path) -> None:
