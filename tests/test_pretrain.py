@@ -1,5 +1,6 @@
 """Demonstrations, action-chunk windows and behaviour-cloning pretraining, end to end."""
 
+import re
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -246,6 +247,25 @@ def test_saved_model_does_not_need_the_pretrained_file(demo_dir, tmp_path):
 def test_pretrained_policy_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a file nor a shipped checkpoint"):
         ReinFlowPPO("MlpPolicy", chunked_env(), pretrained_policy=str(tmp_path / "nope.zip"))
+
+
+def test_pretrain_reports_progress(demo_dir, capsys):
+    """Progress bar with loss and learning rate, each evaluation when it happens, and a closing summary."""
+    dataset, stats = load_reinflow_dataset(demo_dir)
+    model = ReinFlowPPO("MlpPolicy", chunked_env(), n_steps=16, batch_size=8, policy_kwargs=TINY, device="cpu")
+    result = pretrain(
+        model, dataset, stats, n_gradient_steps=6, batch_size=16, eval_env=chunked_env(seed=1), eval_freq=3,
+        n_eval_episodes=1, log_interval=2,
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert re.search(r"loss=[0-9.e+-]+, lr=[0-9.e+-]+", err), err  # the progress bar's postfix
+    (first, last) = result.eval_returns
+    assert f"step 3: noise-free return {first[1]:.1f} +- {first[2]:.1f} (EMA weights, K=4, x_0 random)" in out
+    assert out.index("step 3:") < out.index("step 6:") < out.index("pretraining done: 6 gradient steps")
+    assert f"loss: {result.losses[0]:.4g} in the first logging window, {result.losses[-1]:.4g} in the last" in out
+    assert f"final evaluation (step 6): noise-free return {last[1]:.1f}" in out
+    pretrain(model, dataset, stats, n_gradient_steps=2, batch_size=16, progress_bar=False, verbose=0)
+    assert capsys.readouterr() == ("", "")
 
 
 @pytest.mark.parametrize("flow_model", ["reflow", "shortcut"])

@@ -7,6 +7,7 @@ every ``checkpoint_freq`` steps and on Ctrl-C).
 
 import copy
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -193,6 +194,7 @@ def pretrain(
     checkpoint_path: str | Path | None = None,
     checkpoint_freq: int = 5_000,
     resume: bool = False,
+    verbose: int = 1,
 ) -> PretrainResult:
     """
     Fit the policy's velocity net to demonstrations by flow matching; the EMA weights end up in the policy and
@@ -214,13 +216,16 @@ def pretrain(
     :param eval_deterministic_x0: initial noise of the evaluated noise-free chains: ``"random"`` (x_0 ~ N(0, I),
         ReinFlow's evaluation, which samples the cloned action distribution) or ``"zero"`` (the policy's
         reproducible deterministic ``predict``)
-    :param tensorboard_log: folder for TensorBoard scalars, or None
-    :param progress_bar: show a progress bar
+    :param tensorboard_log: folder for TensorBoard scalars (``pretrain/loss``, ``pretrain/learning_rate``,
+        ``pretrain/eval_return``), or None
+    :param progress_bar: show a progress bar with the loss and learning rate of the last logging window and the
+        last evaluation return
     :param log_interval: gradient steps per logged loss value
     :param checkpoint_path: where to keep a resumable training checkpoint (None: none); it is written every
         ``checkpoint_freq`` steps and when training is interrupted (KeyboardInterrupt, re-raised afterwards)
     :param checkpoint_freq: gradient steps between checkpoints
     :param resume: continue from ``checkpoint_path`` if it exists (same ``n_gradient_steps`` required)
+    :param verbose: 1: print each evaluation and a final summary; 0: nothing
     :return: the loss curve and evaluation returns
     """
     if checkpoint_freq < 1:
@@ -241,10 +246,11 @@ def pretrain(
         done, result = load_checkpoint(checkpoint_path, trainer, n_gradient_steps)
     rng_state = th.get_rng_state()
     window: list[float] = []
+    start = time.perf_counter()
     policy.set_training_mode(True)
-    steps = tqdm(range(done + 1, n_gradient_steps + 1), disable=not progress_bar, desc="pretraining", unit="step")
+    bar = tqdm(range(done + 1, n_gradient_steps + 1), disable=not progress_bar, desc="pretraining", unit="step")
     try:
-        for step in steps:
+        for step in bar:
             indices = th.randint(0, len(obs), (batch_size,), device=obs.device)
             # the dataset's states are already normalised with ``stats``: no second normalize_obs
             loss = loss_fn(velocity_net, obs[indices], actions[indices])
@@ -257,12 +263,16 @@ def pretrain(
             window.append(loss.item())
             if step % log_interval == 0:
                 result.losses.append(float(np.mean(window)))
-                _log(writer, {"pretrain/loss": result.losses[-1], "pretrain/learning_rate": scheduler.get_last_lr()[0]}, step)
+                learning_rate_now = scheduler.get_last_lr()[0]
+                _log(writer, {"pretrain/loss": result.losses[-1], "pretrain/learning_rate": learning_rate_now}, step)
+                bar.set_postfix(loss=f"{result.losses[-1]:.4g}", lr=f"{learning_rate_now:.2e}", refresh=False)
                 window = []
             if eval_env is not None and (step % eval_freq == 0 or step == n_gradient_steps):
                 mean, std = _evaluate_ema(model, ema, eval_env, n_eval_episodes, eval_deterministic_x0)
                 result.eval_returns.append((step, mean, std))
                 _log(writer, {"pretrain/eval_return": mean}, step)
+                if verbose >= 1:
+                    bar.write(f"step {step}: {_eval_description(policy.n_flow_steps, eval_deterministic_x0, mean, std)}")
             if checkpoint_path is not None and step % checkpoint_freq == 0:
                 save_checkpoint(checkpoint_path, trainer, step, n_gradient_steps, result)
     except KeyboardInterrupt:
@@ -270,11 +280,34 @@ def pretrain(
             save_checkpoint(checkpoint_path, trainer, done, n_gradient_steps, result, rng_state)
         raise
     finally:
+        bar.close()
         if writer is not None:
             writer.close()
     velocity_net.load_state_dict(ema.module.state_dict())
     policy.set_training_mode(False)
+    if verbose >= 1:
+        print(_summary(result, n_gradient_steps, time.perf_counter() - start, policy.n_flow_steps, eval_deterministic_x0))
     return result
+
+
+def _eval_description(n_flow_steps: int, deterministic_x0: DeterministicX0, mean: float, std: float) -> str:
+    return f"noise-free return {mean:.1f} +- {std:.1f} (EMA weights, K={n_flow_steps}, x_0 {deterministic_x0})"
+
+
+def _summary(
+    result: PretrainResult, n_gradient_steps: int, seconds: float, n_flow_steps: int, deterministic_x0: DeterministicX0
+) -> str:
+    """The closing lines of a pretraining run: time, loss, last and best evaluations."""
+    duration = f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+    lines = [f"pretraining done: {n_gradient_steps} gradient steps in {duration}"]
+    if result.losses:
+        lines.append(f"  loss: {result.losses[0]:.4g} in the first logging window, {result.losses[-1]:.4g} in the last")
+    if result.eval_returns:
+        step, mean, std = result.eval_returns[-1]
+        lines.append(f"  final evaluation (step {step}): {_eval_description(n_flow_steps, deterministic_x0, mean, std)}")
+        best_step, best_mean, _ = max(result.eval_returns, key=lambda evaluation: evaluation[1])
+        lines.append(f"  best evaluation: {best_mean:.1f} at step {best_step} (the saved weights are the final ones)")
+    return "\n".join(lines)
 
 
 def _check_dims(obs_shape: Any, action_dim: int, dataset: TrajectoryDataset) -> None:

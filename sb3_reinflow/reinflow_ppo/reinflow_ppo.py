@@ -59,9 +59,11 @@ class ReinFlowPPO(PPO):
     ``PPO.train()`` and ``collect_rollouts()`` are SB3's own: the policy returns whole denoising chains as
     actions, a :class:`ChainRolloutBuffer` stores them, and ``evaluate_actions`` recomputes their exact
     log-probability. This class adds the paper's options: separate actor and critic learning rates, critic
-    warm-up iterations, the ``learn_decay`` noise schedule and a W2 behaviour-cloning regulariser. It logs
-    ``train/noise_std``, ``train/chain_entropy``, ``train/actor_learning_rate``, ``train/critic_learning_rate``
-    and (when used) ``train/bc_loss``. Defaults for the ReinFlow-specific settings follow the paper's Hopper config.
+    warm-up iterations, the ``learn_decay`` noise schedule and a W2 behaviour-cloning regulariser. Next to SB3's
+    keys (``train/learning_rate`` is the actor's) it logs ``train/critic_learning_rate``, ``train/noise_std``,
+    ``train/noise_std_max_bound``, ``train/chain_entropy``, ``train/bc_loss`` (when used) and
+    ``time/total_env_steps``; docs/logging.md describes every key. Defaults for the ReinFlow-specific settings
+    follow the paper's Hopper config.
 
     :param policy: the policy model to use (``"MlpPolicy"`` or a ReinFlowPolicy subclass)
     :param env: the environment to learn from
@@ -155,6 +157,7 @@ class ReinFlowPPO(PPO):
         self.noise_std_schedule = noise_std_schedule
         self.bc_coef = bc_coef
         self._n_iterations = 0
+        self._num_env_steps = 0
         self._bc_reference: FlowChain | None = None
         self._bc_losses: list[float] = []
         self.pretrained_policy = pretrained_policy
@@ -267,7 +270,6 @@ class ReinFlowPPO(PPO):
             for group in optimizer.param_groups:
                 group["lr"] = critic_lr if group.get("name") == "critic" else actor_lr
         self.logger.record("train/learning_rate", actor_lr)
-        self.logger.record("train/actor_learning_rate", actor_lr)
         self.logger.record("train/critic_learning_rate", critic_lr)
 
     def train(self) -> None:
@@ -279,10 +281,37 @@ class ReinFlowPPO(PPO):
         if self.bc_coef > 0 and self._bc_reference is None:
             self._bc_reference = copy.deepcopy(self.policy.actor).requires_grad_(False)
         self._bc_losses = []
+        self._announce_critic_warmup()
         super().train()
         self._n_iterations += 1
         self._record_chain_stats()
         self._apply_noise_std_schedule()
+
+    def _announce_critic_warmup(self) -> None:
+        """With ``verbose >= 1``, say when the critic warm-up (actor learning rate 0) starts and when it ends."""
+        n_warmup = self.critic_warmup_iterations
+        if self.verbose < 1 or n_warmup == 0:
+            return
+        if self._n_iterations == 0:
+            print(
+                f"Critic warm-up: the actor is frozen (train/learning_rate = 0) for the first {n_warmup} updates "
+                f"({n_warmup * self.n_steps * self.n_envs} timesteps); only the critic learns"
+            )
+        elif self._n_iterations == n_warmup:
+            print(
+                f"Critic warm-up done after {n_warmup} updates at {self.num_timesteps} timesteps: "
+                f"the actor learns from now on (learning rate {self.lr_schedule(self._current_progress_remaining):.3g})"
+            )
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        """SB3's episode statistics, plus the env-step count: ``chunk_steps`` env steps per action chunk."""
+        super()._update_info_buffer(infos, dones)
+        self._num_env_steps += sum(int(info.get("chunk_steps", 1)) for info in infos)
+
+    def dump_logs(self, iteration: int = 0) -> None:
+        """SB3's logs, plus ``time/total_env_steps`` (``time/total_timesteps`` counts policy steps, i.e. chunks)."""
+        self.logger.record("time/total_env_steps", self._num_env_steps, exclude="tensorboard")
+        super().dump_logs(iteration)
 
     def _apply_noise_std_schedule(self) -> None:
         if self.noise_std_schedule == "constant":
@@ -387,6 +416,7 @@ class ReinFlowPPO(PPO):
     ) -> SelfReinFlowPPO:
         if reset_num_timesteps:
             self._n_iterations = 0
+            self._num_env_steps = 0
             self._bc_reference = None
         return super().learn(
             total_timesteps=total_timesteps,

@@ -3,9 +3,11 @@ RL Zoo integration. :func:`register` adds ``reinflow_ppo`` to ``rl_zoo3.ALGOS``,
 ``rl_zoo3.hyperparams_opt``, and makes rl_zoo3 read this package's ``hyperparams/reinflow_ppo.yml`` when no
 ``--conf-file`` is given. For ``reinflow_ppo`` only, it also checks the registry entry (an env without one gets
 an error saying what would be used and how to add an entry), rejects ReinFlowPolicy arguments given at the top
-level (``-params n_flow_steps:2`` instead of ``policy_kwargs``), and saves VecNormalize statistics atomically.
-It runs automatically when ``rl_zoo3`` is imported (``_sb3_reinflow_zoo_hook``, installed as a ``.pth`` hook) and is
-also called by the hook-free entry points ``python -m sb3_reinflow.zoo.train``, ``.enjoy`` and ``.record_video``.
+level (``-params n_flow_steps:2`` instead of ``policy_kwargs``), saves VecNormalize statistics atomically, evaluates
+every protocol of the flow policy (:class:`~sb3_reinflow.common.callbacks.ProtocolEvalCallback`), and makes the envs
+of ``enjoy`` and ``record_video`` step in env steps (see :func:`watch_env_wrappers`). It runs automatically when
+``rl_zoo3`` is imported (``_sb3_reinflow_zoo_hook``, installed as a ``.pth`` hook) and is also called by the
+hook-free entry points ``python -m sb3_reinflow.zoo.train``, ``.enjoy`` and ``.record_video``.
 
 ``sb3_reinflow/__init__`` never imports this module: rl_zoo3 patches gymnasium when imported.
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 ALGO_NAME = "reinflow_ppo"
 _PATCHED = "_sb3_reinflow_patched"
+_VIDEO_WRAPPER = "sb3_reinflow.common.wrappers.MujocoVideoCamera"
 
 
 def hyperparams_path() -> Path:
@@ -34,6 +37,7 @@ def register() -> None:
     import rl_zoo3
     import rl_zoo3.exp_manager
     import rl_zoo3.hyperparams_opt
+    import rl_zoo3.utils
 
     from sb3_reinflow import ReinFlowPPO
     from sb3_reinflow.zoo.hyperparams_opt import convert_reinflow_ppo_params, sample_reinflow_ppo_params
@@ -50,6 +54,9 @@ def register() -> None:
         manager.read_hyperparameters = _with_registry_checks(manager.read_hyperparameters)
     if not getattr(manager._maybe_normalize, _PATCHED, False):
         manager._maybe_normalize = _with_atomic_vec_normalize(manager._maybe_normalize)
+    # enjoy and record_video import create_test_env from rl_zoo3.utils when they start, after this has run
+    if not getattr(rl_zoo3.utils.create_test_env, "_sb3_reinflow_watch", False):
+        rl_zoo3.utils.create_test_env = rl_zoo3.create_test_env = _watching_in_env_steps(rl_zoo3.utils.create_test_env)
 
 
 def _with_default_config(init: Any) -> Any:
@@ -204,3 +211,58 @@ def check_top_level_keys(hyperparams: dict[str, Any]) -> None:
                 f'e.g. -params policy_kwargs:"dict({key}={value!r})" (this replaces the entry\'s policy_kwargs: repeat '
                 "its other keys)"
             )
+
+
+def watch_env_wrappers(env_wrapper: Any, record: bool) -> Any:
+    """
+    The ``env_wrapper`` hyperparameter (rl_zoo3 format: a name, a ``{name: kwargs}`` dict, or a list of them) for
+    watching a trained agent: every ``ActionChunkWrapper`` runs with ``execution="env_step"``, so rl_zoo3's
+    ``enjoy`` and ``record_video`` count episode lengths and ``-n`` in env steps and record one frame per env
+    step; when recording, ``MujocoVideoCamera`` is added (tracking camera, faster rendering). Without an
+    ``ActionChunkWrapper`` the value is returned unchanged.
+
+    :param env_wrapper: the value saved with the trained agent (``config.yml``)
+    :param record: the env renders ``rgb_array`` frames for a video with no camera chosen by the user
+    :return: the value to build the watching env with
+    """
+    from sb3_reinflow.common.wrappers import ActionChunkWrapper
+
+    entries = [] if env_wrapper is None else list(env_wrapper) if isinstance(env_wrapper, list) else [env_wrapper]
+    watched, found = [], False
+    for entry in entries:
+        name, kwargs = next(iter(entry.items())) if isinstance(entry, dict) else (entry, None)
+        if _resolve(name) is ActionChunkWrapper:
+            entry, found = {name: {**(kwargs or {}), "execution": "env_step"}}, True
+        watched.append(entry)
+    if not found:
+        return env_wrapper
+    return [_VIDEO_WRAPPER, *watched] if record else watched
+
+
+def _resolve(name: str) -> Any:
+    """The object a wrapper's dotted name points to, or None."""
+    module_name, _, attribute = name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attribute, None)
+    except ImportError:
+        return None
+
+
+def _watching_in_env_steps(create_test_env: Any) -> Any:
+    """Make rl_zoo3's ``create_test_env`` build its env with :func:`watch_env_wrappers`."""
+    signature = inspect.signature(create_test_env)
+
+    @functools.wraps(create_test_env)
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        hyperparams = bound.arguments["hyperparams"]
+        if hyperparams is not None and "env_wrapper" in hyperparams:
+            env_kwargs = bound.arguments["env_kwargs"] or {}
+            record = env_kwargs.get("render_mode") == "rgb_array" and not {"camera_id", "camera_name"} & set(env_kwargs)
+            # in place, as create_test_env itself pops "env_wrapper" from the caller's dict
+            hyperparams["env_wrapper"] = watch_env_wrappers(hyperparams["env_wrapper"], record)
+        return create_test_env(*bound.args, **bound.kwargs)
+
+    wrapped._sb3_reinflow_watch = True  # type: ignore[attr-defined]
+    return wrapped
