@@ -36,7 +36,7 @@ def action_spread(policy: ReinFlowPolicy, norm_obs: th.Tensor, n_samples: int, g
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="zip path or shipped name, e.g. Hopper-v4_reflow")
+    parser.add_argument("--checkpoint", required=True, help="policy file or shipped name, e.g. Hopper-v4_reflow")
     parser.add_argument("--data", required=True, help="dataset folder the checkpoint was cloned from")
     parser.add_argument("--n-flow-steps", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--n-states", type=int, default=200)

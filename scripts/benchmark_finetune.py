@@ -1,16 +1,25 @@
 """
 Fine-tuning benchmark: runs ``python -m rl_zoo3.train --algo reinflow_ppo`` (the registry's hyperparameters, the
-code path users run) for several seeds and writes the deterministic evaluation return (``--eval-episodes``
-episodes, rl_zoo3's EvalCallback) against env steps and wall-clock time to a CSV file.
+code path users run) for several seeds and writes, for every evaluation, the return under every evaluation protocol
+to a CSV file (one row per evaluation and protocol):
 
-Env steps are 4 x zoo timesteps (one timestep is one Ta=4 action chunk; an episode's last chunk may stop early, so
-this overcounts by at most 3 steps per episode). Wall-clock time at each evaluation is interpolated from the
-training Monitor logs (their episode lengths count env steps); it includes the time spent in evaluations. The
-return at step 0 is the pretrained checkpoint's, measured here the same way.
+- ``mean``: the package's default deterministic mode, the expected action of the noisy chain;
+- ``zero``: the noise-free chain from x_0 = 0;
+- ``random``: the noise-free chain from x_0 ~ N(0, I) (ReinFlow's own evaluation protocol);
+- ``stochastic``: the noisy chain that PPO trains.
 
-Example (about 2M env steps per seed):
-    python scripts/benchmark_finetune.py --env Hopper-v4 --seeds 1 2 3 --n-timesteps 500000 --eval-freq 25000 \
-        --output results/Hopper-v4.csv
+The ``deployed`` column marks the protocol of the run's deterministic mode (what ``eval/mean_reward``,
+``best_model.zip`` and ``rl_zoo3.enjoy`` use). Env steps are 4 x zoo timesteps (one timestep is one Ta=4 action
+chunk; an episode's last chunk may stop early, so this overcounts by at most 3 steps per episode). Wall-clock time
+at each evaluation is interpolated from the training Monitor logs (their episode lengths count env steps) and
+includes the evaluations. The row at env step 0 is the pretrained checkpoint, evaluated the same way.
+
+Example (about 2M env steps per seed, evaluations every 50k env steps):
+    python scripts/benchmark_finetune.py --env Hopper-v4 --seeds 201 202 --n-timesteps 500000 --eval-freq 12500 \
+        --config reflow_K4 --output docs/results/finetune.csv
+    # another configuration: extra rl_zoo3.train arguments after --
+    python scripts/benchmark_finetune.py --env Hopper-v4 --seeds 201 --config reflow_K1 --output ... -- \
+        -params "policy_kwargs:dict(n_flow_steps=1, min_noise_std=0.1, max_noise_std=0.24)"
 """
 
 import argparse
@@ -23,14 +32,26 @@ import numpy as np
 import pandas as pd
 
 CHUNK = 4
-FIELDS = ["env", "seed", "timesteps", "env_steps", "wall_clock_s", "mean_return", "std_return"]
+PROTOCOLS = ("mean", "zero", "random", "stochastic")
+FIELDS = [
+    "env",
+    "config",
+    "seed",
+    "timesteps",
+    "env_steps",
+    "wall_clock_s",
+    "protocol",
+    "deployed",
+    "mean_return",
+    "std_return",
+]
 
 
 def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> Path:
     command = [
         sys.executable, "-m", "rl_zoo3.train", "--algo", "reinflow_ppo", "--env", args.env, "--seed", str(seed),
         "-n", str(args.n_timesteps), "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
-        "-f", str(folder), *args.extra,
+        "--n-eval-envs", str(args.n_eval_envs), "-f", str(folder), *args.extra,
     ]  # fmt: skip
     print("+", " ".join(command), flush=True)
     subprocess.run(command, check=True)
@@ -38,8 +59,11 @@ def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> Path:
     return runs[-1]
 
 
-def initial_return(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple[float, float]:
-    """Deterministic return before any update: the run's saved env config and registry entry, pretrained weights."""
+def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple[str, dict[str, list[float]]]:
+    """
+    Returns of the pretrained policy before any update, under every protocol: the run's saved env config and
+    registry entry, pretrained weights.
+    """
     from sb3_reinflow.zoo import register
 
     register()
@@ -49,15 +73,25 @@ def initial_return(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple[
     from sb3_reinflow import ReinFlowPPO
 
     hyperparams, stats_path = get_saved_hyperparams(str(run_dir / args.env), norm_reward=False)
-    env = create_test_env(args.env, n_envs=1, stats_path=stats_path, seed=seed, should_render=False, hyperparams=hyperparams)
+    env = create_test_env(
+        args.env, n_envs=args.n_eval_envs, stats_path=stats_path, seed=seed, should_render=False, hyperparams=hyperparams
+    )
     policy_kwargs = hyperparams.get("policy_kwargs", {})
     if isinstance(policy_kwargs, str):  # the registry's string (the zoo's convention); -params gives a dict
         policy_kwargs = eval(policy_kwargs)
     model = ReinFlowPPO(
         "MlpPolicy", env, pretrained_policy=hyperparams["pretrained_policy"], policy_kwargs=policy_kwargs, device="cpu"
     )
-    mean, std = evaluate_policy(model, env, n_eval_episodes=args.eval_episodes, deterministic=True)
-    return float(mean), float(std)
+    deployed, returns = model.policy.deterministic_mode, {}
+    for protocol in PROTOCOLS:
+        if protocol != "stochastic":
+            model.policy.deterministic_mode = protocol
+        rewards, _ = evaluate_policy(
+            model, env, n_eval_episodes=args.eval_episodes, deterministic=protocol != "stochastic", return_episode_rewards=True
+        )
+        returns[protocol] = list(rewards)  # type: ignore[arg-type]
+    model.policy.deterministic_mode = deployed
+    return deployed, returns
 
 
 def wall_clock_at(run_dir: Path, env_steps: np.ndarray) -> np.ndarray:
@@ -70,25 +104,58 @@ def wall_clock_at(run_dir: Path, env_steps: np.ndarray) -> np.ndarray:
     return np.interp(env_steps, episodes["l"].cumsum().to_numpy(), episodes["t"].to_numpy())
 
 
-def curve_rows(run_dir: Path, env: str, seed: int, start: tuple[float, float]) -> list[dict]:
+def evaluation_returns(run_dir: Path) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+    """
+    :param run_dir: an rl_zoo3 run folder with ``evaluations.npz`` (written by ProtocolEvalCallback)
+    :return: the deployed protocol, the evaluation timesteps and the episode returns per protocol
+    """
     evaluations = np.load(run_dir / "evaluations.npz")
-    walls = wall_clock_at(run_dir, CHUNK * evaluations["timesteps"])
-    rows = [dict(env=env, seed=seed, timesteps=0, env_steps=0, wall_clock_s=0.0, mean_return=start[0], std_return=start[1])]
-    for timesteps, results, wall in zip(evaluations["timesteps"], evaluations["results"], walls, strict=True):
-        rows.append(
-            dict(env=env, seed=seed, timesteps=int(timesteps), env_steps=int(CHUNK * timesteps), wall_clock_s=float(wall),
-                 mean_return=float(np.mean(results)), std_return=float(np.std(results)))
-        )  # fmt: skip
+    deployed = str(evaluations["deterministic_mode"]) if "deterministic_mode" in evaluations else "zero"
+    results = {deployed: evaluations["results"]}
+    for protocol in PROTOCOLS:
+        if f"results_{protocol}" in evaluations:
+            results[protocol] = evaluations[f"results_{protocol}"]
+    return deployed, evaluations["timesteps"], results
+
+
+def curve_rows(run_dir: Path, args: argparse.Namespace, seed: int) -> list[dict]:
+    deployed, timesteps, results = evaluation_returns(run_dir)
+    walls = wall_clock_at(run_dir, CHUNK * timesteps)
+    _, start = initial_returns(run_dir, args, seed)
+    base = dict(env=args.env, config=args.config, seed=seed)
+    rows = [
+        dict(**base, timesteps=0, env_steps=0, wall_clock_s=0.0, protocol=protocol, deployed=protocol == deployed,
+             mean_return=float(np.mean(returns)), std_return=float(np.std(returns)))
+        for protocol, returns in start.items()
+    ]  # fmt: skip
+    for index, (step, wall) in enumerate(zip(timesteps, walls, strict=True)):
+        for protocol, returns in results.items():
+            rows.append(
+                dict(**base, timesteps=int(step), env_steps=int(CHUNK * step), wall_clock_s=float(wall), protocol=protocol,
+                     deployed=protocol == deployed, mean_return=float(np.mean(returns[index])),
+                     std_return=float(np.std(returns[index])))
+            )  # fmt: skip
     return rows
+
+
+def append_rows(output: Path, rows: list[dict]) -> None:
+    new_file = not output.exists()
+    with output.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        if new_file:
+            writer.writeheader()
+        writer.writerows(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", default="Hopper-v4")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--config", default="registry", help="label of this configuration in the CSV")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[201, 202, 203])
     parser.add_argument("--n-timesteps", type=int, default=500_000, help="zoo timesteps (action chunks) per seed")
-    parser.add_argument("--eval-freq", type=int, default=25_000, help="zoo timesteps between evaluations")
+    parser.add_argument("--eval-freq", type=int, default=12_500, help="zoo timesteps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=10)
+    parser.add_argument("--n-eval-envs", type=int, default=5, help="evaluation envs (episodes run in parallel)")
     parser.add_argument("--folder", default="logs/benchmark")
     parser.add_argument("--output", required=True, help="CSV file (appended)")
     parser.add_argument("--from-run", default=None, help="only record an existing run folder (with one --seeds value)")
@@ -96,18 +163,12 @@ def main() -> None:
     args = parser.parse_args()
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    new_file = not output.exists()
     for seed in args.seeds:
         run_dir = Path(args.from_run) if args.from_run else run_seed(args, seed, Path(args.folder))
-        rows = curve_rows(run_dir, args.env, seed, initial_return(run_dir, args, seed))
-        with output.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=FIELDS)
-            if new_file:
-                writer.writeheader()
-                new_file = False
-            writer.writerows(rows)
-        for row in rows:
-            print(row, flush=True)
+        rows = curve_rows(run_dir, args, seed)
+        append_rows(output, rows)
+        final = [row for row in rows if row["timesteps"] == rows[-1]["timesteps"]]
+        print({row["protocol"]: round(row["mean_return"]) for row in final}, flush=True)
 
 
 if __name__ == "__main__":

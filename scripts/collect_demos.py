@@ -1,9 +1,9 @@
-"""
+r"""
 Make a demonstration dataset (ReinFlow layout: train.npz + normalization.npz) by rolling out an SB3 model.
 
 Example (Hopper "medium" data from the TQC expert, about a third of expert return):
     python scripts/collect_demos.py --algo tqc --model ../shared/experts/tqc-Hopper-v3/Hopper-v3.zip \
-        --env Hopper-v4 --noise 0.1 --n-transitions 200000 --output data/Hopper-v4-medium
+        --env Hopper-v4 --noise 0.15 --n-transitions 200000 --output data/Hopper-v4-medium
 """
 
 import argparse
@@ -34,7 +34,10 @@ def _expert_obs_transform(pad_to: int | None, vecnormalize: str | None) -> ObsTr
     return transform
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
+    """
+    :return: the command-line parser (docs/pretraining.md lists the same options and defaults; a test checks it)
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", required=True, help="SB3/sb3-contrib algorithm of the model, e.g. tqc, sac, trpo")
     parser.add_argument("--model", required=True, help="path of the model zip")
@@ -45,11 +48,15 @@ def main() -> None:
         "--pad-obs-to", type=int, default=None, help="zero-pad what the expert sees to this size (Ant-v3 experts: 111)"
     )
     parser.add_argument("--noise", type=float, default=0.0, help="Gaussian action noise std (fraction of half range)")
-    parser.add_argument("--n-transitions", type=int, default=200_000)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-transitions", type=int, default=200_000, help="env steps to record")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--minari-id", default=None, help="also write a local Minari dataset with this id")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = make_parser().parse_args()
 
     env = gym.make(args.env, **args.env_kwargs)
     transform = _expert_obs_transform(args.pad_obs_to, args.vecnormalize)

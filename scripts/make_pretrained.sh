@@ -15,7 +15,7 @@ collect() {  # env algo expert noise [extra args]
 pretrain() {  # env flow_model [extra args]
   local env=$1 model=$2; shift 2
   python scripts/pretrain.py --env "$env" --data "data/$env-medium" --flow-model "$model" --n-gradient-steps "$STEPS" \
-    --eval-freq "$STEPS" --n-eval-episodes 10 --seed 0 --output "sb3_reinflow/pretrained/${env}_${model}.zip" "$@"
+    --eval-freq "$STEPS" --n-eval-episodes 10 --seed 0 --output "sb3_reinflow/pretrained/${env}_${model}.safetensors" "$@"
 }
 
 if [[ $which == all || $which == Hopper-v4 ]]; then

@@ -1,9 +1,16 @@
 """
-Plot fine-tuning learning curves (CSV from scripts/benchmark_finetune.py) with ReinFlow's published points, and
-print a Markdown table of the return at 0, 0.5M, 1M and 2M env steps with the wall-clock time per seed.
+Plot fine-tuning learning curves (CSV rows from scripts/benchmark_finetune.py, every evaluation protocol) with
+ReinFlow's published points, and print Markdown tables: per seed, the return at 0, 0.5M, 1M and 2M env steps and the
+final return (mean of the last three evaluations) under the deployed mode, ReinFlow's protocol and the stochastic
+policy, the worst ratio deployed / stochastic from 0.5M env steps on, and the wall-clock time; per configuration,
+the interquartile mean of the final returns over seeds with a bootstrap 95% confidence interval (rliable).
+
+rliable is optional (``pip install rliable "arch>=8"``: rliable's own ``arch<8`` pin predates pandas 3, which breaks
+arch 7); without it the aggregate table is skipped.
 
 Example:
-    python scripts/plot_learning_curves.py results/Hopper-v4.csv --output docs/images/Hopper-v4.png
+    python scripts/plot_learning_curves.py docs/results/finetune.csv --env Hopper-v4 --config reflow_K4 \
+        --tuning-seeds 101 102 --output docs/images/Hopper-v4_reflow_K4.png
 """
 
 import argparse
@@ -16,66 +23,133 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-# ReinFlow (1-ReFlow, K=4, D4RL medium data), mean of 3 seeds read off the published curves: (env steps, return).
+# ReinFlow (K=4, D4RL data), mean of 3 seeds read off the published curves: (env steps, return).
 PAPER_POINTS = {
     "Hopper": [(0, 1432), (0.8e6, 1940), (1.6e6, 2697), (80e6, 3206)],
-    "Walker2d": [(0, 2740), (80e6, 4099)],
+    "Walker2d": [(0, 2740), (80e6, 4109)],
+    "HalfCheetah": [],
+    "Ant": [(0, 1231), (80e6, 4009)],
 }
 MILESTONES = (0, 500_000, 1_000_000, 2_000_000)
+PROTOCOL_LABELS = {
+    "mean": "mean of noisy chains (deployed)",
+    "zero": "noise-free, x_0 = 0",
+    "random": "noise-free, random x_0 (paper)",
+    "stochastic": "stochastic (trained)",
+}
 
 
-def value_at(group: pd.DataFrame, env_steps: float, column: str) -> float:
-    """Linear interpolation of a column at an env-step count (NaN past the end of the run)."""
+def value_at(group: pd.DataFrame, env_steps: float) -> float:
+    """Linear interpolation of the mean return at an env-step count (NaN past the end of the run)."""
     if env_steps > group["env_steps"].max():
         return float("nan")
-    return float(np.interp(env_steps, group["env_steps"], group[column]))
+    return float(np.interp(env_steps, group["env_steps"], group["mean_return"]))
 
 
-def plot(data: pd.DataFrame, output: Path) -> None:
-    env = data["env"].iloc[0]
-    grid = np.linspace(0, data.groupby("seed")["env_steps"].max().min(), 100)
-    curves = np.stack([np.interp(grid, g["env_steps"], g["mean_return"]) for _, g in data.groupby("seed")])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for seed, group in data.groupby("seed"):
-        ax.plot(group["env_steps"] / 1e6, group["mean_return"], lw=0.8, alpha=0.4, label=f"seed {seed}")
-    ax.plot(grid / 1e6, curves.mean(0), color="C3", lw=2, label=f"sb3_reinflow (mean of {len(curves)})")
-    ax.fill_between(grid / 1e6, curves.min(0), curves.max(0), color="C3", alpha=0.15)
-    points = [(s, r) for s, r in PAPER_POINTS.get(env.split("-")[0], []) if s <= grid[-1] * 1.05]
+def final_return(group: pd.DataFrame) -> float:
+    """Mean of the last three evaluations."""
+    return float(group.sort_values("env_steps")["mean_return"].iloc[-3:].mean())
+
+
+def plot(data: pd.DataFrame, title: str, output: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    end = data.groupby("seed")["env_steps"].max().min()
+    grid = np.linspace(0, end, 100)
+    for index, (protocol, label) in enumerate(PROTOCOL_LABELS.items()):
+        subset = data[data["protocol"] == protocol]
+        if subset.empty:
+            continue
+        curves = np.stack([np.interp(grid, g["env_steps"], g["mean_return"]) for _, g in subset.groupby("seed")])
+        deployed = bool(subset["deployed"].iloc[0])
+        ax.plot(grid / 1e6, curves.mean(0), color=f"C{index}", lw=2.2 if deployed else 1.2, label=f"{label}, mean")
+        ax.fill_between(grid / 1e6, curves.min(0), curves.max(0), color=f"C{index}", alpha=0.15 if deployed else 0.07)
+    env = data["env"].iloc[0].split("-")[0]
+    points = [(s, r) for s, r in PAPER_POINTS.get(env, []) if s <= end * 1.05]
     if points:
         steps, returns = zip(*points, strict=True)
-        ax.plot(np.array(steps) / 1e6, returns, "ks--", label="ReinFlow paper")
-    final = PAPER_POINTS.get(env.split("-")[0], [])
-    if final:
-        ax.axhline(final[-1][1], color="k", ls=":", lw=1, label=f"paper final ({final[-1][0] / 1e6:.0f}M steps)")
-    ax.set(
-        xlabel="env steps (millions)", ylabel="deterministic return", title=f"{env}: fine-tuning from the shipped checkpoint"
-    )
+        ax.plot(np.array(steps) / 1e6, returns, "ks--", ms=4, label="ReinFlow paper")
+    if PAPER_POINTS.get(env):
+        last = PAPER_POINTS[env][-1]
+        ax.axhline(last[1], color="k", ls=":", lw=1, label=f"paper final ({last[0] / 1e6:.0f}M steps)")
+    n_seeds = data["seed"].nunique()
+    ax.set(xlabel="env steps (millions)", ylabel="return (10 episodes)", title=f"{title} ({n_seeds} seeds; band: min-max)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(output, dpi=120)
-    print(f"wrote {output}")
+    print(f"wrote {output}\n")
 
 
-def table(data: pd.DataFrame) -> None:
-    header = " | ".join(f"return @ {m / 1e6:g}M" for m in MILESTONES)
-    print(f"| env | seed | {header} | final return | wall-clock (min) |")
-    print("|---" * (len(MILESTONES) + 4) + "|")
-    for seed, group in data.groupby("seed"):
-        values = " | ".join(f"{value_at(group, m, 'mean_return'):.0f}" for m in MILESTONES)
-        last = group.iloc[-1]
-        print(f"| {last['env']} | {seed} | {values} | {last['mean_return']:.0f} | {last['wall_clock_s'] / 60:.1f} |")
+def worst_ratio(seed_data: pd.DataFrame, deployed: str, after: float = 500_000) -> float:
+    """Smallest ratio deployed / stochastic return over the evaluations from ``after`` env steps on."""
+    late = seed_data[seed_data["env_steps"] >= after]
+    pivot = late.pivot_table(index="env_steps", columns="protocol", values="mean_return")
+    if deployed not in pivot or "stochastic" not in pivot or pivot.empty:
+        return float("nan")
+    return float((pivot[deployed] / pivot["stochastic"]).min())
+
+
+def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
+    deployed = str(data[data["deployed"]]["protocol"].iloc[0])
+    milestones = " | ".join(f"@ {m / 1e6:g}M" for m in MILESTONES)
+    print(f"| seed | use | protocol | {milestones} | final | worst {deployed}/stochastic after 0.5M | wall-clock (min) |")
+    print("|---" * (len(MILESTONES) + 6) + "|")
+    for seed, seed_data in data.groupby("seed"):
+        use = "tuning" if seed in tuning_seeds else "held out"
+        wall = seed_data["wall_clock_s"].max() / 60
+        ratio = worst_ratio(seed_data, deployed)
+        for protocol in dict.fromkeys((deployed, "random", "zero", "stochastic")):
+            group = seed_data[seed_data["protocol"] == protocol].sort_values("env_steps")
+            if group.empty:
+                continue
+            values = " | ".join(f"{value_at(group, m):.0f}" for m in MILESTONES)
+            extra = f"{ratio:.2f} | {wall:.1f}" if protocol == deployed else " | "
+            print(f"| {seed} | {use} | {protocol} | {values} | {final_return(group):.0f} | {extra} |")
+    print()
+
+
+def aggregate_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
+    try:
+        from rliable import library as rly
+        from rliable import metrics
+    except ImportError:
+        print("(rliable not installed: no interquartile means)\n")
+        return
+    print("| seeds | protocol | n | IQM of final return | 95% CI (bootstrap) | min final |")
+    print("|---|---|---|---|---|---|")
+    for use, seeds in (("held out", lambda s: s not in tuning_seeds), ("all", lambda s: True)):
+        subset = data[data["seed"].map(seeds)]
+        for protocol in PROTOCOL_LABELS:
+            finals = [final_return(g) for _, g in subset[subset["protocol"] == protocol].groupby("seed")]
+            if len(finals) < 2:
+                continue
+            scores = {protocol: np.array(finals)[:, None]}  # (runs, tasks)
+            point, interval = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=2000)
+            low, high = interval[protocol][:, 0]
+            iqm = f"{point[protocol][0]:.0f} | [{low:.0f}, {high:.0f}]"
+            print(f"| {use} | {protocol} | {len(finals)} | {iqm} | {min(finals):.0f} |")
+    print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("csv", help="CSV written by benchmark_finetune.py")
+    parser.add_argument("csv", nargs="+", help="CSV files written by benchmark_finetune.py")
+    parser.add_argument("--env", required=True)
+    parser.add_argument("--config", default=None, help="configuration label (default: all rows of the env)")
+    parser.add_argument("--tuning-seeds", type=int, nargs="*", default=[], help="seeds used while tuning")
     parser.add_argument("--output", required=True, help="PNG file")
     args = parser.parse_args()
-    data = pd.read_csv(args.csv).sort_values(["seed", "env_steps"])
-    plot(data, Path(args.output))
-    table(data)
+    data = pd.concat([pd.read_csv(path) for path in args.csv])
+    data = data[data["env"] == args.env]
+    if args.config is not None:
+        data = data[data["config"] == args.config]
+    if data.empty:
+        raise SystemExit(f"no rows for env={args.env!r} config={args.config!r} in {args.csv}")
+    data = data.sort_values(["seed", "protocol", "env_steps"])
+    plot(data, f"{args.env} {args.config or ''}".strip(), Path(args.output))
+    seed_table(data, set(args.tuning_seeds))
+    aggregate_table(data, set(args.tuning_seeds))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,20 @@
-"""
-Behaviour-clone a flow policy from a ReinFlow-layout dataset and save it as a ReinFlowPPO zip (loadable by
-``ReinFlowPPO.load``, ``ReinFlowPolicy.load`` and rl_zoo3's ``-i``).
+r"""
+Behaviour-clone a flow policy from a ReinFlow-layout dataset and save it as a pretrained-policy file
+(safetensors weights + JSON config with the env id and spaces; loadable, without unpickling, by
+``ReinFlowPPO(..., pretrained_policy=path)``, rl_zoo3's ``-params pretrained_policy:"'path'"`` and
+``ReinFlowPolicy.load``). The output name is used exactly as given.
+
+A resumable training checkpoint (``<output>.ckpt.pt`` by default) is written every ``--checkpoint-freq`` steps
+and on Ctrl-C; ``--resume`` continues from it.
 
 Example:
     python scripts/pretrain.py --env Hopper-v4 --data data/Hopper-v4-medium --flow-model reflow \
-        --n-gradient-steps 30000 --output sb3_reinflow/pretrained/Hopper-v4_reflow.zip
+        --n-gradient-steps 40000 --output sb3_reinflow/pretrained/Hopper-v4_reflow.safetensors
 """
 
 import argparse
 import json
+import sys
 
 import gymnasium as gym
 import torch as th
@@ -23,42 +29,59 @@ from sb3_reinflow.common.datasets import (
     normalized,
     unnormalized,
 )
-from sb3_reinflow.common.pretrain import atomic_save, pretrain
+from sb3_reinflow.common.pretrain import check_output_path, pretrain, save_pretrained
 
 
 def _chunked(env: gym.Env, horizon: int) -> gym.Env:
     return ActionChunkWrapper(env, horizon=horizon)
 
 
-def main() -> None:
+def make_parser() -> argparse.ArgumentParser:
+    """
+    :return: the command-line parser (docs/pretraining.md lists the same options and defaults; a test checks it)
+    """
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", required=True, help="gymnasium env id")
-    parser.add_argument("--env-kwargs", type=json.loads, default={})
+    parser.add_argument("--env-kwargs", type=json.loads, default={}, help="env keyword arguments (JSON)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--data", help="folder with train.npz and normalization.npz (ReinFlow layout)")
     source.add_argument("--minari-id", help="a local Minari dataset id")
-    parser.add_argument("--flow-model", choices=["reflow", "shortcut"], default="reflow")
+    parser.add_argument("--flow-model", choices=["reflow", "shortcut"], default="reflow", help="1-Rectified Flow or Shortcut")
     parser.add_argument("--horizon", type=int, default=4, help="action chunk length Ta")
     parser.add_argument("--n-flow-steps", type=int, default=4, help="K used for evaluation and fine-tuning")
-    parser.add_argument("--time-grid", choices=["euler", "reinflow_linspace"], default="euler")
+    parser.add_argument("--time-grid", choices=["euler", "reinflow_linspace"], default="euler", help="Euler time grid")
     parser.add_argument("--policy-kwargs", type=json.loads, default={}, help="extra ReinFlowPolicy kwargs (JSON)")
-    parser.add_argument("--n-gradient-steps", type=int, default=30_000)
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--t-sampling", choices=["uniform", "logitnormal", "beta"], default="uniform")
-    parser.add_argument("--eval-freq", type=int, default=10_000)
-    parser.add_argument("--n-eval-episodes", type=int, default=10)
+    parser.add_argument("--n-gradient-steps", type=int, default=40_000, help="AdamW steps (the shipped checkpoints' count)")
+    parser.add_argument("--batch-size", type=int, default=256, help="minibatch size")
+    parser.add_argument("--learning-rate", type=float, default=1e-3, help="initial learning rate of the cosine schedule")
+    parser.add_argument("--t-sampling", choices=["uniform", "logitnormal", "beta"], default="uniform", help="flow times")
+    parser.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every this many gradient steps")
+    parser.add_argument("--n-eval-episodes", type=int, default=10, help="episodes per evaluation")
     parser.add_argument(
         "--eval-x0",
         choices=["random", "zero"],
         default="random",
         help="x_0 of the evaluated noise-free chains: random (ReinFlow's evaluation) or zero (SB3 deterministic predict)",
     )
-    parser.add_argument("--tensorboard-log", default=None)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", required=True, help="output zip")
-    args = parser.parse_args()
+    parser.add_argument("--log-interval", type=int, default=100, help="gradient steps per logged loss value")
+    parser.add_argument(
+        "--tensorboard-log", default=None, help="TensorBoard folder (pretrain/loss, learning_rate, eval_return)"
+    )
+    parser.add_argument(
+        "--progress-bar", action=argparse.BooleanOptionalAction, default=True, help="progress bar with loss and learning rate"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--output", required=True, help="output policy file (conventionally .safetensors)")
+    parser.add_argument("--checkpoint", default=None, help="training checkpoint (default: <output>.ckpt.pt)")
+    parser.add_argument("--checkpoint-freq", type=int, default=5_000, help="gradient steps between training checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue from the training checkpoint if it exists")
+    return parser
 
+
+def main() -> None:
+    args = make_parser().parse_args()
+    output = check_output_path(args.output)
+    checkpoint = check_output_path(args.checkpoint or f"{output}.ckpt.pt")
     th.manual_seed(args.seed)
     if args.data:
         dataset, stats = load_reinflow_dataset(args.data)
@@ -73,23 +96,30 @@ def main() -> None:
     eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 1000, **env_kwargs)
     policy_kwargs = dict(flow_model=args.flow_model, n_flow_steps=args.n_flow_steps, time_grid=args.time_grid)
     model = ReinFlowPPO("MlpPolicy", env, policy_kwargs={**policy_kwargs, **args.policy_kwargs}, seed=args.seed, device="cpu")
-    result = pretrain(
-        model,
-        dataset,
-        stats,
-        n_gradient_steps=args.n_gradient_steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        t_sampling=args.t_sampling,
-        eval_env=eval_env,
-        eval_freq=args.eval_freq,
-        n_eval_episodes=args.n_eval_episodes,
-        eval_deterministic_x0=args.eval_x0,
-        tensorboard_log=args.tensorboard_log,
-    )
-    for step, mean, std in result.eval_returns:
-        print(f"step {step}: noise-free return {mean:.1f} +- {std:.1f} (K={args.n_flow_steps}, x_0 {args.eval_x0})")
-    print(f"saved {atomic_save(model, args.output)}")
+    try:
+        pretrain(
+            model,
+            dataset,
+            stats,
+            n_gradient_steps=args.n_gradient_steps,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            t_sampling=args.t_sampling,
+            eval_env=eval_env,
+            eval_freq=args.eval_freq,
+            n_eval_episodes=args.n_eval_episodes,
+            eval_deterministic_x0=args.eval_x0,
+            tensorboard_log=args.tensorboard_log,
+            checkpoint_path=checkpoint,
+            checkpoint_freq=args.checkpoint_freq,
+            resume=args.resume,
+            progress_bar=args.progress_bar,
+            log_interval=args.log_interval,
+        )
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: training checkpoint saved to {checkpoint}; continue with the same command plus --resume")
+        sys.exit(130)
+    print(f"saved {save_pretrained(model, output)} (data mean episode return {returns.mean():.1f})")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,37 @@
-"""Shared test settings."""
+"""Shared test settings and fixtures."""
 
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.logger import KVWriter, Logger
 
 # Tiny networks: one thread is as fast and avoids oversubscribing small CI machines.
 th.set_num_threads(1)
+
+
+class RecordingWriter(KVWriter):
+    """A logger output that keeps every dump (key -> value) in memory."""
+
+    def __init__(self) -> None:
+        self.dumps: list[dict[str, Any]] = []
+
+    def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
+        self.dumps.append(dict(key_values))
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+@pytest.fixture()
+def record_logs() -> Callable[[BaseAlgorithm], list[dict[str, Any]]]:
+    """``dumps = record_logs(model)``: from then on, every ``logger.dump()`` of the model is appended to ``dumps``."""
+
+    def attach(model: BaseAlgorithm) -> list[dict[str, Any]]:
+        writer = RecordingWriter()
+        model.set_logger(Logger(folder=None, output_formats=[writer]))
+        return writer.dumps
+
+    return attach

@@ -55,8 +55,9 @@ def prefixed(weights: dict[str, th.Tensor], prefix: str) -> dict[str, th.Tensor]
 
 
 def load(checkpoint, norm_path, policy_kwargs=None, **kwargs):
-    """load_reinflow_checkpoint on a chunked Pendulum with the tiny test architecture."""
-    policy_kwargs = POLICY_KWARGS if policy_kwargs is None else policy_kwargs
+    """load_reinflow_checkpoint on a chunked Pendulum with the tiny test architecture; deterministic actions are the
+    noise-free chain from x_0 = 0, what the official sampler computes."""
+    policy_kwargs = {**(POLICY_KWARGS if policy_kwargs is None else policy_kwargs), "deterministic_mode": "zero"}
     return load_reinflow_checkpoint(
         checkpoint, norm_path, env=make_env(), policy_kwargs=policy_kwargs, n_steps=16, batch_size=16, **kwargs
     )

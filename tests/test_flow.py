@@ -289,7 +289,7 @@ def test_time_grid_unknown_kind():
 @pytest.mark.parametrize("denoised_clip_value", [1.0, None])
 def test_deterministic_constant_velocity(n_flow_steps, denoised_clip_value):
     c = th.tensor([0.3, -0.7, 2.5, -4.0])
-    chain = make_chain(c.tolist(), n_flow_steps, denoised_clip_value=denoised_clip_value)
+    chain = make_chain(c.tolist(), n_flow_steps, denoised_clip_value=denoised_clip_value, deterministic_mode="zero")
     obs = th.randn(5, OBS_DIM)
     with th.no_grad():
         sample = chain.sample(obs, deterministic=True)
@@ -307,7 +307,8 @@ def test_deterministic_sample_follows_transition_means_and_is_reproducible():
     n_flow_steps, action_dim = 3, 4
     th.manual_seed(0)
     velocity = ReFlowVelocityNet(action_dim, OBS_DIM, [32], time_embedding_dim=8)
-    chain = FlowChain(velocity, NoiseNet(velocity.noise_input_dim, action_dim, [16]), n_flow_steps)
+    noise_net = NoiseNet(velocity.noise_input_dim, action_dim, [16])
+    chain = FlowChain(velocity, noise_net, n_flow_steps, deterministic_mode="zero")
     obs = th.randn(6, OBS_DIM)
     with th.no_grad():
         first = chain.sample(obs, deterministic=True)
@@ -326,26 +327,77 @@ def test_deterministic_sample_follows_transition_means_and_is_reproducible():
 
 
 def test_deterministic_random_x0_draws_x0_and_injects_no_noise():
-    """deterministic_x0="random": x_0 ~ N(0, I) from the generator, then the noise-free transition means."""
+    """deterministic_mode="random": x_0 ~ N(0, I) from the generator, then the noise-free transition means."""
     n_flow_steps, action_dim, batch = 3, 4, 6
     th.manual_seed(0)
     velocity = ReFlowVelocityNet(action_dim, OBS_DIM, [32], time_embedding_dim=8)
     noise_net = NoiseNet(velocity.noise_input_dim, action_dim, [16])
-    chain = FlowChain(velocity, noise_net, n_flow_steps, deterministic_x0="random")
+    chain = FlowChain(velocity, noise_net, n_flow_steps, deterministic_mode="random")
     obs = th.randn(batch, OBS_DIM)
     with th.no_grad():
         sample = chain.sample(obs, deterministic=True, generator=th.Generator().manual_seed(3))
         other = chain.sample(obs, deterministic=True, generator=th.Generator().manual_seed(4))
         x0 = th.randn(batch, action_dim, generator=th.Generator().manual_seed(3))
-        reference = FlowChain(velocity, noise_net, n_flow_steps).sample(obs, deterministic=True, x0=x0)
+        reference = FlowChain(velocity, noise_net, n_flow_steps, deterministic_mode="zero").sample(
+            obs, deterministic=True, x0=x0
+        )
     th.testing.assert_close(sample.chains, reference.chains)
     assert not th.allclose(sample.chains[:, -1], other.chains[:, -1])
 
 
-def test_invalid_deterministic_x0():
+def test_invalid_deterministic_mode():
     velocity = AffineVelocity([0.0, 0.0])
-    with pytest.raises(ValueError, match="deterministic_x0='ones'"):
-        FlowChain(velocity, make_noise_net(2), 2, deterministic_x0="ones")
+    with pytest.raises(ValueError, match="deterministic_mode='ones'"):
+        FlowChain(velocity, make_noise_net(2), 2, deterministic_mode="ones")
+    with pytest.raises(ValueError, match="n_mean_chains=0"):
+        FlowChain(velocity, make_noise_net(2), 2, n_mean_chains=0)
+
+
+def _nonlinear_chain(**kwargs) -> FlowChain:
+    """A small random MLP velocity (non-linear in x, so the mean of noisy chains differs from the noise-free chain)."""
+    th.manual_seed(0)
+    velocity = ReFlowVelocityNet(3, OBS_DIM, [32], time_embedding_dim=8)
+    for param in velocity.parameters():  # large weights: a strongly non-linear flow
+        param.data.mul_(1.5)
+    noise_net = NoiseNet(velocity.noise_input_dim, 3, [16], min_std=0.2, max_std=0.3)
+    return FlowChain(velocity, noise_net, 3, **kwargs)
+
+
+def test_mean_mode_is_the_expected_action_of_the_noisy_chain():
+    """deterministic_mode="mean" with many chains agrees with a 20,000-sample Monte-Carlo estimate of E[x_K | obs],
+    and differs from the noise-free chain (so the test can tell the two definitions apart)."""
+    chain = _nonlinear_chain(n_mean_chains=4096)
+    obs = th.randn(3, OBS_DIM, generator=th.Generator().manual_seed(1))
+    n_samples = 20_000
+    with th.no_grad():
+        mean_action = chain.act(obs, deterministic=True)
+        samples = chain.sample(obs.repeat_interleave(n_samples, 0), generator=th.Generator().manual_seed(2)).chains[:, -1]
+        samples = samples.reshape(3, n_samples, 3)
+        noise_free = chain.sample(obs, deterministic=True, x0=th.zeros(3, 3)).chains[:, -1]
+    estimate, stderr = samples.mean(dim=1), samples.std(dim=1) / n_samples**0.5
+    # both estimates are unbiased: their difference has std sqrt(1/4096 + 1/20000) * (sample std); 5 of those
+    tolerance = 5 * samples.std(dim=1) * (1 / 4096 + 1 / n_samples) ** 0.5
+    assert th.all((mean_action - estimate).abs() <= tolerance), (mean_action, estimate, stderr)
+    assert th.max((noise_free - estimate).abs()) > 4 * th.max(tolerance)
+
+
+def test_mean_mode_is_reproducible_and_independent_of_the_batch():
+    """The same observation gives the same mean action, alone or in any batch, call after call; it is exactly the
+    average of n_mean_chains chains run with the shared noise of a generator seeded with mean_seed."""
+    chain = _nonlinear_chain(n_mean_chains=8, mean_seed=5)
+    obs = th.randn(4, OBS_DIM, generator=th.Generator().manual_seed(1))
+    with th.no_grad():
+        batch = chain.act(obs, deterministic=True)
+        alone = th.cat([chain.act(obs[i : i + 1], deterministic=True) for i in range(4)])
+        reversed_batch = chain.act(obs.flip(0), deterministic=True).flip(0)
+        shared = th.randn(8, 4, 3, generator=th.Generator().manual_seed(5))
+        by_hand = th.stack([chain.sample(o.expand(8, -1), noise=shared).chains[:, -1].mean(0) for o in obs])
+        sample = chain.sample(obs, deterministic=True)
+    th.testing.assert_close(batch, alone)
+    th.testing.assert_close(batch, reversed_batch)
+    th.testing.assert_close(batch, by_hand)
+    th.testing.assert_close(sample.chains[:, -1], batch)
+    th.testing.assert_close(sample.log_prob, chain.evaluate(obs, sample.chains).log_prob)
 
 
 def test_noise_clip_truncates_injected_noise():

@@ -339,7 +339,8 @@ def test_predict(horizon):
     assert not np.allclose(sto_a, det_a)
     for actions in (det_a, sto_a):
         assert np.all(actions >= model.action_space.low) and np.all(actions <= model.action_space.high)
-    # Deterministic predict is the noise-free chain from x_0 = 0
+    # Deterministic predict is the last point of forward's deterministic chain (by default the mean of noisy chains)
+    assert model.policy.deterministic_mode == "mean"
     with th.no_grad():
         obs_tensor = th.as_tensor(obs)
         chains, _, _ = model.policy(obs_tensor, deterministic=True)

@@ -1,5 +1,6 @@
 """Demonstrations, action-chunk windows and behaviour-cloning pretraining, end to end."""
 
+import re
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from sb3_reinflow.common.datasets import (
     unnormalized,
 )
 from sb3_reinflow.common.demonstrations import collect_demonstrations
-from sb3_reinflow.common.pretrain import atomic_save, chunk_start_indices, chunk_tensors, pretrain
+from sb3_reinflow.common.pretrain import chunk_start_indices, chunk_tensors, pretrain, save_pretrained
 
 TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
 HORIZON = 2
@@ -169,7 +170,7 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     assert np.isfinite(result.eval_returns[0][1]) and result.eval_returns[0][1] < 0  # Pendulum rewards are <= 0
     assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
     assert not model.policy.training
-    assert model.policy.actor.deterministic_x0 == "zero"  # the evaluation's x_0 = "random" was temporary
+    assert model.policy.actor.deterministic_mode == "mean"  # the evaluation's "random" mode was temporary
 
     # normalisation buffers hold the dataset statistics
     policy = model.policy
@@ -179,9 +180,10 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     np.testing.assert_allclose(policy.obs_offset.numpy(), stats.obs_min + span / 2, rtol=1e-6)
     np.testing.assert_allclose(policy.obs_scale.numpy(), 2 / span, rtol=1e-6)
 
-    path = atomic_save(model, tmp_path / "bc")
-    assert path == tmp_path / "bc.zip" and path.is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["bc.zip", "tb"]  # no temporary file left
+    model.save(tmp_path / "bc")
+    path = tmp_path / "bc.zip"
+    policy_path = save_pretrained(model, tmp_path / "bc_policy.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bc.zip", "bc_policy.safetensors", "tb"]  # no temporary file
 
     obs = unnormalized(dataset, stats).states[::13].astype(np.float32)
     expected, _ = model.predict(obs, deterministic=True)
@@ -193,9 +195,11 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     for name in ("obs_offset", "obs_scale", "action_low", "action_high"):
         th.testing.assert_close(getattr(loaded.policy, name), getattr(policy, name))
 
-    loaded_policy = ReinFlowPolicy.load(path, device="cpu")
-    assert loaded_policy.velocity_net_arch == [32]
+    loaded_policy = ReinFlowPolicy.load(policy_path, device="cpu")
+    assert loaded_policy.velocity_net_arch == [32] and loaded_policy.env_id == "Pendulum-v1"
     np.testing.assert_array_equal(loaded_policy.predict(obs, deterministic=True)[0], expected)
+    with pytest.warns(DeprecationWarning, match="SB3 model zip"):  # the old pretrained format still loads
+        np.testing.assert_array_equal(ReinFlowPolicy.load(path, device="cpu").predict(obs, deterministic=True)[0], expected)
 
     # fine-tune the loaded model for two PPO iterations
     before = {k: v.clone() for k, v in loaded.policy.actor.state_dict().items()}
@@ -204,19 +208,22 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     assert any(not th.equal(before[k], v) for k, v in loaded.policy.actor.state_dict().items())
     assert np.all(np.isfinite(loaded.predict(obs, deterministic=True)[0]))
 
-    # pretrained_policy: architecture and weights come from the zip, policy_kwargs override the checkpoint's
+    # pretrained_policy: architecture and weights come from the file, policy_kwargs override the checkpoint's
     fresh = ReinFlowPPO(
         "MlpPolicy",
         chunked_env(),
         n_steps=16,
         batch_size=8,
-        pretrained_policy=str(path),
+        pretrained_policy=str(policy_path),
         policy_kwargs=dict(min_noise_std=0.05, max_noise_std=0.3),
         device="cpu",
     )
     assert fresh.policy.velocity_net_arch == [32] and fresh.policy.noise_net_arch == [16]
     assert fresh.policy_kwargs["velocity_net_arch"] == [32]
-    np.testing.assert_array_equal(fresh.predict(obs, deterministic=True)[0], expected)
+    # other noise bounds change the noisy chain's mean action, not the noise-free chain: compare that
+    model.policy.deterministic_mode = fresh.policy.deterministic_mode = "zero"
+    noise_free, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(fresh.predict(obs, deterministic=True)[0], noise_free)
     assert fresh.policy.actor.noise_net.std_bounds == pytest.approx((0.05, 0.3))
     for name in ("obs_offset", "obs_scale", "action_low", "action_high"):
         th.testing.assert_close(getattr(fresh.policy, name), getattr(policy, name))
@@ -226,7 +233,7 @@ def test_saved_model_does_not_need_the_pretrained_file(demo_dir, tmp_path):
     dataset, stats = load_reinflow_dataset(demo_dir)
     model = ReinFlowPPO("MlpPolicy", chunked_env(), policy_kwargs=TINY, device="cpu")
     pretrain(model, dataset, stats, n_gradient_steps=5, batch_size=16, progress_bar=False)
-    checkpoint = atomic_save(model, tmp_path / "pretrained")
+    checkpoint = save_pretrained(model, tmp_path / "pretrained.safetensors")
     fine_tuned = ReinFlowPPO("MlpPolicy", chunked_env(), n_steps=16, batch_size=8, pretrained_policy=str(checkpoint))
     fine_tuned.save(tmp_path / "fine_tuned")
     obs = unnormalized(dataset, stats).states[:5].astype(np.float32)
@@ -240,6 +247,25 @@ def test_saved_model_does_not_need_the_pretrained_file(demo_dir, tmp_path):
 def test_pretrained_policy_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="neither a file nor a shipped checkpoint"):
         ReinFlowPPO("MlpPolicy", chunked_env(), pretrained_policy=str(tmp_path / "nope.zip"))
+
+
+def test_pretrain_reports_progress(demo_dir, capsys):
+    """Progress bar with loss and learning rate, each evaluation when it happens, and a closing summary."""
+    dataset, stats = load_reinflow_dataset(demo_dir)
+    model = ReinFlowPPO("MlpPolicy", chunked_env(), n_steps=16, batch_size=8, policy_kwargs=TINY, device="cpu")
+    result = pretrain(
+        model, dataset, stats, n_gradient_steps=6, batch_size=16, eval_env=chunked_env(seed=1), eval_freq=3,
+        n_eval_episodes=1, log_interval=2,
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert re.search(r"loss=[0-9.e+-]+, lr=[0-9.e+-]+", err), err  # the progress bar's postfix
+    (first, last) = result.eval_returns
+    assert f"step 3: noise-free return {first[1]:.1f} +- {first[2]:.1f} (EMA weights, K=4, x_0 random)" in out
+    assert out.index("step 3:") < out.index("step 6:") < out.index("pretraining done: 6 gradient steps")
+    assert f"loss: {result.losses[0]:.4g} in the first logging window, {result.losses[-1]:.4g} in the last" in out
+    assert f"final evaluation (step 6): noise-free return {last[1]:.1f}" in out
+    pretrain(model, dataset, stats, n_gradient_steps=2, batch_size=16, progress_bar=False, verbose=0)
+    assert capsys.readouterr() == ("", "")
 
 
 @pytest.mark.parametrize("flow_model", ["reflow", "shortcut"])

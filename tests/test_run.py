@@ -37,10 +37,10 @@ def test_smoke_learn():
     assert model.rollout_buffer.actions.reshape(-1, 3).shape == (64, 3)  # flattened by get()
     assert changed(actor_before, model.policy.actor)
     logged = model.logger.name_to_value
-    for key in ("train/noise_std", "train/chain_entropy", "train/actor_learning_rate", "train/critic_learning_rate"):
+    for key in ("train/noise_std", "train/chain_entropy", "train/learning_rate", "train/critic_learning_rate"):
         assert np.isfinite(logged[key]), key
     assert "train/bc_loss" not in logged
-    assert logged["train/actor_learning_rate"] == pytest.approx(4.5e-5)
+    assert logged["train/learning_rate"] == pytest.approx(4.5e-5)
     assert logged["train/critic_learning_rate"] == pytest.approx(6.5e-4)
     # The optimizer groups got their own learning rates
     lrs = {group["name"]: group["lr"] for group in model.policy.optimizer.param_groups}
@@ -56,7 +56,7 @@ def test_learn_with_bc_noise_decay_and_warmup():
     for key in ("train/noise_std", "train/chain_entropy", "train/bc_loss"):
         assert key in logged and np.isfinite(logged[key]), key
     assert logged["train/bc_loss"] >= 0.0
-    assert logged["train/actor_learning_rate"] > 0.0  # the second iteration is past the warm-up
+    assert logged["train/learning_rate"] > 0.0  # the second iteration is past the warm-up
     # At the end of training the upper noise bound has decayed to 0.3 * min + 0.7 * max (paper's learn_decay)
     min_std, max_std = model.policy.min_noise_std, model.policy.max_noise_std
     assert model.policy.actor.noise_net.std_bounds == pytest.approx((min_std, 0.3 * min_std + 0.7 * max_std))
@@ -68,7 +68,7 @@ def test_learn_with_bc_noise_decay_and_warmup():
 def test_bc_regulariser_compares_actions_from_zero_x0():
     """With one gradient step, the BC term is taken before the policy moves away from its reference: exactly 0,
     even when deterministic predict draws x_0 at random (the W2 term must use the same x_0 = 0 for both)."""
-    model = pendulum_model({"deterministic_x0": "random"}, batch_size=64, bc_coef=1.0)
+    model = pendulum_model({"deterministic_mode": "random"}, batch_size=64, bc_coef=1.0)
     model.learn(64)
     assert model.logger.name_to_value["train/bc_loss"] == 0.0
 
@@ -91,13 +91,38 @@ def test_critic_warmup_freezes_actor_only():
     model = pendulum_model(n_steps=32, batch_size=16, critic_warmup_iterations=1, ent_coef=0.03)
     actor_before, critic_before = clone_params(model.policy.actor), clone_params(model.policy.value_net)
     model.learn(32)  # one iteration
-    assert model.logger.name_to_value["train/actor_learning_rate"] == 0.0
+    assert model.logger.name_to_value["train/learning_rate"] == 0.0
     assert changed(actor_before, model.policy.actor) == []
     assert changed(critic_before, model.policy.value_net)
     # The next iteration updates the actor
     model.learn(32, reset_num_timesteps=False)
-    assert model.logger.name_to_value["train/actor_learning_rate"] > 0.0
+    assert model.logger.name_to_value["train/learning_rate"] > 0.0
     assert changed(actor_before, model.policy.actor)
+
+
+def test_critic_warmup_is_announced(capsys: pytest.CaptureFixture[str]):
+    model = pendulum_model(n_steps=32, batch_size=32, critic_warmup_iterations=2, verbose=1)
+    model.learn(32 * 3)
+    out = capsys.readouterr().out
+    start, end = out.index("Critic warm-up: the actor is frozen"), out.index("Critic warm-up done after 2 updates at 96")
+    assert start < end and out.count("Critic warm-up") == 2
+    quiet = pendulum_model(n_steps=32, batch_size=32, critic_warmup_iterations=2)
+    quiet.learn(32 * 3)
+    assert "warm-up" not in capsys.readouterr().out
+
+
+def test_env_steps_are_counted_per_chunk(record_logs):
+    """``time/total_env_steps`` counts env steps, ``time/total_timesteps`` policy steps (action chunks)."""
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=3))
+    model = ReinFlowPPO("MlpPolicy", env, n_steps=100, batch_size=50, n_epochs=1, policy_kwargs={**TINY, "n_flow_steps": 1})
+    dumps = record_logs(model)
+    model.learn(200)
+    logged = dumps[-1]
+    assert logged["time/total_timesteps"] == 200
+    # Pendulum episodes are 200 env steps: each 3-step chunk runs 3 env steps except the episode's last (2)
+    chunks_per_episode = -(-200 // 3)
+    assert logged["time/total_env_steps"] == 2 * (200 * (100 // chunks_per_episode) + 3 * (100 % chunks_per_episode))
+    assert logged["rollout/ep_len_mean"] == 200  # Monitor sits under the chunk wrapper: env steps
 
 
 def test_hopper_chunked_default_nets():

@@ -17,8 +17,14 @@ def make_env():
     )
 
 
-def make_model(seed: int = 0, **kwargs) -> ReinFlowPPO:
-    policy_kwargs = {**TINY, "n_flow_steps": N_FLOW_STEPS, "flow_model": "shortcut", "min_noise_std": 0.05}
+def make_model(seed: int = 0, policy_kwargs: dict | None = None, **kwargs) -> ReinFlowPPO:
+    policy_kwargs = {
+        **TINY,
+        "n_flow_steps": N_FLOW_STEPS,
+        "flow_model": "shortcut",
+        "min_noise_std": 0.05,
+        **(policy_kwargs or {}),
+    }
     return ReinFlowPPO("MlpPolicy", make_env(), n_steps=16, batch_size=8, seed=seed, policy_kwargs=policy_kwargs, **kwargs)
 
 
@@ -89,7 +95,8 @@ def test_policy_load_from_model_zip(tmp_path, observations):
     set_stats(model.policy)
     expected, _ = model.predict(observations, deterministic=True)
     model.save(tmp_path / "model.zip")
-    policy = ReinFlowPolicy.load(tmp_path / "model.zip", device="cpu")
+    with pytest.warns(DeprecationWarning, match="SB3 model zip"):
+        policy = ReinFlowPolicy.load(tmp_path / "model.zip", device="cpu")
     actions, _ = policy.predict(observations, deterministic=True)
     np.testing.assert_array_equal(actions, expected)
 
@@ -108,17 +115,32 @@ def test_set_parameters_into_fresh_model(tmp_path, observations):
     np.testing.assert_array_equal(actions, expected)
 
 
-def test_deterministic_x0_is_settable_and_saved(tmp_path, observations):
+def test_deterministic_mode_is_settable_and_saved(tmp_path, observations):
     model = make_model()
+    mean_a, _ = model.predict(observations, deterministic=True)
+    model.policy.deterministic_mode = "zero"
     zero_a, _ = model.predict(observations, deterministic=True)
-    model.policy.deterministic_x0 = "random"
+    model.policy.deterministic_mode = "random"
     random_a, _ = model.predict(observations, deterministic=True)
     random_b, _ = model.predict(observations, deterministic=True)
     assert not np.allclose(random_a, random_b) and not np.allclose(random_a, zero_a)
-    with pytest.raises(ValueError, match="deterministic_x0='ones'"):
-        model.policy.deterministic_x0 = "ones"
+    assert not np.allclose(mean_a, zero_a)
+    with pytest.raises(ValueError, match="deterministic_mode='ones'"):
+        model.policy.deterministic_mode = "ones"
     model.save(tmp_path / "model.zip")
     loaded = ReinFlowPPO.load(tmp_path / "model.zip", device="cpu")
-    assert loaded.policy.deterministic_x0 == "random" and loaded.policy.actor.deterministic_x0 == "random"
-    loaded.policy.deterministic_x0 = "zero"
+    assert loaded.policy.deterministic_mode == "random" and loaded.policy.actor.deterministic_mode == "random"
+    loaded.policy.deterministic_mode = "zero"
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], zero_a)
+    loaded.policy.deterministic_mode = "mean"
+    np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], mean_a)
+
+
+def test_deterministic_x0_is_a_deprecated_alias(tmp_path, observations):
+    """Models saved before deterministic_mode existed stored deterministic_x0: they load with the same behaviour."""
+    model = make_model(policy_kwargs=dict(deterministic_x0="zero"))
+    assert model.policy.deterministic_mode == "zero" and model.policy.deterministic_x0 == "zero"
+    model.policy.deterministic_x0 = "random"
+    assert model.policy.deterministic_mode == "random"
+    with pytest.raises(ValueError, match="deterministic_x0='ones'"):
+        model.policy.deterministic_x0 = "ones"

@@ -18,7 +18,9 @@ from torch import nn
 from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
 from sb3_reinflow.common.networks import MLP, ResidualMLP
+from sb3_reinflow.common.policy_files import read_policy_config
 from sb3_reinflow.common.pretrain import pretrain
+from sb3_reinflow.reinflow_ppo.policies import CnnPolicy
 
 TINY = dict(noise_net_arch=[8], n_flow_steps=2)
 OBS_SPACE = spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -110,6 +112,12 @@ def test_cnn_policy_on_images():
     assert action.shape == env.action_space.shape
 
 
+def test_mlp_policy_on_images_suggests_cnn_policy():
+    env = FakeImageEnv(screen_height=36, screen_width=36, n_channels=1, discrete=False)
+    with pytest.raises(NotImplementedError, match=r"does not support image observations.*\"CnnPolicy\""):
+        ReinFlowPPO("MlpPolicy", env, n_steps=16, batch_size=8, policy_kwargs=TINY)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # 2. net_arch follows SB3
 
@@ -161,13 +169,36 @@ def test_legacy_net_arch_warns_like_sb3():
     assert linear_widths(policy.actor.velocity_net.mlp_mean) == [4, 2] and linear_widths(policy.value_net) == [8, 1]
 
 
-def test_net_arch_survives_policy_save_load(tmp_path):
-    policy = make_policy(net_arch=dict(pi=[8], vf=[16]), features_extractor_class=LinearExtractor)
-    policy.save(tmp_path / "policy.pth")
-    loaded = ReinFlowPolicy.load(tmp_path / "policy.pth")
-    assert linear_widths(loaded.actor.velocity_net.mlp_mean) == [8, 2]
+@pytest.mark.parametrize("share_features_extractor", [True, False])
+def test_net_arch_and_extractor_options_survive_policy_file(tmp_path, share_features_extractor):
+    image_space = spaces.Box(0, 255, (1, 36, 36), np.uint8)
+    policy = CnnPolicy(
+        image_space,
+        ACTION_SPACE,
+        lambda _: 1e-3,
+        **TINY,
+        net_arch=dict(pi=[8], vf=[16]),
+        features_extractor_kwargs=dict(features_dim=12),
+        share_features_extractor=share_features_extractor,
+    )
+    policy.save(tmp_path / "policy.safetensors")
+    config = read_policy_config(tmp_path / "policy.safetensors")["policy_kwargs"]
+    assert config["net_arch"] == {"pi": [8], "vf": [16]}
+    assert config["features_extractor_class"] == {"class": "stable_baselines3.common.torch_layers.NatureCNN"}
+    assert config["share_features_extractor"] is share_features_extractor
+    loaded = ReinFlowPolicy.load(tmp_path / "policy.safetensors")
+    assert isinstance(loaded.pi_features_extractor, NatureCNN) and loaded.features_dim == 12
+    assert (loaded.pi_features_extractor is loaded.vf_features_extractor) == share_features_extractor
+    assert linear_widths(loaded.actor.velocity_net.mlp_mean) == [8, 2] and linear_widths(loaded.value_net)[-2:] == [16, 1]
     state, loaded_state = policy.state_dict(), loaded.state_dict()
     assert state.keys() == loaded_state.keys() and all(th.equal(state[key], loaded_state[key]) for key in state)
+
+
+def test_policy_file_refuses_custom_extractor_class(tmp_path):
+    policy = make_policy(features_extractor_class=LinearExtractor)
+    with pytest.raises(TypeError, match=r"features_extractor_class.*LinearExtractor.*ReinFlowPPO\.save"):
+        policy.save(tmp_path / "policy.safetensors")
+    assert not (tmp_path / "policy.safetensors").exists()
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import yaml
 
-from sb3_reinflow import ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow.common.wrappers import MujocoVideoCamera
 from sb3_reinflow.pretrained import available_pretrained
-from sb3_reinflow.zoo import hyperparams_path
+from sb3_reinflow.zoo import hyperparams_path, watch_env_wrappers
 
 ROOT = Path(__file__).resolve().parents[1]
 # Keys rl_zoo3's ExperimentManager consumes itself (the rest must be ReinFlowPPO arguments).
@@ -60,6 +63,19 @@ def test_bare_enjoy(zoo_run: Path) -> None:
     _zoo("rl_zoo3.enjoy", "Hopper-v4", "-f logs -n 40 --no-render", zoo_run)
 
 
+def test_watch_env_wrappers() -> None:
+    chunk = "sb3_reinflow.common.wrappers.ActionChunkWrapper"
+    saved = [{"gymnasium.wrappers.FlattenObservation": None}, {chunk: {"horizon": 4}}]
+    assert watch_env_wrappers(saved, record=False) == [saved[0], {chunk: {"horizon": 4, "execution": "env_step"}}]
+    recorded = watch_env_wrappers("sb3_reinflow.ActionChunkWrapper", record=True)
+    assert recorded == [
+        "sb3_reinflow.common.wrappers.MujocoVideoCamera",
+        {"sb3_reinflow.ActionChunkWrapper": {"execution": "env_step"}},
+    ]
+    assert watch_env_wrappers("gymnasium.wrappers.FlattenObservation", record=True) == "gymnasium.wrappers.FlattenObservation"
+    assert watch_env_wrappers(None, record=True) is None
+
+
 def _egl_available() -> bool:
     probe = "import gymnasium as gym; e = gym.make('Hopper-v4', render_mode='rgb_array'); e.reset(); e.render()"
     result = subprocess.run(
@@ -69,14 +85,37 @@ def _egl_available() -> bool:
 
 
 def test_bare_record_video(zoo_run: Path) -> None:
+    """One frame per env step (not per action chunk), played at the env's real-time rate 1 / dt."""
     if not _egl_available():
         pytest.skip("no headless EGL rendering here (install libegl1 / libegl-mesa0 and set MUJOCO_GL=egl)")
-    _zoo("rl_zoo3.record_video", "Hopper-v4", "-f logs -n 20", zoo_run, env={"MUJOCO_GL": "egl"})
-    assert list((zoo_run / "logs").rglob("*.mp4")), "record_video wrote no video"
+    import imageio.v2 as imageio
+
+    n_steps, dt = 24, 0.008  # Hopper-v4: frame_skip 4 x timestep 0.002
+    _zoo("rl_zoo3.record_video", "Hopper-v4", f"-f logs -n {n_steps} -o videos", zoo_run, env={"MUJOCO_GL": "egl"})
+    (video,) = (zoo_run / "videos").glob("*.mp4")
+    reader = imageio.get_reader(video, format="FFMPEG")
+    n_frames = sum(1 for _ in reader)
+    assert n_frames == n_steps + 1  # the reset state, then one frame per env step
+    assert reader.get_meta_data()["fps"] == pytest.approx(1 / dt)
+    assert reader.get_meta_data()["duration"] == pytest.approx(n_frames * dt, abs=0.01)
+    # The last frame shows the state after n_steps env steps (not n_steps action chunks): replay the deterministic
+    # policy env step by env step and compare
+    model = ReinFlowPPO.load(zoo_run / "logs" / "reinflow_ppo" / "Hopper-v4_1" / "Hopper-v4.zip", device="cpu")
+    env = ActionChunkWrapper(MujocoVideoCamera(gym.make("Hopper-v4", render_mode="rgb_array")), 4, execution="env_step")
+    obs, _ = env.reset(seed=0)
+    replay = {}
+    for step in range(1, 4 * n_steps + 1):
+        obs = env.step(model.predict(obs, deterministic=True)[0])[0]
+        if step in (n_steps, 4 * n_steps):
+            replay[step] = env.render().astype(float)
+    last = reader.get_data(n_frames - 1).astype(float)
+    error_env_steps, error_chunks = np.abs(last - replay[n_steps]).mean(), np.abs(last - replay[4 * n_steps]).mean()
+    # (the mp4 encoding alone leaves a mean error of about 3 grey levels; 96 env steps later it is about 36)
+    assert error_env_steps < 8.0 and error_env_steps < error_chunks / 4, (error_env_steps, error_chunks)
 
 
-@pytest.fixture()
-def tiny_conf(tmp_path: Path) -> Path:
+@pytest.fixture(scope="module")
+def tiny_conf(tmp_path_factory: pytest.TempPathFactory) -> Path:
     conf = {
         "Pendulum-v1": {
             "policy": "MlpPolicy",
@@ -89,15 +128,50 @@ def tiny_conf(tmp_path: Path) -> Path:
             "env_wrapper": [{"sb3_reinflow.common.wrappers.ActionChunkWrapper": {"horizon": 2}}],
         }
     }
-    path = tmp_path / "tiny.yml"
+    path = tmp_path_factory.mktemp("conf") / "tiny.yml"
     path.write_text(yaml.safe_dump(conf))
     return path
 
 
-def test_hook_free_wrappers(tmp_path: Path, tiny_conf: Path) -> None:
-    _zoo("sb3_reinflow.zoo.train", "Pendulum-v1", "-f logs --eval-freq -1", tmp_path, "-conf", str(tiny_conf))
-    assert (tmp_path / "logs" / "reinflow_ppo" / "Pendulum-v1_1" / "Pendulum-v1.zip").is_file()
-    _zoo("sb3_reinflow.zoo.enjoy", "Pendulum-v1", "-f logs -n 20 --no-render", tmp_path)
+@pytest.fixture(scope="module")
+def pendulum_run(tmp_path_factory: pytest.TempPathFactory, tiny_conf: Path) -> Path:
+    """A tiny hook-free ``sb3_reinflow.zoo.train`` run: 400 chunks of 2 env steps (4 episodes), 4 evaluations of 2 episodes."""
+    folder = tmp_path_factory.mktemp("pendulum")
+    args = "-f logs -n 400 --eval-freq 100 --eval-episodes 2"  # all_plots needs 2 episodes (or 2 runs)
+    _zoo("sb3_reinflow.zoo.train", "Pendulum-v1", args, folder, "-conf", str(tiny_conf))
+    return folder
+
+
+def test_hook_free_wrappers(pendulum_run: Path) -> None:
+    assert (pendulum_run / "logs" / "reinflow_ppo" / "Pendulum-v1_1" / "Pendulum-v1.zip").is_file()
+    # enjoy counts env steps, not action chunks (horizon 2): a Pendulum episode is 200 env steps
+    result = _zoo("sb3_reinflow.zoo.enjoy", "Pendulum-v1", "-f logs -n 400 --no-render", pendulum_run)
+    assert "Episode Length 200" in result.stdout and "Mean episode length: 200.00" in result.stdout
+
+
+PLOT_SCRIPT = """
+import sys
+import matplotlib.pyplot as plt
+from rl_zoo3.plots.all_plots import all_plots
+from rl_zoo3.plots.plot_train import plot_train
+
+sys.argv = ["plot_train", "-a", "reinflow_ppo", "-e", "Pendulum-v1", "-f", "logs", "-w", "1"]
+plot_train()
+print("plot_train x:", [int(x) for x in plt.gca().lines[0].get_xdata()])
+sys.argv = ["all_plots", "-a", "reinflow_ppo", "-e", "Pendulum-v1", "-f", "logs", "--no-display", "--no-million", "-o", "out"]
+all_plots()
+print("all_plots x:", [int(x) for x in plt.gca().lines[0].get_xdata()])
+"""
+
+
+def test_rl_zoo3_plots(pendulum_run: Path) -> None:
+    """rl_zoo3's own plot_train (Monitor files: env steps) and all_plots (evaluations.npz: timesteps) read our logs."""
+    result = _run(["-c", PLOT_SCRIPT], cwd=pendulum_run, env={"MPLBACKEND": "Agg"})
+    # plot_train's x-axis is cumulative episode length from the Monitor files: four 200-env-step episodes
+    assert "plot_train x: [200, 400, 600, 800]" in result.stdout
+    # all_plots' x-axis is the evaluations' timesteps: policy steps (chunks of 2 env steps), as docs/logging.md says
+    assert "all_plots x: [100, 200, 300, 400]" in result.stdout
+    assert (pendulum_run / "out.pkl").is_file()
 
 
 def test_optimize_with_sqlite_storage(tmp_path: Path, tiny_conf: Path) -> None:

@@ -9,12 +9,12 @@ ReinFlow layout (as used by the official code, so its data files load too):
   ``normalised = 2 * (x - min) / (max - min + 1e-6) - 1``.
 """
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
+
+from sb3_reinflow.common.save_util import atomic_write
 
 NORMALIZATION_EPS = 1e-6
 TRAIN_KEYS = ("states", "actions", "rewards", "terminals", "traj_lengths")
@@ -95,16 +95,9 @@ def episode_returns(dataset: TrajectoryDataset) -> np.ndarray:
 
 
 def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    """Write an ``.npz`` next to ``path`` and move it into place, so a failure never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write an ``.npz`` atomically (:func:`~sb3_reinflow.common.save_util.atomic_write`)."""
+    with atomic_write(path) as handle:
+        np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
 
 def save_reinflow_dataset(directory: str | Path, dataset: TrajectoryDataset) -> tuple[Path, Path]:

@@ -20,7 +20,7 @@ ObsTransform = Callable[[np.ndarray], np.ndarray]
 def load_sb3_model(path: str | Path, algo: str, env: gym.Env) -> BaseAlgorithm:
     """
     Load an SB3 / sb3-contrib model zip for inference, overriding the pickled spaces and schedules (which may
-    come from old ``gym`` versions).
+    come from old ``gym`` versions). SB3 zips unpickle: load only experts from a trusted source.
 
     :param path: the model zip
     :param algo: class name, e.g. ``"TQC"``, ``"SAC"``, ``"PPO"``, ``"TRPO"``
@@ -52,7 +52,8 @@ def _find_algo_class(algo: str) -> type[BaseAlgorithm]:
 
 def load_vecnormalize_obs_transform(path: str | Path) -> ObsTransform:
     """
-    Observation normalisation from a ``vecnormalize.pkl`` (also old-``gym`` pickles).
+    Observation normalisation from a ``vecnormalize.pkl`` (also old-``gym`` pickles). This unpickles the file:
+    use only statistics from a trusted source.
 
     :param path: the pickle
     :return: a function normalising raw observations as the model saw them

@@ -84,7 +84,8 @@ class FlowChainDistribution(Distribution):
 
     def mode(self) -> th.Tensor:
         """
-        :return: flattened noise-free chains (x_0 as set by the chain's ``deterministic_x0``)
+        :return: flattened deterministic chains, as defined by the chain's ``deterministic_mode`` (by default the
+            average of several noisy chains, whose last point is the mean action)
         """
         chain, obs = self._bound()
         return chain.sample(obs, deterministic=True).chains.flatten(start_dim=1)
@@ -93,7 +94,7 @@ class FlowChainDistribution(Distribution):
         """
         :param chain: the policy's chain
         :param obs: normalised observations
-        :param deterministic: noise-free chains
+        :param deterministic: deterministic chains (see ``FlowChain.deterministic_mode``)
         :return: flattened chains
         """
         return self.proba_distribution(chain, obs).get_actions(deterministic=deterministic)

@@ -28,8 +28,12 @@ from sb3_reinflow.common.networks import NoiseNet, VelocityNet
 
 TimeGrid = Literal["euler", "reinflow_linspace"]
 TIME_GRIDS: tuple[str, ...] = ("euler", "reinflow_linspace")
-DeterministicX0 = Literal["zero", "random"]
-DETERMINISTIC_X0: tuple[str, ...] = ("zero", "random")
+DeterministicMode = Literal["mean", "zero", "random"]
+DETERMINISTIC_MODES: tuple[str, ...] = ("mean", "zero", "random")
+# deprecated names (``deterministic_x0`` took "zero" or "random" before ``deterministic_mode`` existed)
+DeterministicX0 = DeterministicMode
+DETERMINISTIC_X0 = DETERMINISTIC_MODES
+N_MEAN_CHAINS = 16
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -90,12 +94,33 @@ def time_grid(n_flow_steps: int, kind: TimeGrid = "euler", device: th.device | s
     raise ValueError(f"time_grid={kind!r} is not one of {TIME_GRIDS}")
 
 
+def check_deterministic_mode(deterministic_mode: str, name: str = "deterministic_mode") -> None:
+    """
+    :param deterministic_mode: value to validate
+    :param name: the option's name, for the error message
+    """
+    if deterministic_mode not in DETERMINISTIC_MODES:
+        raise ValueError(
+            f"{name}={deterministic_mode!r} is not one of {DETERMINISTIC_MODES}: 'mean' (the expected action of the "
+            "noisy chain PPO trains), 'zero' (noise-free chain from x_0 = 0), 'random' (noise-free chain from random x_0)"
+        )
+
+
 def check_deterministic_x0(deterministic_x0: str) -> None:
     """
+    Deprecated: see :func:`check_deterministic_mode`.
+
     :param deterministic_x0: value to validate
     """
-    if deterministic_x0 not in DETERMINISTIC_X0:
-        raise ValueError(f"deterministic_x0={deterministic_x0!r} is not one of {DETERMINISTIC_X0}")
+    check_deterministic_mode(deterministic_x0, "deterministic_x0")
+
+
+def check_n_mean_chains(n_mean_chains: int) -> None:
+    """
+    :param n_mean_chains: value to validate
+    """
+    if not isinstance(n_mean_chains, int) or n_mean_chains < 1:
+        raise ValueError(f"n_mean_chains={n_mean_chains!r} must be an integer >= 1 (e.g. {N_MEAN_CHAINS})")
 
 
 def check_n_flow_steps(n_flow_steps: int) -> None:
@@ -104,6 +129,15 @@ def check_n_flow_steps(n_flow_steps: int) -> None:
     """
     if not isinstance(n_flow_steps, int) or n_flow_steps < 1:
         raise ValueError(f"n_flow_steps={n_flow_steps!r} must be an integer >= 1 (e.g. 4, 2 or 1)")
+
+
+def check_clip_value(name: str, value: float | None) -> None:
+    """
+    :param name: the option's name, for the message
+    :param value: a clamp or truncation value: None (off) or a number > 0
+    """
+    if value is not None and not value > 0:
+        raise ValueError(f"{name}={value!r} must be a number > 0 (e.g. 1.0 or 3.0), or None to switch it off")
 
 
 def gaussian_chain_log_prob(
@@ -177,8 +211,12 @@ class FlowChain(nn.Module):
     :param include_initial_noise: count ``log N(x_0; 0, I)`` in the log-probability and entropy
     :param normalize_log_prob: divide log-probability and entropy by (number of factors) * action_dim
     :param log_prob_bounds: clamp the log-probability to these bounds (None: no clamp)
-    :param deterministic_x0: x_0 of the noise-free (deterministic) chain: ``"zero"`` (reproducible actions) or
-        ``"random"`` (drawn from N(0, I), as the official ReinFlow evaluation does)
+    :param deterministic_mode: what deterministic actions are: ``"mean"`` (default), the expected final action of
+        the noisy chain that PPO trains, estimated from ``n_mean_chains`` chains with fixed noise (common random
+        numbers, so the same observation gives the same action); ``"zero"``, the noise-free chain from x_0 = 0;
+        ``"random"``, the noise-free chain from x_0 ~ N(0, I) (the official ReinFlow evaluation)
+    :param n_mean_chains: number of noisy chains averaged by ``deterministic_mode="mean"``
+    :param mean_seed: seed of the fixed noise of ``deterministic_mode="mean"``
     """
 
     def __init__(
@@ -192,13 +230,18 @@ class FlowChain(nn.Module):
         include_initial_noise: bool = True,
         normalize_log_prob: bool = True,
         log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0),
-        deterministic_x0: DeterministicX0 = "zero",
+        deterministic_mode: DeterministicMode = "mean",
+        n_mean_chains: int = N_MEAN_CHAINS,
+        mean_seed: int = 0,
     ) -> None:
         super().__init__()
         check_n_flow_steps(n_flow_steps)
         if time_grid_kind not in TIME_GRIDS:
             raise ValueError(f"time_grid={time_grid_kind!r} is not one of {TIME_GRIDS}")
-        check_deterministic_x0(deterministic_x0)
+        check_deterministic_mode(deterministic_mode)
+        check_n_mean_chains(n_mean_chains)
+        check_clip_value("denoised_clip_value", denoised_clip_value)
+        check_clip_value("noise_clip_value", noise_clip_value)
         if log_prob_bounds is not None and not log_prob_bounds[0] < log_prob_bounds[1]:
             raise ValueError(f"log_prob_bounds={log_prob_bounds} must be (low, high) with low < high, or None")
         self.velocity_net = velocity_net
@@ -210,7 +253,9 @@ class FlowChain(nn.Module):
         self.include_initial_noise = include_initial_noise
         self.normalize_log_prob = normalize_log_prob
         self.log_prob_bounds = log_prob_bounds
-        self.deterministic_x0 = deterministic_x0
+        self.deterministic_mode = deterministic_mode
+        self.n_mean_chains = n_mean_chains
+        self.mean_seed = mean_seed
         self.register_buffer("times", time_grid(n_flow_steps, time_grid_kind), persistent=False)
 
     @property
@@ -237,8 +282,7 @@ class FlowChain(nn.Module):
 
     def initial_noise(self, batch_size: int, deterministic: bool = False, generator: th.Generator | None = None) -> th.Tensor:
         """
-        x_0: standard normal, or zeros in deterministic mode when ``deterministic_x0="zero"`` (so that
-        deterministic actions are reproducible).
+        x_0: standard normal, or zeros in deterministic mode when ``deterministic_mode="zero"``.
 
         :param batch_size: number of chains
         :param deterministic: deterministic mode
@@ -246,7 +290,7 @@ class FlowChain(nn.Module):
         :return: shape (batch, action_dim)
         """
         device = self.times.device
-        if deterministic and self.deterministic_x0 == "zero":
+        if deterministic and self.deterministic_mode == "zero":
             return th.zeros(batch_size, self.action_dim, device=device)
         return th.randn(batch_size, self.action_dim, device=device, generator=generator)
 
@@ -256,22 +300,34 @@ class FlowChain(nn.Module):
         deterministic: bool = False,
         x0: th.Tensor | None = None,
         generator: th.Generator | None = None,
+        noise: th.Tensor | None = None,
     ) -> ChainSample:
         """
-        Run the chain. In deterministic mode no noise is injected, and x_0 follows ``deterministic_x0`` (unless
-        ``x0`` is given).
+        Run the chain. Deterministic mode follows ``deterministic_mode``: with ``"zero"`` or ``"random"`` (or when
+        ``x0`` is given) no noise is injected; with ``"mean"`` the chain is the average of ``n_mean_chains`` noisy
+        chains drawn with fixed noise, so its last point is their mean action.
 
         :param obs: shape (batch, obs_dim)
-        :param deterministic: take the transition means
+        :param deterministic: deterministic actions
         :param x0: optional initial noise, shape (batch, action_dim)
         :param generator: optional torch generator for the noise
+        :param noise: optional standard normal draws to use instead of fresh ones, shape (batch, K + 1, action_dim):
+            ``noise[:, 0]`` is x_0 and ``noise[:, k + 1]`` scales the std of transition k (before truncation)
         :return: the chains and their log-probability
         """
-        x = self.initial_noise(obs.shape[0], deterministic, generator) if x0 is None else x0
-        chain, means, stds = [x], [], []
+        if deterministic and x0 is None and self.deterministic_mode == "mean":
+            chains = self._mean_chains(obs)
+            return ChainSample(chains, self.evaluate(obs, chains).log_prob)
+        if x0 is None:
+            x0 = noise[:, 0] if noise is not None else self.initial_noise(obs.shape[0], deterministic, generator)
+        x, chain, means, stds = x0, [x0], [], []
         for k in range(self.n_flow_steps):
             mean, std = self.transition(x, self.times[k].expand(obs.shape[0]), obs)
-            x = mean if deterministic else self._add_noise(mean, std, generator)
+            if deterministic:
+                x = mean
+            else:
+                eps = noise[:, k + 1] if noise is not None else th.randn(mean.shape, device=mean.device, generator=generator)
+                x = self._add_noise(mean, std, eps)
             if k == self.n_flow_steps - 1:
                 x = x.clamp(-1.0, 1.0)
             chain.append(x)
@@ -281,8 +337,35 @@ class FlowChain(nn.Module):
         log_prob = self._log_prob(chains, th.stack(means, dim=1), th.stack(stds, dim=1))
         return ChainSample(chains, log_prob)
 
-    def _add_noise(self, mean: th.Tensor, std: th.Tensor, generator: th.Generator | None) -> th.Tensor:
-        noise = std * th.randn(mean.shape, device=mean.device, generator=generator)
+    def act(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
+        """
+        Final actions only (what ``predict`` needs), without the log-probability of ``deterministic_mode="mean"``.
+
+        :param obs: shape (batch, obs_dim)
+        :param deterministic: deterministic actions, as defined by ``deterministic_mode``
+        :return: x_K, shape (batch, action_dim)
+        """
+        if deterministic and self.deterministic_mode == "mean":
+            return self._mean_chains(obs)[:, -1]
+        return self.sample(obs, deterministic=deterministic).chains[:, -1]
+
+    def _mean_chains(self, obs: th.Tensor) -> th.Tensor:
+        """
+        The average of ``n_mean_chains`` noisy chains per observation, all run in one batch. Their noise is drawn once
+        per call from a generator seeded with ``mean_seed`` and shared by all observations (common random numbers), so
+        an observation's action depends neither on the call nor on the other observations in the batch.
+
+        :param obs: shape (batch, obs_dim)
+        :return: the averaged chains, shape (batch, K + 1, action_dim); the last point is the mean action
+        """
+        n_chains, batch = self.n_mean_chains, obs.shape[0]
+        generator = th.Generator(device=obs.device).manual_seed(self.mean_seed)
+        shared = th.randn(n_chains, self.n_flow_steps + 1, self.action_dim, device=obs.device, generator=generator)
+        chains = self.sample(obs.repeat_interleave(n_chains, dim=0), noise=shared.repeat(batch, 1, 1)).chains
+        return chains.reshape(batch, n_chains, *chains.shape[1:]).mean(dim=1)
+
+    def _add_noise(self, mean: th.Tensor, std: th.Tensor, eps: th.Tensor) -> th.Tensor:
+        noise = std * eps
         if self.noise_clip_value is not None:
             bound = self.noise_clip_value * std
             noise = th.maximum(th.minimum(noise, bound), -bound)

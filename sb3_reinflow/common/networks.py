@@ -297,10 +297,10 @@ def std_bounds_to_logvar(min_std: float, max_std: float) -> tuple[float, float]:
     :param max_std: upper bound of the noise std
     :return: the matching log-variance bounds
     """
-    if not 0.0 < min_std < max_std:
+    if not (math.isfinite(min_std) and math.isfinite(max_std) and 0.0 < min_std < max_std):
         raise ValueError(
-            f"min_noise_std ({min_std}) must be > 0 and < max_noise_std ({max_std}); "
-            "pass e.g. min_noise_std=0.1, max_noise_std=0.24"
+            f"min_noise_std ({min_std}) and max_noise_std ({max_std}) must be finite with 0 < min_noise_std < "
+            "max_noise_std; pass e.g. min_noise_std=0.1, max_noise_std=0.24"
         )
     return 2.0 * math.log(min_std), 2.0 * math.log(max_std)
 

@@ -1,7 +1,12 @@
-"""Pretrained flow policies shipped with the package (ReinFlowPPO zips)."""
+"""
+Pretrained flow policies shipped with the package, as policy files (``<env id>_<flow model>.safetensors``:
+safetensors weights + plain-JSON config, see :mod:`sb3_reinflow.common.policy_files`; loading them runs no code).
+"""
 
 from importlib import resources
 from pathlib import Path
+
+from sb3_reinflow.common.policy_files import POLICY_FILE_SUFFIX
 
 
 def available_pretrained() -> list[str]:
@@ -9,19 +14,21 @@ def available_pretrained() -> list[str]:
     :return: names of the shipped checkpoints, ``"<env id>_<flow model>"``
     """
     files = resources.files(__name__)
-    return sorted(entry.name[: -len(".zip")] for entry in files.iterdir() if entry.name.endswith(".zip"))
+    return sorted(
+        entry.name[: -len(POLICY_FILE_SUFFIX)] for entry in files.iterdir() if entry.name.endswith(POLICY_FILE_SUFFIX)
+    )
 
 
 def pretrained_path(env_id: str, flow_model: str = "reflow") -> Path:
     """
-    Path of a shipped pretrained policy, for ``ReinFlowPPO.load`` or rl_zoo3's ``-i``.
+    Path of a shipped pretrained policy, for ``ReinFlowPPO(..., pretrained_policy=path)`` or ``ReinFlowPolicy.load``.
 
     :param env_id: e.g. ``"Hopper-v4"``
     :param flow_model: ``"reflow"`` or ``"shortcut"``
-    :return: the zip's path
+    :return: the policy file's path
     """
     name = f"{env_id}_{flow_model}"
-    path = Path(str(resources.files(__name__).joinpath(f"{name}.zip")))
+    path = Path(str(resources.files(__name__).joinpath(f"{name}{POLICY_FILE_SUFFIX}")))
     if not path.is_file():
         raise FileNotFoundError(
             f"No shipped pretrained policy {name!r}; available: {available_pretrained()}. "

@@ -2,7 +2,8 @@
 
 import inspect
 import io
-import zipfile
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -11,8 +12,7 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim, preprocess_obs
-from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim, is_image_space, preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN, create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from stable_baselines3.common.utils import get_device
@@ -20,8 +20,15 @@ from torch import nn
 
 from sb3_reinflow.common.buffers import ChainRolloutBuffer
 from sb3_reinflow.common.distributions import FlowChainDistribution
-from sb3_reinflow.common.flow import DeterministicX0, TimeGrid, check_deterministic_x0
+from sb3_reinflow.common.flow import (
+    N_MEAN_CHAINS,
+    DeterministicMode,
+    TimeGrid,
+    check_deterministic_mode,
+    check_n_mean_chains,
+)
 from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
+from sb3_reinflow.common.policy_files import read_pretrained, save_policy_file
 
 FlowModel = Literal["reflow", "shortcut"]
 FLOW_MODELS: tuple[str, ...] = ("reflow", "shortcut")
@@ -122,8 +129,11 @@ class ReinFlowPolicy(ActorCriticPolicy):
     with learned, bounded Gaussian noise, so the log-probability of the whole chain is exact.
     ``forward`` returns the flattened chain as the "action" (stored by :class:`ChainRolloutBuffer`), and
     ``unscale_action`` turns it into the env action (its last point, mapped from [-1, 1] to the action bounds).
-    ``predict`` returns env actions: deterministic mode runs the chain with no injected noise, from x_0 = 0 by
-    default (``deterministic_x0="random"`` draws x_0 from N(0, I), the official ReinFlow evaluation).
+    ``predict`` returns env actions. Deterministic actions are, by default, the expected action of the noisy chain that
+    PPO trains (``deterministic_mode="mean"``: the mean of ``n_mean_chains`` chains drawn with fixed noise, so the
+    same observation gives the same action); ``"zero"`` and ``"random"`` run the chain with no injected noise from
+    x_0 = 0 or from x_0 ~ N(0, I) (the official ReinFlow evaluation). See docs/finetuning.md for why the default is
+    the mean.
 
     Action chunks: an action space of shape (horizon, action_dim) (see ``ActionChunkWrapper``) makes the
     policy predict a chunk of ``horizon`` actions per step.
@@ -155,9 +165,14 @@ class ReinFlowPolicy(ActorCriticPolicy):
     :param include_initial_noise: count log N(x_0; 0, I) in the log-probability
     :param normalize_log_prob: divide the chain log-probability by (number of factors) * chunk size
     :param log_prob_bounds: clamp of the (normalised) log-probability (None: no clamp)
-    :param deterministic_x0: x_0 of the deterministic (noise-free) chain: ``"zero"`` (same action for the same
-        observation) or ``"random"`` (x_0 ~ N(0, I): the official ReinFlow evaluation, which reproduces the spread
-        of the demonstrations a pretrained policy was cloned from)
+    :param deterministic_mode: what ``deterministic=True`` means: ``"mean"`` (default; the expected action of the
+        noisy chain, from ``n_mean_chains`` chains with fixed noise), ``"zero"`` (noise-free chain from x_0 = 0) or
+        ``"random"`` (noise-free chain from x_0 ~ N(0, I): the official ReinFlow evaluation, which reproduces the
+        spread of the demonstrations a pretrained policy was cloned from)
+    :param n_mean_chains: number of noisy chains averaged by ``deterministic_mode="mean"``
+    :param deterministic_x0: deprecated alias of ``deterministic_mode`` (older models saved it)
+    :param check_finite_obs: raise an error when an observation holds NaN or inf (at ``predict`` and in rollouts);
+        False skips the check, for speed
     :param net_arch: SB3's ``dict(pi=[...], vf=[...])``: ``pi`` sizes the velocity net as a plain MLP (instead of the
         residual ``velocity_net_arch``), ``vf`` the critic; a list sizes both (``velocity_net_arch``, when given,
         takes precedence for the velocity net); a missing key keeps the default (see :func:`resolve_net_arch`).
@@ -177,6 +192,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
     :param use_expln: must be None (gSDE option)
     :param squash_output: must be True: outputs are always in [-1, 1] and mapped to the action bounds
     """
+
+    #: id of the env the policy is trained on (set by ReinFlowPPO and ``load``); ``save`` records it
+    env_id: str | None = None
 
     def __init__(
         self,
@@ -200,7 +218,10 @@ class ReinFlowPolicy(ActorCriticPolicy):
         include_initial_noise: bool = True,
         normalize_log_prob: bool = True,
         log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0),
-        deterministic_x0: DeterministicX0 = "zero",
+        deterministic_mode: DeterministicMode = "mean",
+        n_mean_chains: int = N_MEAN_CHAINS,
+        deterministic_x0: DeterministicMode | None = None,
+        check_finite_obs: bool = True,
         net_arch: NetArch | None = None,
         activation_fn: type[nn.Module] = nn.Mish,
         use_sde: bool = False,
@@ -218,7 +239,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
     ) -> None:
         if use_sde:
             raise ValueError("use_sde=True is not supported by ReinFlowPolicy: set use_sde=False (the noise net explores)")
-        _check_spaces(observation_space, action_space)
+        _check_spaces(observation_space, action_space, features_extractor_class)
         check_gaussian_options(ortho_init, log_std_init, full_std, use_expln, squash_output)
         if flow_model not in FLOW_MODELS:
             raise ValueError(f"flow_model={flow_model!r} is not one of {FLOW_MODELS}")
@@ -242,7 +263,14 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self.include_initial_noise = include_initial_noise
         self.normalize_log_prob = normalize_log_prob
         self.log_prob_bounds = None if log_prob_bounds is None else tuple(log_prob_bounds)
-        self._deterministic_x0 = deterministic_x0
+        if deterministic_x0 is not None:  # older models saved the deterministic chain's x_0 under this name
+            check_deterministic_mode(deterministic_x0, "deterministic_x0")
+            deterministic_mode = deterministic_x0
+        check_deterministic_mode(deterministic_mode)
+        check_n_mean_chains(n_mean_chains)
+        # only read by _build: afterwards the chain (self.actor) holds these settings
+        self._initial_deterministic = (deterministic_mode, n_mean_chains)
+        self.check_finite_obs = check_finite_obs
         self.horizon = action_space.shape[0] if len(action_space.shape) == 2 else 1
         self.flat_action_dim = get_action_dim(action_space)
         super().__init__(
@@ -265,17 +293,28 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self._check_rollout_buffer()
 
     @property
-    def deterministic_x0(self) -> DeterministicX0:
+    def deterministic_mode(self) -> DeterministicMode:
         """
-        x_0 of deterministic chains, ``"zero"`` or ``"random"``. Settable, e.g. to evaluate a loaded model the way
-        ReinFlow does (``model.policy.deterministic_x0 = "random"``); saved with the model.
+        What deterministic actions are: ``"mean"``, ``"zero"`` or ``"random"`` (see the class docstring). Settable,
+        e.g. to evaluate a loaded model the way ReinFlow does (``model.policy.deterministic_mode = "random"``); saved
+        with the model.
         """
-        return self.actor.deterministic_x0  # type: ignore[return-value]
+        return self.actor.deterministic_mode  # type: ignore[return-value]
+
+    @deterministic_mode.setter
+    def deterministic_mode(self, value: DeterministicMode) -> None:
+        check_deterministic_mode(value)
+        self.actor.deterministic_mode = value
+
+    @property
+    def deterministic_x0(self) -> DeterministicMode:
+        """Deprecated alias of :attr:`deterministic_mode`."""
+        return self.deterministic_mode
 
     @deterministic_x0.setter
-    def deterministic_x0(self, value: DeterministicX0) -> None:
-        check_deterministic_x0(value)
-        self.actor.deterministic_x0 = value
+    def deterministic_x0(self, value: DeterministicMode) -> None:
+        check_deterministic_mode(value, "deterministic_x0")
+        self.actor.deterministic_mode = value
 
     @property
     def chain_length(self) -> int:
@@ -303,7 +342,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
             include_initial_noise=self.include_initial_noise,
             normalize_log_prob=self.normalize_log_prob,
             log_prob_bounds=self.log_prob_bounds,
-            deterministic_x0=self.deterministic_x0,
+            deterministic_mode=self.deterministic_mode,
+            n_mean_chains=self.actor.n_mean_chains,
+            check_finite_obs=self.check_finite_obs,
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
             features_extractor_class=self.features_extractor_class,
@@ -366,7 +407,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
             include_initial_noise=self.include_initial_noise,
             normalize_log_prob=self.normalize_log_prob,
             log_prob_bounds=self.log_prob_bounds,  # type: ignore[arg-type]
-            deterministic_x0=self._deterministic_x0,
+            deterministic_mode=self._initial_deterministic[0],
+            n_mean_chains=self._initial_deterministic[1],
         )
         self.value_net = nn.Sequential(*create_mlp(self.features_dim, 1, arch.critic, self.activation_fn))
         self._build_normalization(get_flattened_obs_dim(self.observation_space))
@@ -439,12 +481,16 @@ class ReinFlowPolicy(ActorCriticPolicy):
         if obs_min is not None and obs_max is not None:
             low = self._check_stat("obs_min", obs_min, self.obs_offset.numel())
             high = self._check_stat("obs_max", obs_max, self.obs_offset.numel())
+            _check_ordered("obs", low, high)
             span = high - low + _NORMALIZATION_EPS
             self.obs_offset.copy_(th.as_tensor(low + span / 2))
             self.obs_scale.copy_(th.as_tensor(2.0 / span))
         if action_min is not None and action_max is not None:
-            self.action_low.copy_(th.as_tensor(self._check_action_stat("action_min", action_min)))
-            self.action_high.copy_(th.as_tensor(self._check_action_stat("action_max", action_max)))
+            action_low = self._check_action_stat("action_min", action_min)
+            action_high = self._check_action_stat("action_max", action_max)
+            _check_ordered("action", action_low, action_high)
+            self.action_low.copy_(th.as_tensor(action_low))
+            self.action_high.copy_(th.as_tensor(action_high))
 
     @staticmethod
     def _check_stat(name: str, value: np.ndarray, size: int) -> np.ndarray:
@@ -472,9 +518,12 @@ class ReinFlowPolicy(ActorCriticPolicy):
         assert isinstance(obs, th.Tensor)
         preprocessed = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
         assert isinstance(preprocessed, th.Tensor)
-        flat = (preprocessed.flatten(start_dim=1) - self.obs_offset) * self.obs_scale
+        flat = preprocessed.flatten(start_dim=1)
+        if self.check_finite_obs:
+            check_finite_obs(flat)
+        normalized = (flat - self.obs_offset) * self.obs_scale
         extractor = self.pi_features_extractor if features_extractor is None else features_extractor
-        return extractor(flat.reshape(preprocessed.shape))
+        return extractor(normalized.reshape(preprocessed.shape))
 
     def _actor_critic_features(self, obs: PyTorchObs) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -491,7 +540,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         Sample a chain and evaluate the critic.
 
         :param obs: observation batch
-        :param deterministic: run the chain without injected noise (x_0 as set by ``deterministic_x0``)
+        :param deterministic: deterministic chains, as set by ``deterministic_mode``
         :return: flattened chains (batch, (K + 1) * chunk size), values (batch, 1), log-probabilities (batch,)
         """
         actor_features, critic_features = self._actor_critic_features(obs)
@@ -539,10 +588,10 @@ class ReinFlowPolicy(ActorCriticPolicy):
     def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
         """
         :param observation: observation batch
-        :param deterministic: chain without injected noise (x_0 as set by ``deterministic_x0``)
+        :param deterministic: deterministic actions, as set by ``deterministic_mode``
         :return: final actions in [-1, 1], shape (batch, chunk size)
         """
-        return self.actor.sample(self.normalize_obs(observation), deterministic=deterministic).chains[:, -1]
+        return self.actor.act(self.normalize_obs(observation), deterministic=deterministic)
 
     def unscale_action(self, scaled_action: np.ndarray) -> np.ndarray:
         """
@@ -573,23 +622,44 @@ class ReinFlowPolicy(ActorCriticPolicy):
         flat = np.asarray(action).reshape(-1, self.flat_action_dim)
         return (2.0 * (flat - low) / (high - low) - 1.0).reshape(np.shape(action))
 
+    def save(self, path: str | Path, env_id: str | None = None) -> None:  # type: ignore[override]
+        """
+        Save the policy as a pretrained-policy file (safetensors weights + plain-JSON config; see
+        :mod:`sb3_reinflow.common.policy_files`), atomically and to ``path`` exactly as given.
+
+        :param path: destination, conventionally ``*.safetensors``
+        :param env_id: id of the env it was trained on (default: :attr:`env_id`), checked when it is loaded
+        """
+        save_policy_file(
+            path,
+            self.state_dict(),
+            self.observation_space,
+            self.action_space,
+            self._get_constructor_parameters(),
+            env_id=env_id if env_id is not None else self.env_id,
+        )
+
     @classmethod
     def load(cls, path: str | Path | io.BufferedIOBase, device: th.device | str = "auto") -> "ReinFlowPolicy":
         """
-        Load a policy saved by ``ReinFlowPolicy.save``, or the policy inside a ``ReinFlowPPO`` zip (for example a
-        pretrained checkpoint).
+        Load a policy file written by ``ReinFlowPolicy.save`` (or ``scripts/pretrain.py``) without unpickling
+        anything. The policy inside an SB3 ``ReinFlowPPO`` zip (the old pretrained format) still loads, with a
+        ``DeprecationWarning``, through a restricted unpickler.
 
         :param path: file path or buffer
         :param device: torch device
-        :return: the policy
+        :return: the policy, with ``env_id`` set to the env it was trained on (when recorded)
         """
-        if isinstance(path, io.BufferedIOBase) or not _is_sb3_model_zip(path):
-            return super().load(path, device)
-        data, params = read_model_zip(path, device)
-        saved_class = data.get("policy_class")
-        policy_class = saved_class if isinstance(saved_class, type) and issubclass(saved_class, cls) else cls
-        policy = policy_class(data["observation_space"], data["action_space"], lambda _: 0.0, **data.get("policy_kwargs", {}))
-        policy.load_state_dict(params["policy"])
+        if isinstance(path, io.BufferedIOBase):
+            with tempfile.TemporaryDirectory() as folder:
+                copy = Path(folder) / "policy"
+                copy.write_bytes(path.read())
+                return cls.load(copy, device)
+        checkpoint = read_pretrained(path, device="cpu")
+        policy_kwargs = known_policy_kwargs(cls, checkpoint.policy_kwargs, str(path))
+        policy = cls(checkpoint.observation_space, checkpoint.action_space, lambda _: 0.0, **policy_kwargs)
+        policy.load_state_dict(checkpoint.state_dict)
+        policy.env_id = checkpoint.env_id
         return policy.to(get_device(device))
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
@@ -608,36 +678,108 @@ class ReinFlowPolicy(ActorCriticPolicy):
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
 
-def read_model_zip(path: str | Path, device: th.device | str = "cpu") -> tuple[dict[str, Any], dict[str, Any]]:
+def known_policy_kwargs(policy_class: type[BasePolicy], policy_kwargs: dict[str, Any], source: str) -> dict[str, Any]:
     """
-    Read the data and parameters of an SB3 model zip for inference: pickled schedules (possibly rl_zoo3's, or from
-    old SB3 versions) are replaced, so loading needs neither rl_zoo3 nor the training-time objects.
+    Drop, with a warning, the arguments a checkpoint records that this version's policy does not take (a file
+    written by another sb3_reinflow version).
 
-    :param path: the model zip
-    :param device: where to load the parameters
-    :return: the model's data dict (``policy_kwargs``, spaces...) and its parameters (``policy`` state dict...)
+    :param policy_class: the policy class
+    :param policy_kwargs: the checkpoint's policy arguments
+    :param source: the checkpoint's name, for the message
+    :return: the arguments the policy takes
     """
-    schedules = {"learning_rate": 0.0, "lr_schedule": lambda _: 0.0, "clip_range": lambda _: 0.0}
-    data, params, _ = load_from_zip_file(path, device=device, custom_objects=schedules)
-    if data is None or params is None or "policy" not in params:
-        raise ValueError(f"{path} is not an SB3 model zip with a policy")
-    return data, params
+    known = _init_parameter_names(policy_class)
+    unknown = sorted(set(policy_kwargs) - known)
+    if unknown:
+        warnings.warn(
+            f"{source} records policy arguments this sb3_reinflow version does not have, ignored: "
+            + ", ".join(f"{key}={policy_kwargs[key]!r}" for key in unknown),
+            stacklevel=3,
+        )
+    return {key: value for key, value in policy_kwargs.items() if key in known}
 
 
-def _is_sb3_model_zip(path: str | Path) -> bool:
-    """SB3 model zips hold a top-level ``data`` entry; ``th.save`` files (what ``save`` writes) are zips too."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return "data" in archive.namelist()
+def _init_parameter_names(policy_class: type[BasePolicy]) -> set[str]:
+    """
+    :param policy_class: a policy class
+    :return: the names its constructor takes, following ``**kwargs`` up the class hierarchy (``CnnPolicy`` passes
+        its keyword arguments on to ``ReinFlowPolicy``)
+    """
+    names: set[str] = set()
+    for cls in policy_class.__mro__:
+        if "__init__" not in vars(cls):
+            continue
+        parameters = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+        names |= {name for name, parameter in parameters.items() if parameter.kind != parameter.VAR_KEYWORD}
+        if not any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters.values()):
+            break
+    return names
 
 
-def _check_spaces(observation_space: spaces.Space, action_space: spaces.Space) -> None:
+def check_observation_space(
+    observation_space: spaces.Space, features_extractor_class: type[BaseFeaturesExtractor] | None = None
+) -> None:
+    """
+    Raise an error saying what is supported when ReinFlowPolicy cannot use ``observation_space``: it needs a Box
+    (Dict observations must be flattened), and image observations need a features extractor that reads images
+    (``"CnnPolicy"``, i.e. ``NatureCNN``, or a custom one), not the ``FlattenExtractor`` of ``"MlpPolicy"``.
+
+    :param observation_space: the env's observation space
+    :param features_extractor_class: the policy's features extractor (None: not known yet, images are not checked)
+    """
+    if isinstance(observation_space, spaces.Dict):
+        raise NotImplementedError(
+            f"ReinFlowPolicy supports Box observation spaces only, got a Dict space {observation_space}; flatten it with "
+            "gymnasium.wrappers.FlattenObservation (rl_zoo3: env_wrapper: [gymnasium.wrappers.FlattenObservation])"
+        )
     if not isinstance(observation_space, spaces.Box):
         raise NotImplementedError(
-            f"ReinFlowPolicy supports Box observation spaces only, got {observation_space}; flatten Dict observations "
-            "with gymnasium.wrappers.FlattenObservation"
+            f"ReinFlowPolicy supports Box observation spaces only, got {observation_space}; wrap the env so that it "
+            "returns a flat float vector (e.g. gymnasium.wrappers.FlattenObservation)"
         )
+    if features_extractor_class is None or not issubclass(features_extractor_class, FlattenExtractor):
+        return
+    is_uint8_grid = np.dtype(observation_space.dtype) == np.uint8 and len(observation_space.shape) >= 2
+    if is_image_space(observation_space, check_channels=False) or is_uint8_grid:
+        raise NotImplementedError(
+            f'ReinFlowPolicy with FlattenExtractor ("MlpPolicy") does not support image observations (got '
+            f"{observation_space}, dtype {observation_space.dtype}): its networks are MLPs on flat float features. Use "
+            '"CnnPolicy" (a trained NatureCNN features extractor), or pass an image features extractor with '
+            "policy_kwargs=dict(features_extractor_class=...)"
+        )
+
+
+def check_finite_obs(features: th.Tensor) -> None:
+    """
+    Raise ``ValueError`` naming the first bad entry when an observation batch holds NaN or inf.
+
+    :param features: flat observations, shape (batch, obs_dim)
+    """
+    finite = th.isfinite(features)
+    if bool(finite.all()):
+        return
+    row, column = (int(index) for index in th.nonzero(~finite)[0])
+    raise ValueError(
+        f"Observation {row} holds a non-finite value ({features[row, column].item()} at index {column}). Fix the env "
+        "(VecCheckNan(env, raise_exception=True) finds the step that produces it), or skip this check with "
+        "policy_kwargs=dict(check_finite_obs=False)"
+    )
+
+
+def _check_ordered(name: str, low: np.ndarray, high: np.ndarray) -> None:
+    inverted = np.flatnonzero(low > high)
+    if inverted.size:
+        index = int(inverted[0])
+        raise ValueError(
+            f"{name}_min[{index}]={low[index]} > {name}_max[{index}]={high[index]}: normalisation bounds are inverted; "
+            f"pass {name}_min first and {name}_max second (per dimension min <= max)"
+        )
+
+
+def _check_spaces(
+    observation_space: spaces.Space, action_space: spaces.Space, features_extractor_class: type[BaseFeaturesExtractor]
+) -> None:
+    check_observation_space(observation_space, features_extractor_class)
     if not isinstance(action_space, spaces.Box) or len(action_space.shape) not in (1, 2):
         raise NotImplementedError(
             f"ReinFlowPolicy supports Box action spaces of shape (action_dim,) or (horizon, action_dim) only, "

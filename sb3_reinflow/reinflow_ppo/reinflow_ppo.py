@@ -1,6 +1,7 @@
 """ReinFlowPPO: stock SB3 PPO wired for flow policies (chain buffer, two learning rates, warm-up, BC term)."""
 
 import copy
+import io
 import math
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
@@ -10,19 +11,31 @@ import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.policies import BasePolicy
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
 from stable_baselines3.common.utils import FloatSchedule
+from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
 
 from sb3_reinflow.common.buffers import ChainRolloutBuffer
-from sb3_reinflow.reinflow_ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy, ReinFlowPolicy, read_model_zip
+from sb3_reinflow.common.policy_files import PolicyCheckpoint, check_env_match, env_id_of, read_pretrained
+from sb3_reinflow.common.save_util import atomic_write, sb3_save_path
+from sb3_reinflow.reinflow_ppo.policies import (
+    CnnPolicy,
+    MlpPolicy,
+    MultiInputPolicy,
+    ReinFlowPolicy,
+    check_observation_space,
+    known_policy_kwargs,
+)
 
 SelfReinFlowPPO = TypeVar("SelfReinFlowPPO", bound="ReinFlowPPO")
 NoiseStdSchedule = Literal["constant", "learn_decay"]
 NOISE_STD_SCHEDULES: tuple[str, ...] = ("constant", "learn_decay")
 _STATS_SAMPLES = 2048
+_GAP_SAMPLES = 256
 
 
 def learn_decay_max_std(
@@ -54,9 +67,11 @@ class ReinFlowPPO(PPO):
     ``PPO.train()`` and ``collect_rollouts()`` are SB3's own: the policy returns whole denoising chains as
     actions, a :class:`ChainRolloutBuffer` stores them, and ``evaluate_actions`` recomputes their exact
     log-probability. This class adds the paper's options: separate actor and critic learning rates, critic
-    warm-up iterations, the ``learn_decay`` noise schedule and a W2 behaviour-cloning regulariser. It logs
-    ``train/noise_std``, ``train/chain_entropy``, ``train/actor_learning_rate``, ``train/critic_learning_rate``
-    and (when used) ``train/bc_loss``. Defaults for the ReinFlow-specific settings follow the paper's Hopper config.
+    warm-up iterations, the ``learn_decay`` noise schedule and a W2 behaviour-cloning regulariser. Next to SB3's
+    keys (``train/learning_rate`` is the actor's) it logs ``train/critic_learning_rate``, ``train/noise_std``,
+    ``train/noise_std_max_bound``, ``train/chain_entropy``, ``train/bc_loss`` (when used) and
+    ``time/total_env_steps``; docs/logging.md describes every key. Defaults for the ReinFlow-specific settings
+    follow the paper's Hopper config.
 
     :param policy: the policy model to use (``"MlpPolicy"`` or a ReinFlowPolicy subclass)
     :param env: the environment to learn from
@@ -89,10 +104,14 @@ class ReinFlowPPO(PPO):
     :param bc_coef: weight of the W2 regulariser ``MSE(a_ref(x_0=0), a(x_0=0))`` toward the policy frozen at the
         start of ``learn`` (0 disables it). The frozen reference (actor and its features extractor) is saved with the
         model, so ``load`` + ``learn(reset_num_timesteps=False)`` keeps it; ``reset_num_timesteps=True`` takes a new one
-    :param pretrained_policy: start from this pretrained policy: a ReinFlowPPO zip path, or the name of a checkpoint
+    :param pretrained_policy: start from this pretrained policy: a policy file (``.safetensors``, written by
+        ``scripts/pretrain.py`` or ``ReinFlowPolicy.save``; read without unpickling), or the name of a checkpoint
         shipped with the package (``sb3_reinflow.pretrained.available_pretrained()``, e.g. ``"Hopper-v4_reflow"``).
-        Its policy_kwargs are the defaults (``policy_kwargs`` overrides them, e.g. ``n_flow_steps``) and its weights
-        and normalisation are loaded at creation. A saved model does not need the file again.
+        ReinFlowPPO zips still work but are deprecated. Its policy_kwargs are the defaults (``policy_kwargs``
+        overrides them, e.g. ``n_flow_steps``) and its weights and normalisation are loaded at creation. A saved
+        model does not need the file again.
+    :param allow_env_mismatch: load a pretrained policy (or, in ``load``, a model) recorded on another env id or
+        with other spaces than ``env``, with a warning instead of an error
     :param _init_setup_model: build the networks at creation
     """
 
@@ -137,6 +156,7 @@ class ReinFlowPPO(PPO):
         noise_std_schedule: NoiseStdSchedule = "constant",
         bc_coef: float = 0.0,
         pretrained_policy: str | None = None,
+        allow_env_mismatch: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
         if noise_std_schedule not in NOISE_STD_SCHEDULES:
@@ -152,14 +172,19 @@ class ReinFlowPPO(PPO):
         self.noise_std_schedule = noise_std_schedule
         self.bc_coef = bc_coef
         self._n_iterations = 0
+        self._num_env_steps = 0
         self._bc_reference: nn.ModuleDict | None = None
         self._has_bc_reference = False
         self._bc_losses: list[float] = []
         self.pretrained_policy = pretrained_policy
-        pretrained_params = None
+        self.allow_env_mismatch = allow_env_mismatch
+        self.env_id: str | None = None
+        checkpoint = None
         if pretrained_policy is not None and _init_setup_model:
-            pretrained_data, pretrained_params = read_model_zip(resolve_pretrained(pretrained_policy))
-            policy_kwargs = {**pretrained_data.get("policy_kwargs", {}), **(policy_kwargs or {})}
+            checkpoint = read_pretrained(resolve_pretrained(pretrained_policy))
+            policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+            recorded = known_policy_kwargs(policy_class, checkpoint.policy_kwargs, pretrained_policy)  # type: ignore[arg-type]
+            policy_kwargs = {**recorded, **(policy_kwargs or {})}
         super().__init__(
             policy,
             env,
@@ -188,10 +213,33 @@ class ReinFlowPPO(PPO):
             device=device,
             _init_setup_model=_init_setup_model,
         )
-        if pretrained_params is not None:
-            self.policy.load_state_dict(pretrained_params["policy"])
-            # the noise bounds are buffers: keep those of the (possibly overridden) policy_kwargs, not the checkpoint's
-            self.policy.actor.noise_net.set_std_bounds(self.policy.min_noise_std, self.policy.max_noise_std)
+        if checkpoint is not None:
+            self._load_pretrained(checkpoint, str(pretrained_policy))
+
+    @staticmethod
+    def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
+        """SB3's wrapping, then an error saying what is supported for unusable observation spaces."""
+        check_observation_space(env.observation_space)
+        return BaseAlgorithm._wrap_env(env, verbose, monitor_wrapper)
+
+    def _load_pretrained(self, checkpoint: PolicyCheckpoint, source: str) -> None:
+        """Check the checkpoint against the env, then load its weights and normalisation into the policy."""
+        recorded = (checkpoint.env_id, checkpoint.observation_space, checkpoint.action_space)
+        check_env_match(recorded, (self.env_id, self.observation_space, self.action_space), source, self.allow_env_mismatch)
+        self.policy.load_state_dict(checkpoint.state_dict)
+        # the noise bounds are buffers: keep those of the (possibly overridden) policy_kwargs, not the checkpoint's
+        self.policy.actor.noise_net.set_std_bounds(self.policy.min_noise_std, self.policy.max_noise_std)
+
+    def _check_env_id(self) -> None:
+        """Record the env's id; a model loaded from a zip recorded on another env raises (see ``allow_env_mismatch``)."""
+        target = env_id_of(self.env) if self.env is not None else None
+        recorded = getattr(self, "env_id", None)
+        if recorded is not None and target is not None:
+            target_env = (target, self.observation_space, self.action_space)
+            check_env_match((recorded, None, None), target_env, "being loaded", self.allow_env_mismatch)
+        self.env_id = target or recorded
+        if getattr(self, "policy", None) is not None:
+            self.policy.env_id = self.env_id
 
     def _setup_model(self) -> None:
         if self.rollout_buffer_class is None:
@@ -207,6 +255,12 @@ class ReinFlowPPO(PPO):
         self.policy.optimizer.register_step_pre_hook(self._bc_pre_step_hook)
         if self._has_bc_reference:  # loading a model saved with a BC reference: set_parameters fills it in
             self._bc_reference = self._make_bc_reference()
+        self._check_env_id()
+
+    def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
+        """SB3's ``set_env``, plus the env-id check of :meth:`_check_env_id`."""
+        super().set_env(env, force_reset)
+        self._check_env_id()
 
     def _rebuild_rollout_buffer(self) -> None:
         """Size the chain buffer from the policy's chain length (the policy is built after the buffer)."""
@@ -223,7 +277,7 @@ class ReinFlowPPO(PPO):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_bc_reference", "_bc_losses"]
+        return [*super()._excluded_save_params(), "_bc_reference", "_bc_losses", "allow_env_mismatch"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()
@@ -268,7 +322,6 @@ class ReinFlowPPO(PPO):
             for group in optimizer.param_groups:
                 group["lr"] = critic_lr if group.get("name") == "critic" else actor_lr
         self.logger.record("train/learning_rate", actor_lr)
-        self.logger.record("train/actor_learning_rate", actor_lr)
         self.logger.record("train/critic_learning_rate", critic_lr)
 
     def train(self) -> None:
@@ -280,10 +333,37 @@ class ReinFlowPPO(PPO):
         if self.bc_coef > 0 and self._bc_reference is None:
             self._bc_reference = self._make_bc_reference()
         self._bc_losses = []
+        self._announce_critic_warmup()
         super().train()
         self._n_iterations += 1
         self._record_chain_stats()
         self._apply_noise_std_schedule()
+
+    def _announce_critic_warmup(self) -> None:
+        """With ``verbose >= 1``, say when the critic warm-up (actor learning rate 0) starts and when it ends."""
+        n_warmup = self.critic_warmup_iterations
+        if self.verbose < 1 or n_warmup == 0:
+            return
+        if self._n_iterations == 0:
+            print(
+                f"Critic warm-up: the actor is frozen (train/learning_rate = 0) for the first {n_warmup} updates "
+                f"({n_warmup * self.n_steps * self.n_envs} timesteps); only the critic learns"
+            )
+        elif self._n_iterations == n_warmup:
+            print(
+                f"Critic warm-up done after {n_warmup} updates at {self.num_timesteps} timesteps: "
+                f"the actor learns from now on (learning rate {self.lr_schedule(self._current_progress_remaining):.3g})"
+            )
+
+    def _update_info_buffer(self, infos: list[dict[str, Any]], dones: np.ndarray | None = None) -> None:
+        """SB3's episode statistics, plus the env-step count: ``chunk_steps`` env steps per action chunk."""
+        super()._update_info_buffer(infos, dones)
+        self._num_env_steps += sum(int(info.get("chunk_steps", 1)) for info in infos)
+
+    def dump_logs(self, iteration: int = 0) -> None:
+        """SB3's logs, plus ``time/total_env_steps`` (``time/total_timesteps`` counts policy steps, i.e. chunks)."""
+        self.logger.record("time/total_env_steps", self._num_env_steps, exclude="tensorboard")
+        super().dump_logs(iteration)
 
     def _apply_noise_std_schedule(self) -> None:
         if self.noise_std_schedule == "constant":
@@ -298,11 +378,27 @@ class ReinFlowPPO(PPO):
         with th.no_grad():
             norm_obs = self.policy.normalize_obs(obs)
             evaluation = self.policy.actor.evaluate(norm_obs, self.policy._unflatten_chains(chains))
+            gap = self._noise_free_gap(norm_obs[:_GAP_SAMPLES])
         self.logger.record("train/noise_std", evaluation.std.mean().item())
+        for step, std in enumerate(evaluation.std.mean(dim=(0, 2)).tolist()):
+            self.logger.record(f"train/noise_std_step{step}", std)
         self.logger.record("train/noise_std_max_bound", self.policy.actor.noise_net.std_bounds[1])
         self.logger.record("train/chain_entropy", evaluation.entropy.mean().item())
+        self.logger.record("train/noise_free_gap", gap)
         if self._bc_losses:
             self.logger.record("train/bc_loss", float(np.mean(self._bc_losses)))
+
+    def _noise_free_gap(self, norm_obs: th.Tensor) -> float:
+        """
+        :param norm_obs: normalised rollout observations
+        :return: root-mean-square distance, in the policy's [-1, 1] action units, between the noise-free action from
+            x_0 = 0 and the expected action of the noisy chain (the mean of ``n_mean_chains`` chains)
+        """
+        actor = self.policy.actor
+        x0 = th.zeros(norm_obs.shape[0], actor.action_dim, device=norm_obs.device)
+        noise_free = actor.sample(norm_obs, deterministic=True, x0=x0).chains[:, -1]
+        mean_action = actor._mean_chains(norm_obs)[:, -1]
+        return (noise_free - mean_action).pow(2).mean().sqrt().item()
 
     def _sample_rollout(self, n_samples: int) -> tuple[th.Tensor, th.Tensor]:
         """
@@ -337,14 +433,31 @@ class ReinFlowPPO(PPO):
             (self.bc_coef * bc_loss).backward()
         self._bc_losses.append(bc_loss.item())
 
-    def save(self, *args: Any, **kwargs: Any) -> None:
+    def save(
+        self,
+        path: str | Path | io.BufferedIOBase,
+        exclude: Any = None,
+        include: Any = None,
+    ) -> None:
         """
-        SB3's ``save``; the zip's ``policy_kwargs`` get the policy's current ``deterministic_x0``, which may have
-        been set after construction. Same arguments as :meth:`stable_baselines3.common.base_class.BaseAlgorithm.save`.
+        SB3's ``save``, made atomic: the zip is written to a temporary file next to the destination, fsync'ed and
+        moved over it, so an interrupted save (even a killed process) leaves the previous file intact. The file
+        name follows SB3 (``.zip`` is appended only when the name has no suffix). The zip's ``policy_kwargs`` get
+        the policy's current ``deterministic_mode``, which may have been set after construction. SB3 zips unpickle
+        when loaded: load only zips from a trusted source.
+
+        :param path: destination file, or a writable binary buffer
+        :param exclude: attributes not to save, in addition to the default ones
+        :param include: attributes to save even though excluded by default
         """
-        self.policy_kwargs = {**self.policy_kwargs, "deterministic_x0": self.policy.deterministic_x0}
+        policy_kwargs = {k: v for k, v in self.policy_kwargs.items() if k != "deterministic_x0"}
+        self.policy_kwargs = {**policy_kwargs, "deterministic_mode": self.policy.deterministic_mode}
         self._has_bc_reference = self._bc_reference is not None
-        super().save(*args, **kwargs)
+        if isinstance(path, io.BufferedIOBase):
+            super().save(path, exclude=exclude, include=include)
+            return
+        with atomic_write(sb3_save_path(path, "zip")) as handle:
+            super().save(handle, exclude=exclude, include=include)  # type: ignore[arg-type]
 
     def learn(
         self: SelfReinFlowPPO,
@@ -357,6 +470,7 @@ class ReinFlowPPO(PPO):
     ) -> SelfReinFlowPPO:
         if reset_num_timesteps:
             self._n_iterations = 0
+            self._num_env_steps = 0
             self._bc_reference = None
         return super().learn(
             total_timesteps=total_timesteps,
@@ -370,8 +484,9 @@ class ReinFlowPPO(PPO):
 
 def resolve_pretrained(name_or_path: str) -> Path:
     """
-    :param name_or_path: a model zip path, or the name of a shipped checkpoint (e.g. ``"Hopper-v4_reflow"``)
-    :return: the zip's path
+    :param name_or_path: a policy file (or deprecated model zip), or the name of a shipped checkpoint
+        (e.g. ``"Hopper-v4_reflow"``)
+    :return: the file's path
     """
     from sb3_reinflow.pretrained import available_pretrained, pretrained_path
 

@@ -1,0 +1,190 @@
+"""
+Atomic file writes: the one save path for every file the package writes (model zips, pretrained policies,
+datasets, VecNormalize statistics in the zoo).
+
+A file is written to a temporary file in the destination's folder, flushed and fsync'ed, then moved over the
+destination with :func:`os.replace` (atomic on POSIX and Windows), and the folder is fsync'ed. A reader therefore
+sees either the old file or the complete new one, even if the writing process is killed. On Linux the temporary
+file is created unnamed (``O_TMPFILE``) and only gets a name (``.<name>.<pid>.tmp``) for the instant between
+``linkat`` and ``rename``; elsewhere it is named from the start. Temporary files of dead processes are removed by
+the next write to the same destination; the writing process removes its own on any exception.
+"""
+
+import contextlib
+import ctypes
+import os
+import pickle
+import re
+import secrets
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+_AT_FDCWD = -100
+_AT_SYMLINK_FOLLOW = 0x400
+_TMP_PATTERN = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{8}\.tmp$")
+
+
+def sb3_save_path(path: str | Path, suffix: str = "zip") -> Path:
+    """
+    The file SB3's ``save`` writes for ``path``: ``.zip`` is appended only when the name has no suffix at all
+    (``"model"`` -> ``model.zip``; ``"hopper_lr1.5e-4"`` is kept as is, since ``.5e-4`` counts as a suffix), and
+    an existing folder becomes ``<path>_2`` (with a warning), as in ``stable_baselines3.common.save_util``.
+
+    :param path: path given to ``save``
+    :param suffix: suffix SB3 appends when there is none
+    :return: the destination file
+    """
+    path = Path(path)
+    if path.suffix == "" and suffix:
+        path = Path(f"{path}.{suffix}")
+    if path.is_dir():
+        warnings.warn(f"Path '{path}' is a folder. Will save instead to {path}_2", stacklevel=3)
+        path = Path(f"{path}_2")
+    return path
+
+
+def temporary_files(path: str | Path) -> list[Path]:
+    """
+    :param path: a destination
+    :return: temporary files left next to it by interrupted atomic writes (of any process)
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    return sorted(
+        entry
+        for entry in path.parent.iterdir()
+        if (match := _TMP_PATTERN.match(entry.name)) is not None and match["name"] == path.name
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporary_files(path: str | Path) -> list[Path]:
+    """
+    Remove the temporary files of interrupted writes to ``path`` whose process has exited.
+
+    :param path: a destination
+    :return: the removed files
+    """
+    removed = []
+    for entry in temporary_files(path):
+        match = _TMP_PATTERN.match(entry.name)
+        assert match is not None
+        if not _pid_alive(int(match["pid"])):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def _fsync_folder(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _open_unnamed(folder: Path) -> int | None:
+    """An unnamed file in ``folder`` (Linux ``O_TMPFILE``), or None where unsupported."""
+    flag = getattr(os, "O_TMPFILE", None)
+    if flag is None:
+        return None
+    try:
+        return os.open(folder, flag | os.O_WRONLY, 0o644)
+    except OSError:  # the file system does not support it
+        return None
+
+
+def _link_unnamed(fd: int, tmp: Path) -> None:
+    """
+    Give the unnamed file ``fd`` the name ``tmp``: ``linkat(AT_SYMLINK_FOLLOW)`` on its ``/proc/self/fd`` entry
+    (``os.link`` calls ``link``, which does not follow that link), or a copy where linking is refused.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    linkat = getattr(libc, "linkat", None)
+    source = f"/proc/self/fd/{fd}".encode()
+    if linkat is not None and linkat(_AT_FDCWD, source, _AT_FDCWD, os.fsencode(tmp), _AT_SYMLINK_FOLLOW) == 0:
+        return
+    copy_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        offset = 0
+        while chunk := os.pread(fd, 1 << 20, offset):
+            os.write(copy_fd, chunk)
+            offset += len(chunk)
+        os.fsync(copy_fd)
+    finally:
+        os.close(copy_fd)
+
+
+def _commit(fd: int, unnamed: bool, tmp: Path, path: Path) -> None:
+    """Give the written file its final name, replacing ``path`` atomically."""
+    if unnamed:
+        # linkat cannot replace an existing file: name it ``tmp`` first, then rename over ``path``
+        _link_unnamed(fd, tmp)
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
+    """
+    Write ``path`` atomically: ``with atomic_write(path) as handle: handle.write(...)``. The name is used exactly
+    as given (no suffix is added or changed); missing parent folders are created. If the block raises, ``path`` is
+    untouched and the temporary file removed. A symbolic link is followed: its target is replaced.
+
+    :param path: destination file
+    :return: a binary file handle to write to (do not close it)
+    """
+    path = Path(path)
+    if path.is_symlink():  # replace the file the link points to, and keep the link
+        path = path.resolve()
+    if path.is_dir():
+        raise IsADirectoryError(f"Cannot save to {path}: it is a folder; pass a file name inside it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporary_files(path)
+    tmp = _temporary_name(path)
+    fd = _open_unnamed(path.parent)
+    unnamed = fd is not None
+    if fd is None:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    handle = os.fdopen(fd, "wb")
+    try:
+        yield handle
+        handle.flush()
+        os.fsync(handle.fileno())
+        _commit(handle.fileno(), unnamed, tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    finally:
+        handle.close()
+    _fsync_folder(path.parent)
+
+
+def atomic_pickle(obj: Any, path: str | Path) -> None:
+    """
+    Pickle ``obj`` to ``path`` atomically (for example VecNormalize statistics).
+
+    :param obj: the object
+    :param path: destination file
+    """
+    with atomic_write(path) as handle:
+        pickle.dump(obj, handle)

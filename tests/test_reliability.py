@@ -1,0 +1,492 @@
+"""
+Reliability and security (docs/reliability.md): atomic saves under SIGKILL, names kept as given, pretrained files
+that never run code, env checks on load, and a clear error for every bad input.
+"""
+
+import base64
+import io
+import json
+import multiprocessing
+import os
+import pickle
+import random
+import signal
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from gymnasium import spaces
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from safetensors.torch import save_file
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow.common.policy_files import METADATA_KEY, read_policy_config
+from sb3_reinflow.common.pretrain import check_output_path, pretrain, save_pretrained
+from sb3_reinflow.common.save_util import (
+    _open_unnamed,
+    atomic_write,
+    remove_stale_temporary_files,
+    sb3_save_path,
+    temporary_files,
+)
+from sb3_reinflow.pretrained import pretrained_path
+from sb3_reinflow.zoo import check_registry_entry, check_top_level_keys
+from sb3_reinflow.zoo.vec_normalize import make_atomic
+
+TINY = dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], n_flow_steps=2)
+
+
+def tiny_model(env_id: str = "Pendulum-v1", seed: int = 0, **policy_kwargs) -> ReinFlowPPO:
+    return ReinFlowPPO(
+        "MlpPolicy", env_id, n_steps=16, batch_size=16, policy_kwargs={**TINY, **policy_kwargs}, seed=seed, device="cpu"
+    )
+
+
+def chunked(env_id: str, horizon: int = 4):
+    return make_vec_env(env_id, n_envs=1, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=horizon))
+
+
+def params_of(model: ReinFlowPPO) -> dict[str, th.Tensor]:
+    return {key: value.clone() for key, value in model.policy.state_dict().items()}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# atomic saves
+
+
+def _save_forever(model: ReinFlowPPO, path: str) -> None:
+    while True:
+        model.save(path)
+
+
+def test_killed_saves_never_lose_the_previous_checkpoint(tmp_path):
+    """SIGKILL a process that saves over a good checkpoint, at random points, 20 times (issue 13)."""
+    path = tmp_path / "model.zip"
+    old = tiny_model(seed=0, velocity_net_arch=[256, 256, 256])
+    old.save(path)
+    new = tiny_model(seed=1, velocity_net_arch=[256, 256, 256])
+    versions = [params_of(old), params_of(new)]
+    context = multiprocessing.get_context("fork")
+    rng = random.Random(0)
+    for _ in range(20):
+        child = context.Process(target=_save_forever, args=(new, str(path)), daemon=True)
+        child.start()
+        time.sleep(rng.uniform(0.0, 0.25))
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        assert child.exitcode == -signal.SIGKILL
+        loaded = ReinFlowPPO.load(path, device="cpu").policy.state_dict()
+        assert any(all(th.equal(loaded[k], v[k]) for k in loaded) for v in versions)
+        if _open_unnamed(tmp_path) is not None:
+            os.close(_open_unnamed(tmp_path))  # type: ignore[arg-type]
+            assert temporary_files(path) == []  # the temporary file is unnamed until the instant of the rename
+        else:
+            remove_stale_temporary_files(path)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model.zip"]
+
+
+def test_failed_write_keeps_previous_file_and_leaves_no_temporary(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"good")
+    with pytest.raises(RuntimeError), atomic_write(path) as handle:
+        handle.write(b"half")
+        raise RuntimeError("disk full")
+    assert path.read_bytes() == b"good"
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path):
+    path = tmp_path / "model.zip"
+    stale = tmp_path / f".model.zip.{2**22 + 17}.0123abcd.tmp"  # pid above the kernel's limit: not running
+    stale.write_bytes(b"x")
+    mine = tmp_path / f".model.zip.{os.getpid()}.0123abcd.tmp"
+    mine.write_bytes(b"x")
+    other = tmp_path / f".other.zip.{2**22 + 17}.0123abcd.tmp"
+    other.write_bytes(b"x")
+    assert temporary_files(path) == sorted([stale, mine])
+    with atomic_write(path) as handle:
+        handle.write(b"new")
+    assert not stale.exists() and mine.exists() and other.exists()
+
+
+def test_names_are_used_exactly_as_given(tmp_path):
+    """`--output hopper_lr1.5e-4` must not replace hopper_lr1.zip (issue 13)."""
+    neighbour = tmp_path / "hopper_lr1.zip"
+    neighbour.write_bytes(b"keep me")
+    model = tiny_model()
+    model.save(tmp_path / "hopper_lr1.5e-4")  # SB3: ".5e-4" is a suffix, so no ".zip" is added
+    save_pretrained(model, tmp_path / "policy_lr1.5e-4")
+    model.save(tmp_path / "plain")  # no suffix: SB3 appends .zip
+    assert neighbour.read_bytes() == b"keep me"
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["hopper_lr1.5e-4", "hopper_lr1.zip", "plain.zip", "policy_lr1.5e-4"]
+    assert sb3_save_path(tmp_path / "a.b") == tmp_path / "a.b" and sb3_save_path(tmp_path / "a") == tmp_path / "a.zip"
+    ReinFlowPPO.load(tmp_path / "hopper_lr1.5e-4", device="cpu")
+    assert ReinFlowPolicy.load(tmp_path / "policy_lr1.5e-4").env_id == "Pendulum-v1"
+
+
+def test_zoo_vec_normalize_saves_atomically_as_plain_vec_normalize(tmp_path):
+    venv = DummyVecEnv([lambda: gym.make("Pendulum-v1")])
+    env = make_atomic(VecNormalize(venv))
+    env.reset()
+    env.step(np.zeros((1, 1)))
+    env.save(str(tmp_path / "vecnormalize.pkl"))
+    assert b"AtomicVecNormalize" not in (tmp_path / "vecnormalize.pkl").read_bytes()
+    loaded = VecNormalize.load(str(tmp_path / "vecnormalize.pkl"), venv)
+    assert type(loaded) is VecNormalize
+    np.testing.assert_array_equal(loaded.obs_rms.mean, env.obs_rms.mean)
+    assert [p.name for p in tmp_path.iterdir()] == ["vecnormalize.pkl"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pretrained files never run code
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: the test asserts it never exists."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _model_zip_with(tmp_path: Path, entry: str, marker: Path) -> Path:
+    path = tmp_path / f"crafted_{entry.replace('.', '_')}.zip"
+    tiny_model().save(tmp_path / "honest.zip")
+    with zipfile.ZipFile(tmp_path / "honest.zip") as source, zipfile.ZipFile(path, "w") as target:
+        for name in source.namelist():
+            content = source.read(name)
+            if name == "data" and entry != "policy.pth":
+                data = json.loads(content)
+                data[entry] = {":type:": "x", ":serialized:": base64.b64encode(pickle.dumps(_Payload(marker))).decode()}
+                content = json.dumps(data).encode()
+            elif name == entry:
+                buffer = io.BytesIO()
+                th.save({"weights": _Payload(marker)}, buffer)
+                content = buffer.getvalue()
+            target.writestr(name, content)
+    return path
+
+
+@pytest.mark.parametrize("entry", ["observation_space", "action_space", "policy_kwargs", "policy.pth"])
+def test_crafted_old_zip_is_refused_without_running(tmp_path, entry):
+    marker = tmp_path / "pwned"
+    path = _model_zip_with(tmp_path, entry, marker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises((ValueError, pickle.UnpicklingError)):
+            ReinFlowPolicy.load(path)
+        with pytest.raises((ValueError, pickle.UnpicklingError)):
+            ReinFlowPPO("MlpPolicy", "Pendulum-v1", pretrained_policy=str(path), device="cpu")
+    assert not marker.exists()
+
+
+def test_pickle_renamed_as_policy_file_is_refused_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.safetensors"
+    path.write_bytes(pickle.dumps(_Payload(marker)))
+    with pytest.raises(ValueError, match="neither a pretrained-policy file"):
+        ReinFlowPolicy.load(path)
+    th.save(_Payload(marker), path)  # a torch pickle (itself a zip) under the same name
+    with pytest.raises(ValueError, match="neither a pretrained-policy file"):
+        ReinFlowPPO("MlpPolicy", "Pendulum-v1", pretrained_policy=str(path), device="cpu")
+    assert not marker.exists()
+
+
+def test_policy_file_naming_an_unknown_class_is_refused(tmp_path):
+    path = tmp_path / "policy.safetensors"
+    tiny_model().policy.save(path)
+    config = read_policy_config(path)
+    config["policy_kwargs"]["activation_fn"] = {"class": "os.system"}
+    with open(path, "rb") as handle:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as tensors:
+            state = {key: tensors.get_tensor(key) for key in tensors.keys()}
+    save_file(state, str(path), metadata={METADATA_KEY: json.dumps(config)})
+    with pytest.raises(ValueError, match=r"'os.system'.*not one of the classes"):
+        ReinFlowPolicy.load(path)
+    assert handle.closed
+
+
+def test_policy_file_is_plain_json_and_safetensors(tmp_path):
+    path = tmp_path / "policy.safetensors"
+    model = tiny_model(min_noise_std=0.05, max_noise_std=0.2)
+    model.policy.set_normalization(np.full(3, -2.0), np.full(3, 2.0), np.full(1, -1.0), np.full(1, 1.5))
+    save_pretrained(model, path)
+    config = read_policy_config(path)
+    assert config["env_id"] == "Pendulum-v1"
+    assert config["observation_space"]["shape"] == [3] and config["action_space"]["shape"] == [1]
+    assert config["policy_kwargs"]["n_flow_steps"] == 2
+    assert config["policy_kwargs"]["activation_fn"] == {"class": "torch.nn.Mish"}
+    assert config["summary"]["chunk_size"] == 1 and config["summary"]["normalization"]["action_high"] == [1.5]
+    loaded = ReinFlowPolicy.load(path)
+    obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0])
+    assert loaded.actor.noise_net.std_bounds == pytest.approx((0.05, 0.2))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# checkpoints are checked against the target env
+
+
+def test_walker_checkpoint_into_halfcheetah_raises_naming_both():
+    """Same shapes (obs 17, action 6), different env: an error, unless allow_env_mismatch=True."""
+    with pytest.raises(ValueError, match=r"'Walker2d-v4'.*'HalfCheetah-v4'.*allow_env_mismatch=True"):
+        ReinFlowPPO("MlpPolicy", chunked("HalfCheetah-v4"), pretrained_policy="Walker2d-v4_reflow", device="cpu")
+    with pytest.warns(UserWarning, match="trained on another env"):
+        model = ReinFlowPPO(
+            "MlpPolicy",
+            chunked("HalfCheetah-v4"),
+            pretrained_policy="Walker2d-v4_reflow",
+            allow_env_mismatch=True,
+            device="cpu",
+        )
+    reference = ReinFlowPolicy.load(pretrained_path("Walker2d-v4"))
+    assert reference.env_id == "Walker2d-v4"
+    assert th.equal(model.policy.obs_scale, reference.obs_scale)
+
+
+def test_other_version_of_the_same_env_only_warns():
+    with pytest.warns(UserWarning, match="'Hopper-v4', target env 'Hopper-v5'"):
+        ReinFlowPPO("MlpPolicy", chunked("Hopper-v5"), pretrained_policy="Hopper-v4_reflow", device="cpu")
+
+
+def test_spaces_mismatch_raises():
+    with pytest.raises(ValueError, match=r"action space: checkpoint Box\(-1.0, 1.0, \(4, 3\)"):
+        ReinFlowPPO("MlpPolicy", chunked("Hopper-v4", horizon=2), pretrained_policy="Hopper-v4_reflow", device="cpu")
+
+
+def test_model_zip_loaded_into_another_env_raises(tmp_path):
+    tiny_model("Pendulum-v1").save(tmp_path / "pendulum.zip")
+    other = make_vec_env("MountainCarContinuous-v0", n_envs=1)
+    with pytest.raises(ValueError, match="'Pendulum-v1', target env 'MountainCarContinuous-v0'"):
+        # SB3 itself only compares spaces; patch them to be the same shape as Pendulum's so only the id differs
+        other.observation_space = spaces.Box(-np.inf, np.inf, (3,), np.float32)
+        ReinFlowPPO.load(tmp_path / "pendulum.zip", env=other, device="cpu", custom_objects=_same_spaces(other))
+    loaded = ReinFlowPPO.load(
+        tmp_path / "pendulum.zip", env=other, device="cpu", custom_objects=_same_spaces(other), allow_env_mismatch=True
+    )
+    assert loaded.env_id == "MountainCarContinuous-v0"
+
+
+def _same_spaces(env) -> dict:
+    return {"observation_space": env.observation_space, "action_space": env.action_space}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# bad inputs
+
+
+class _NaNAfter(gym.Wrapper):
+    """Returns a NaN observation from the ``n``-th step on."""
+
+    def __init__(self, env: gym.Env, n: int = 5) -> None:
+        super().__init__(env)
+        self.n, self.steps = n, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if self.steps >= self.n:
+            obs = np.full_like(obs, np.nan)
+        return obs, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_observation_at_predict(bad):
+    model = tiny_model()
+    obs = np.zeros((2, 3), dtype=np.float32)
+    obs[1, 2] = bad
+    expected = rf"Observation 1 holds a non-finite value \({float(bad)!r} at index 2\).*check_finite_obs=False"
+    with pytest.raises(ValueError, match=expected):
+        model.predict(obs)
+    unchecked = tiny_model(check_finite_obs=False)
+    unchecked.predict(obs)  # switched off: no error (the action is garbage)
+
+
+def test_non_finite_observation_in_rollouts():
+    env = make_vec_env("Pendulum-v1", n_envs=1, wrapper_class=_NaNAfter)
+    model = ReinFlowPPO("MlpPolicy", env, n_steps=16, batch_size=16, policy_kwargs=TINY, device="cpu")
+    with pytest.raises(ValueError, match=r"non-finite value.*VecCheckNan"):
+        model.learn(16)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(max_noise_std=float("inf")), r"max_noise_std \(inf\) must be finite"),
+        (dict(min_noise_std=float("nan")), r"min_noise_std \(nan\)"),
+        (dict(min_noise_std=0.3, max_noise_std=0.2), r"min_noise_std \(0.3\).*max_noise_std \(0.2\)"),
+        (dict(min_noise_std=0.0), r"min_noise_std \(0.0\).*0 < min_noise_std"),
+        (dict(n_flow_steps=0), "n_flow_steps=0 must be an integer >= 1"),
+        (dict(denoised_clip_value=-1.0), r"denoised_clip_value=-1.0 must be a number > 0.*None"),
+        (dict(noise_clip_value=0.0), r"noise_clip_value=0.0 must be a number > 0"),
+        (dict(log_prob_bounds=(1.0, -1.0)), r"log_prob_bounds=\(1.0, -1.0\) must be \(low, high\) with low < high"),
+    ],
+)
+def test_bad_policy_options_fail_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model(**kwargs)
+
+
+def test_inverted_normalisation_bounds():
+    policy = tiny_model().policy
+    with pytest.raises(ValueError, match=r"obs_min\[1\]=2.0 > obs_max\[1\]=1.0.*inverted"):
+        policy.set_normalization(np.array([0.0, 2.0, 0.0]), np.array([1.0, 1.0, 1.0]))
+    with pytest.raises(ValueError, match=r"action_min\[0\]=1.0 > action_max\[0\]=-1.0"):
+        policy.set_normalization(action_min=np.array([1.0]), action_max=np.array([-1.0]))
+    policy.set_normalization(np.zeros(3), np.zeros(3))  # a constant dimension (min == max) is fine
+
+
+def test_dict_observations_suggest_flatten_observation():
+    env = gym.make("Pendulum-v1")
+    env.observation_space = spaces.Dict({"state": env.observation_space})
+    with pytest.raises(NotImplementedError, match=r"Dict space.*FlattenObservation"):
+        ReinFlowPPO("MlpPolicy", DummyVecEnv([lambda: env]), device="cpu")
+
+
+def test_image_observations_are_refused_with_what_is_supported():
+    image = spaces.Box(0, 255, (32, 32, 3), np.uint8)
+    with pytest.raises(NotImplementedError, match=r"image observations.*flat float features.*\"CnnPolicy\""):
+        ReinFlowPolicy(image, spaces.Box(-1, 1, (2,)), lambda _: 0.0, **TINY)
+
+
+def test_zoo_policy_argument_at_top_level():
+    """`-params n_flow_steps:0` reaches ReinFlowPPO as a top-level key."""
+    with pytest.raises(ValueError, match="n_flow_steps=0 must be an integer >= 1"):
+        check_top_level_keys({"n_steps": 16, "n_flow_steps": 0})
+    fix = r"n_flow_steps=2 is a ReinFlowPolicy argument.*policy_kwargs:\"dict\(n_flow_steps=2\)\""
+    with pytest.raises(ValueError, match=fix):
+        check_top_level_keys({"n_steps": 16, "n_flow_steps": 2})
+    check_top_level_keys({"n_steps": 16, "policy_kwargs": {"n_flow_steps": 2}})
+
+
+def test_zoo_env_without_registry_entry():
+    registry = {"default": {}, "Hopper-v4": {"pretrained_policy": "Hopper-v4_reflow"}}
+    with pytest.raises(ValueError, match=r"No reinflow_ppo entry for Swimmer-v4 in reg.yml.*'default' block.*-conf"):
+        check_registry_entry(registry, "Swimmer-v4", "reg.yml", None, "")
+    with pytest.warns(UserWarning, match=r"No reinflow_ppo entry for Swimmer-v4.*pretrained_policy='s.safetensors'"):
+        check_registry_entry(registry, "Swimmer-v4", "reg.yml", {"pretrained_policy": "s.safetensors"}, "")
+    with pytest.warns(UserWarning, match=r"-i run/Swimmer-v4.zip"):
+        check_registry_entry(registry, "Swimmer-v4", "reg.yml", None, "run/Swimmer-v4.zip")
+    with pytest.warns(UserWarning, match="has no pretrained_policy: training starts from random weights"):
+        check_registry_entry({"Humanoid-v4": {"pretrained_policy": None}}, "Humanoid-v4", "reg.yml", None, "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_registry_entry(registry, "Hopper-v4", "reg.yml", None, "")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# pretraining: output checked first, checkpoints on Ctrl-C and at intervals, resume
+
+
+def test_output_path_is_checked_before_training(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(OSError, match="Cannot write the output"):
+        check_output_path(tmp_path / "a_file" / "policy.safetensors")
+    with pytest.raises(IsADirectoryError, match="is a folder; pass a file name"):
+        check_output_path(tmp_path)
+    assert check_output_path(tmp_path / "new" / "p.safetensors") == tmp_path / "new" / "p.safetensors"
+
+
+def _pretrain_data():
+    rng = np.random.default_rng(0)
+    from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
+
+    n = 64
+    dataset = TrajectoryDataset(
+        rng.uniform(-1, 1, (n, 3)).astype(np.float32),
+        rng.uniform(-1, 1, (n, 1)).astype(np.float32),
+        np.zeros(n, np.float32),
+        np.zeros(n, bool),
+        np.array([n]),
+    )
+    stats = NormalizationStats(-np.ones(3), np.ones(3), -2 * np.ones(1), 2 * np.ones(1))
+    return dataset, stats
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_path):
+    dataset, stats = _pretrain_data()
+    settings_ = dict(n_gradient_steps=12, batch_size=8, progress_bar=False, log_interval=4)
+
+    th.manual_seed(0)
+    reference = tiny_model()
+    reference_result = pretrain(reference, dataset, stats, **settings_)
+
+    th.manual_seed(0)
+    model = tiny_model()
+    calls = {"n": 0}
+
+    def interrupt_at_step_8(module, args):
+        calls["n"] += 1
+        if calls["n"] == 8:
+            raise KeyboardInterrupt
+
+    handle = model.policy.actor.velocity_net.register_forward_pre_hook(interrupt_at_step_8)
+    checkpoint = tmp_path / "bc.ckpt.pt"
+    with pytest.raises(KeyboardInterrupt):
+        pretrain(model, dataset, stats, checkpoint_path=checkpoint, checkpoint_freq=5, **settings_)
+    handle.remove()
+    assert th.load(checkpoint, weights_only=True)["step"] == 7
+
+    th.manual_seed(123)  # the checkpoint restores the RNG: the seed here must not matter
+    resumed = tiny_model()
+    result = pretrain(resumed, dataset, stats, checkpoint_path=checkpoint, checkpoint_freq=5, resume=True, **settings_)
+    for key, value in reference.policy.actor.velocity_net.state_dict().items():
+        th.testing.assert_close(resumed.policy.actor.velocity_net.state_dict()[key], value, rtol=0, atol=0)
+    # the loss window cut by the interrupt is logged with the steps after the resume only
+    assert len(result.losses) == len(reference_result.losses) and result.losses[0] == reference_result.losses[0]
+    assert th.load(checkpoint, weights_only=True)["step"] == 10  # periodic checkpoint of the resumed run
+    with pytest.raises(ValueError, match="n_gradient_steps=12, not 20"):
+        longer = {**settings_, "n_gradient_steps": 20}
+        pretrain(tiny_model(), dataset, stats, checkpoint_path=checkpoint, resume=True, **longer)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# properties
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_flow_steps=st.integers(1, 5),
+    horizon=st.integers(1, 3),
+    action_dim=st.integers(1, 3),
+    min_std=st.floats(0.01, 0.5),
+    ratio=st.floats(1.01, 5.0),
+    batch=st.integers(1, 6),
+    clamp=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_ratio_is_one_and_log_probs_are_finite(n_flow_steps, horizon, action_dim, min_std, ratio, batch, clamp, seed):
+    th.manual_seed(seed)
+    action_space = spaces.Box(-1, 1, (horizon, action_dim) if horizon > 1 else (action_dim,), np.float32)
+    policy = ReinFlowPolicy(
+        spaces.Box(-np.inf, np.inf, (4,), np.float32),
+        action_space,
+        lambda _: 1e-3,
+        velocity_net_arch=[8],
+        noise_net_arch=[8],
+        net_arch=[8],
+        n_flow_steps=n_flow_steps,
+        min_noise_std=min_std,
+        max_noise_std=min_std * ratio,
+        log_prob_bounds=(-1.0, 1.0) if clamp else None,
+    )
+    obs = th.randn(batch, 4) * 3
+    with th.no_grad():
+        chains, _, log_prob = policy(obs)
+        _, evaluated, entropy = policy.evaluate_actions(obs, chains)
+    assert chains.shape == (batch, (n_flow_steps + 1) * horizon * action_dim)
+    assert bool(th.isfinite(log_prob).all()) and bool(th.isfinite(entropy).all())
+    th.testing.assert_close(th.exp(evaluated - log_prob), th.ones(batch), rtol=0, atol=1e-5)
