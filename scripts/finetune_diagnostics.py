@@ -10,6 +10,7 @@ Example:
 """
 
 import argparse
+from itertools import pairwise
 from pathlib import Path
 
 import matplotlib
@@ -50,7 +51,7 @@ def read_scalars(run: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def quarter_medians(steps: np.ndarray, values: np.ndarray) -> list[float]:
     """Median of the values in each quarter of the run."""
     edges = np.linspace(0, steps.max(), 5)
-    return [float(np.median(values[(steps >= lo) & (steps <= hi)])) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    return [float(np.median(values[(steps >= lo) & (steps <= hi)])) for lo, hi in pairwise(edges)]
 
 
 def main() -> None:
