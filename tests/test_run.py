@@ -181,3 +181,13 @@ def test_seeded_training_is_reproducible():
         "MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=32, seed=0, policy_kwargs={**TINY, "n_flow_steps": 2}
     )
     assert any(not th.equal(value, untrained.policy.state_dict()[key]) for key, value in state_a.items())
+
+
+def test_noise_decay_ratio_sets_the_final_upper_bound():
+    """learn_decay ends at (1 - r) * min + r * max; r outside (0, 1] is refused with its value named."""
+    model = pendulum_model(noise_std_schedule="learn_decay", noise_decay_ratio=0.1)
+    model.learn(128)
+    min_std, max_std = model.policy.min_noise_std, model.policy.max_noise_std
+    assert model.policy.actor.noise_net.std_bounds == pytest.approx((min_std, 0.9 * min_std + 0.1 * max_std))
+    with pytest.raises(ValueError, match="noise_decay_ratio=0"):
+        pendulum_model(noise_decay_ratio=0)

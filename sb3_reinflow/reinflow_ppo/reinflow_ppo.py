@@ -101,6 +101,9 @@ class ReinFlowPPO(PPO):
     :param critic_learning_rate: critic learning rate (None: same as ``learning_rate``)
     :param critic_warmup_iterations: number of first updates with the actor frozen (learning rate 0)
     :param noise_std_schedule: ``"constant"`` bounds, or ReinFlow's ``"learn_decay"`` of the upper bound
+    :param noise_decay_ratio: with ``"learn_decay"``, the final upper bound is
+        ``(1 - noise_decay_ratio) * min_noise_std + noise_decay_ratio * max_noise_std``, in (0, 1] (ReinFlow: 0.7; a
+        small value anneals the exploring policy down to almost the least noise, towards the noise-free chain)
     :param bc_coef: weight of the W2 regulariser ``MSE(a_ref(x_0=0), a(x_0=0))`` toward the policy frozen at the
         start of ``learn`` (0 disables it). The frozen reference (actor and its features extractor) is saved with the
         model, so ``load`` + ``learn(reset_num_timesteps=False)`` keeps it; ``reset_num_timesteps=True`` takes a new one
@@ -154,6 +157,7 @@ class ReinFlowPPO(PPO):
         critic_learning_rate: float | Schedule | None = 6.5e-4,
         critic_warmup_iterations: int = 0,
         noise_std_schedule: NoiseStdSchedule = "constant",
+        noise_decay_ratio: float = 0.7,
         bc_coef: float = 0.0,
         pretrained_policy: str | None = None,
         allow_env_mismatch: bool = False,
@@ -170,6 +174,9 @@ class ReinFlowPPO(PPO):
         self.critic_learning_rate = critic_learning_rate
         self.critic_warmup_iterations = critic_warmup_iterations
         self.noise_std_schedule = noise_std_schedule
+        if not 0.0 < noise_decay_ratio <= 1.0:
+            raise ValueError(f"noise_decay_ratio={noise_decay_ratio} must be in (0, 1] (ReinFlow: 0.7)")
+        self.noise_decay_ratio = noise_decay_ratio
         self.bc_coef = bc_coef
         self._n_iterations = 0
         self._num_env_steps = 0
@@ -370,7 +377,8 @@ class ReinFlowPPO(PPO):
             return
         min_std, max_std = self.policy.min_noise_std, self.policy.max_noise_std
         self.policy.actor.noise_net.set_std_bounds(
-            min_std, learn_decay_max_std(self._current_progress_remaining, min_std, max_std)
+            min_std,
+            learn_decay_max_std(self._current_progress_remaining, min_std, max_std, decay_ratio=self.noise_decay_ratio),
         )
 
     def _record_chain_stats(self) -> None:
