@@ -16,7 +16,7 @@ import torch as th
 
 from sb3_reinflow import ReinFlowPolicy
 from sb3_reinflow.common.datasets import load_reinflow_dataset
-from sb3_reinflow.reinflow_ppo.reinflow_ppo import resolve_pretrained
+from sb3_reinflow.pretrained import resolve_pretrained
 
 
 def action_spread(policy: ReinFlowPolicy, norm_obs: th.Tensor, n_samples: int, generator: th.Generator) -> float:

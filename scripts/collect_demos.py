@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from sb3_reinflow.common.datasets import episode_returns, save_minari_dataset, save_reinflow_dataset
-from sb3_reinflow.common.demonstrations import (
+from sb3_reinflow.pretraining.demonstrations import (
     ObsTransform,
     collect_demonstrations,
     load_sb3_model,

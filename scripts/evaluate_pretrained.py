@@ -22,7 +22,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy
 from sb3_reinflow.common.datasets import episode_returns, load_reinflow_dataset, unnormalized
-from sb3_reinflow.reinflow_ppo.reinflow_ppo import resolve_pretrained
+from sb3_reinflow.pretrained import resolve_pretrained
 
 
 def _chunked(env: gym.Env, horizon: int) -> gym.Env:

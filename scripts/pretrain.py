@@ -29,7 +29,7 @@ from sb3_reinflow.common.datasets import (
     normalized,
     unnormalized,
 )
-from sb3_reinflow.common.pretrain import check_output_path, pretrain, save_pretrained
+from sb3_reinflow.pretraining.behavior_cloning import check_output_path, pretrain, save_pretrained
 
 
 def _chunked(env: gym.Env, horizon: int) -> gym.Env:

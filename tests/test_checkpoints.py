@@ -10,7 +10,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from torch.nn import functional as F
 
 from sb3_reinflow import ActionChunkWrapper
-from sb3_reinflow.common.checkpoints import load_reinflow_checkpoint
+from sb3_reinflow.pretraining.official_checkpoints import load_reinflow_checkpoint
 
 OBS_DIM, ACT_DIM, HORIZON, HIDDEN, TIME_DIM, K = 3, 1, 4, 32, 16, 4
 FLAT = HORIZON * ACT_DIM

@@ -15,8 +15,8 @@ from sb3_reinflow.common.datasets import (
     save_reinflow_dataset,
     unnormalized,
 )
-from sb3_reinflow.common.demonstrations import collect_demonstrations
-from sb3_reinflow.common.pretrain import chunk_start_indices, chunk_tensors, pretrain, save_pretrained
+from sb3_reinflow.pretraining.demonstrations import collect_demonstrations
+from sb3_reinflow.pretraining.behavior_cloning import chunk_start_indices, chunk_tensors, pretrain, save_pretrained
 
 TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
 HORIZON = 2

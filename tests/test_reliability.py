@@ -29,7 +29,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.policy_files import METADATA_KEY, read_policy_config
-from sb3_reinflow.common.pretrain import check_output_path, pretrain, save_pretrained
+from sb3_reinflow.pretraining.behavior_cloning import check_output_path, pretrain, save_pretrained
 from sb3_reinflow.common.save_util import (
     _open_unnamed,
     atomic_write,

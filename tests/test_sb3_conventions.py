@@ -19,7 +19,7 @@ from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy,
 from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
 from sb3_reinflow.common.networks import MLP, ResidualMLP
 from sb3_reinflow.common.policy_files import read_policy_config
-from sb3_reinflow.common.pretrain import pretrain
+from sb3_reinflow.pretraining.behavior_cloning import pretrain
 from sb3_reinflow.reinflow_ppo.policies import CnnPolicy
 
 TINY = dict(noise_net_arch=[8], n_flow_steps=2)

@@ -2,7 +2,7 @@
 Flow-matching networks: velocity nets for 1-Rectified Flow and Shortcut models, and the bounded noise net.
 
 Pure torch, no SB3 import. Module and parameter names follow the official ReinFlow networks so that their
-state dicts map one-to-one after stripping the ``network.`` prefix (see ``sb3_reinflow.common.checkpoints``).
+state dicts map one-to-one after stripping the ``network.`` prefix (see ``sb3_reinflow.pretraining.official_checkpoints``).
 
 Glossary (shared with :mod:`sb3_reinflow.common.flow`):
 

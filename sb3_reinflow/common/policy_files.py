@@ -42,6 +42,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
 from sb3_reinflow.common.save_util import atomic_write
+from sb3_reinflow.common.version import __version__
 
 FORMAT_NAME = "sb3_reinflow.policy"
 FORMAT_VERSION = 1
@@ -227,8 +228,6 @@ def save_policy_file(
     assert isinstance(action_space, spaces.Box)
     kwargs = {key: value for key, value in policy_kwargs.items() if key not in _NOT_POLICY_KWARGS}
     tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state_dict.items()}
-    from sb3_reinflow import __version__
-
     config = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

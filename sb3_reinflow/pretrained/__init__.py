@@ -1,6 +1,7 @@
 """
 Pretrained flow policies shipped with the package, as policy files (``<env id>_<flow model>.safetensors``:
 safetensors weights + plain-JSON config, see :mod:`sb3_reinflow.common.policy_files`; loading them runs no code).
+Ground floor: file look-up only; :meth:`sb3_reinflow.ReinFlowPPO.from_pretrained` builds a model from one.
 """
 
 from importlib import resources
@@ -35,3 +36,20 @@ def pretrained_path(env_id: str, flow_model: str = "reflow") -> Path:
             "Pretrain your own with scripts/pretrain.py"
         )
     return path
+
+
+def resolve_pretrained(name_or_path: str | Path) -> Path:
+    """
+    :param name_or_path: a policy file (or deprecated model zip), or the name of a shipped checkpoint
+        (e.g. ``"Hopper-v4_reflow"``)
+    :return: the file's path
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if str(name_or_path) in available_pretrained():
+        env_id, flow_model = str(name_or_path).rsplit("_", 1)
+        return pretrained_path(env_id, flow_model)
+    raise FileNotFoundError(
+        f"pretrained_policy={str(name_or_path)!r} is neither a file nor a shipped checkpoint ({available_pretrained()})"
+    )

@@ -1,10 +1,16 @@
-"""ReinFlowPPO: stock SB3 PPO wired for flow policies (chain buffer, two learning rates, warm-up, BC term)."""
+"""
+ReinFlowPPO: SB3 PPO wired for flow policies (chain buffer, two learning rates, warm-up, noise schedule, BC term).
+
+``train()`` is SB3's ``PPO.train`` loop with the W2 behaviour-cloning term added to the loss (marked ``# ReinFlow:``),
+the way sb3-contrib's algorithms override ``train()`` where they must. ``PPO(ReinFlowPolicy, ...)`` with the stock
+trainer keeps working, without the BC term. See docs/architecture.md.
+"""
 
 import copy
 import io
 import math
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import torch as th
@@ -14,7 +20,7 @@ from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.type_aliases import GymEnv, Schedule
-from stable_baselines3.common.utils import FloatSchedule
+from stable_baselines3.common.utils import FloatSchedule, explained_variance
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 from torch.nn import functional as F
@@ -22,6 +28,7 @@ from torch.nn import functional as F
 from sb3_reinflow.common.buffers import ChainRolloutBuffer
 from sb3_reinflow.common.policy_files import PolicyCheckpoint, check_env_match, env_id_of, read_pretrained
 from sb3_reinflow.common.save_util import atomic_write, sb3_save_path
+from sb3_reinflow.pretrained import resolve_pretrained
 from sb3_reinflow.reinflow_ppo.policies import (
     CnnPolicy,
     MlpPolicy,
@@ -36,6 +43,48 @@ NoiseStdSchedule = Literal["constant", "learn_decay"]
 NOISE_STD_SCHEDULES: tuple[str, ...] = ("constant", "learn_decay")
 _STATS_SAMPLES = 2048
 _GAP_SAMPLES = 256
+
+
+class PretrainedStart(NamedTuple):
+    """
+    :param checkpoint: the pretrained policy file's weights, spaces and env id
+    :param policy_kwargs: the file's policy arguments, overridden by the caller's
+    """
+
+    checkpoint: PolicyCheckpoint
+    policy_kwargs: dict[str, Any]
+
+
+def read_pretrained_policy(
+    policy_class: type[BasePolicy], pretrained_policy: str | Path, policy_kwargs: dict[str, Any] | None = None
+) -> PretrainedStart:
+    """
+    The one place that reads a pretrained policy for :class:`ReinFlowPPO` (no code is unpickled from policy files).
+
+    :param policy_class: the policy class the model will build
+    :param pretrained_policy: a policy file, or the name of a shipped checkpoint (``"Hopper-v4_reflow"``)
+    :param policy_kwargs: arguments that override the file's (e.g. ``n_flow_steps``)
+    :return: the checkpoint and the merged policy arguments
+    """
+    checkpoint = read_pretrained(resolve_pretrained(pretrained_policy))
+    recorded = known_policy_kwargs(policy_class, checkpoint.policy_kwargs, str(pretrained_policy))
+    return PretrainedStart(checkpoint, {**recorded, **(policy_kwargs or {})})
+
+
+def check_reinflow_arguments(
+    noise_std_schedule: str, noise_decay_ratio: float, critic_warmup_iterations: int, bc_coef: float, use_sde: bool
+) -> None:
+    """Raise a ``ValueError`` naming the bad ReinFlowPPO argument and its valid range."""
+    if noise_std_schedule not in NOISE_STD_SCHEDULES:
+        raise ValueError(f"noise_std_schedule={noise_std_schedule!r} is not one of {NOISE_STD_SCHEDULES}")
+    if critic_warmup_iterations < 0:
+        raise ValueError(f"critic_warmup_iterations={critic_warmup_iterations} must be >= 0")
+    if bc_coef < 0:
+        raise ValueError(f"bc_coef={bc_coef} must be >= 0")
+    if use_sde:
+        raise ValueError("use_sde=True is not supported by ReinFlowPPO: set use_sde=False")
+    if not 0.0 < noise_decay_ratio <= 1.0:
+        raise ValueError(f"noise_decay_ratio={noise_decay_ratio} must be in (0, 1] (ReinFlow: 0.7)")
 
 
 def learn_decay_max_std(
@@ -64,10 +113,11 @@ class ReinFlowPPO(PPO):
     """
     PPO fine-tuning of flow-matching policies with ReinFlow (https://arxiv.org/abs/2505.22094).
 
-    ``PPO.train()`` and ``collect_rollouts()`` are SB3's own: the policy returns whole denoising chains as
-    actions, a :class:`ChainRolloutBuffer` stores them, and ``evaluate_actions`` recomputes their exact
+    ``collect_rollouts()`` is SB3's own and ``train()`` is SB3's PPO loop: the policy returns whole denoising chains
+    as actions, a :class:`ChainRolloutBuffer` stores them, and ``evaluate_actions`` recomputes their exact
     log-probability. This class adds the paper's options: separate actor and critic learning rates, critic
-    warm-up iterations, the ``learn_decay`` noise schedule and a W2 behaviour-cloning regulariser. Next to SB3's
+    warm-up iterations, the ``learn_decay`` noise schedule and a W2 behaviour-cloning regulariser (a term of the
+    PPO loss, before gradient clipping, on each minibatch's observations). Next to SB3's
     keys (``train/learning_rate`` is the actor's) it logs ``train/critic_learning_rate``, ``train/noise_std``,
     ``train/noise_std_max_bound``, ``train/chain_entropy``, ``train/bc_loss`` (when used) and
     ``time/total_env_steps``; docs/logging.md describes every key. Defaults for the ReinFlow-specific settings
@@ -105,14 +155,16 @@ class ReinFlowPPO(PPO):
         ``(1 - noise_decay_ratio) * min_noise_std + noise_decay_ratio * max_noise_std``, in (0, 1] (ReinFlow: 0.7; a
         small value anneals the exploring policy down to almost the least noise, towards the noise-free chain)
     :param bc_coef: weight of the W2 regulariser ``MSE(a_ref(x_0=0), a(x_0=0))`` toward the policy frozen at the
-        start of ``learn`` (0 disables it). The frozen reference (actor and its features extractor) is saved with the
-        model, so ``load`` + ``learn(reset_num_timesteps=False)`` keeps it; ``reset_num_timesteps=True`` takes a new one
+        start of ``learn`` (0 disables it), added to the PPO loss of every minibatch, on its observations. The
+        frozen reference (actor and its features extractor) is saved with the model, so ``load`` +
+        ``learn(reset_num_timesteps=False)`` keeps it; ``reset_num_timesteps=True`` takes a new one
     :param pretrained_policy: start from this pretrained policy: a policy file (``.safetensors``, written by
         ``scripts/pretrain.py`` or ``ReinFlowPolicy.save``; read without unpickling), or the name of a checkpoint
         shipped with the package (``sb3_reinflow.pretrained.available_pretrained()``, e.g. ``"Hopper-v4_reflow"``).
         ReinFlowPPO zips still work but are deprecated. Its policy_kwargs are the defaults (``policy_kwargs``
         overrides them, e.g. ``n_flow_steps``) and its weights and normalisation are loaded at creation. A saved
-        model does not need the file again.
+        model does not need the file again. A shorthand of :meth:`from_pretrained` (the zoo registry uses it): both
+        read the file with :func:`read_pretrained_policy`
     :param allow_env_mismatch: load a pretrained policy (or, in ``load``, a model) recorded on another env id or
         with other spaces than ``env``, with a warning instead of an error
     :param _init_setup_model: build the networks at creation
@@ -163,35 +215,24 @@ class ReinFlowPPO(PPO):
         allow_env_mismatch: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
-        if noise_std_schedule not in NOISE_STD_SCHEDULES:
-            raise ValueError(f"noise_std_schedule={noise_std_schedule!r} is not one of {NOISE_STD_SCHEDULES}")
-        if critic_warmup_iterations < 0:
-            raise ValueError(f"critic_warmup_iterations={critic_warmup_iterations} must be >= 0")
-        if bc_coef < 0:
-            raise ValueError(f"bc_coef={bc_coef} must be >= 0")
-        if use_sde:
-            raise ValueError("use_sde=True is not supported by ReinFlowPPO: set use_sde=False")
+        check_reinflow_arguments(noise_std_schedule, noise_decay_ratio, critic_warmup_iterations, bc_coef, use_sde)
         self.critic_learning_rate = critic_learning_rate
         self.critic_warmup_iterations = critic_warmup_iterations
         self.noise_std_schedule = noise_std_schedule
-        if not 0.0 < noise_decay_ratio <= 1.0:
-            raise ValueError(f"noise_decay_ratio={noise_decay_ratio} must be in (0, 1] (ReinFlow: 0.7)")
         self.noise_decay_ratio = noise_decay_ratio
         self.bc_coef = bc_coef
         self._n_iterations = 0
         self._num_env_steps = 0
         self._bc_reference: nn.ModuleDict | None = None
         self._has_bc_reference = False
-        self._bc_losses: list[float] = []
         self.pretrained_policy = pretrained_policy
         self.allow_env_mismatch = allow_env_mismatch
         self.env_id: str | None = None
-        checkpoint = None
+        start = None
         if pretrained_policy is not None and _init_setup_model:
-            checkpoint = read_pretrained(resolve_pretrained(pretrained_policy))
             policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
-            recorded = known_policy_kwargs(policy_class, checkpoint.policy_kwargs, pretrained_policy)  # type: ignore[arg-type]
-            policy_kwargs = {**recorded, **(policy_kwargs or {})}
+            start = read_pretrained_policy(policy_class, pretrained_policy, policy_kwargs)  # type: ignore[arg-type]
+            policy_kwargs = start.policy_kwargs
         super().__init__(
             policy,
             env,
@@ -220,8 +261,38 @@ class ReinFlowPPO(PPO):
             device=device,
             _init_setup_model=_init_setup_model,
         )
-        if checkpoint is not None:
-            self._load_pretrained(checkpoint, str(pretrained_policy))
+        if start is not None:
+            self._load_pretrained(start.checkpoint, str(pretrained_policy))
+
+    @classmethod
+    def from_pretrained(
+        cls: type[SelfReinFlowPPO],
+        pretrained_policy: str | Path,
+        env: GymEnv | str,
+        policy: str | type[ReinFlowPolicy] = "MlpPolicy",
+        policy_kwargs: dict[str, Any] | None = None,
+        allow_env_mismatch: bool = False,
+        **kwargs: Any,
+    ) -> SelfReinFlowPPO:
+        """
+        Build a ReinFlowPPO that starts from a pretrained policy: the file's policy arguments (overridden by
+        ``policy_kwargs``), then its weights and normalisation statistics, checked against ``env``.
+
+        :param pretrained_policy: a policy file (``.safetensors``), or the name of a shipped checkpoint
+            (``sb3_reinflow.pretrained.available_pretrained()``, e.g. ``"Hopper-v4_reflow"``)
+        :param env: the environment to fine-tune on
+        :param policy: the policy class or alias
+        :param policy_kwargs: policy arguments that override the file's
+        :param allow_env_mismatch: warn instead of raising when the file was recorded on another env or spaces
+        :param kwargs: the other ReinFlowPPO arguments
+        :return: the model
+        """
+        policy_class = cls.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy
+        start = read_pretrained_policy(policy_class, pretrained_policy, policy_kwargs)  # type: ignore[arg-type]
+        model = cls(policy, env, policy_kwargs=start.policy_kwargs, allow_env_mismatch=allow_env_mismatch, **kwargs)
+        model.pretrained_policy = str(pretrained_policy)
+        model._load_pretrained(start.checkpoint, str(pretrained_policy))
+        return model
 
     @staticmethod
     def _wrap_env(env: GymEnv, verbose: int = 0, monitor_wrapper: bool = True) -> VecEnv:
@@ -259,7 +330,6 @@ class ReinFlowPPO(PPO):
         )
         if issubclass(self.rollout_buffer_class, ChainRolloutBuffer):
             self._rebuild_rollout_buffer()
-        self.policy.optimizer.register_step_pre_hook(self._bc_pre_step_hook)
         if self._has_bc_reference:  # loading a model saved with a BC reference: set_parameters fills it in
             self._bc_reference = self._make_bc_reference()
         self._check_env_id()
@@ -284,7 +354,7 @@ class ReinFlowPPO(PPO):
         )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_bc_reference", "_bc_losses", "allow_env_mismatch"]
+        return [*super()._excluded_save_params(), "_bc_reference", "allow_env_mismatch"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()
@@ -333,15 +403,14 @@ class ReinFlowPPO(PPO):
 
     def train(self) -> None:
         """
-        One PPO update (SB3's own), framed by the BC reference, extra metrics and the noise schedule. The noise
-        bounds change only after the update, so the chains of a rollout are evaluated under the bounds that
+        One PPO update (:meth:`_ppo_update`), framed by the BC reference, extra metrics and the noise schedule. The
+        noise bounds change only after the update, so the chains of a rollout are evaluated under the bounds that
         sampled them.
         """
         if self.bc_coef > 0 and self._bc_reference is None:
             self._bc_reference = self._make_bc_reference()
-        self._bc_losses = []
         self._announce_critic_warmup()
-        super().train()
+        self._ppo_update()
         self._n_iterations += 1
         self._record_chain_stats()
         self._apply_noise_std_schedule()
@@ -393,8 +462,6 @@ class ReinFlowPPO(PPO):
         self.logger.record("train/noise_std_max_bound", self.policy.actor.noise_net.std_bounds[1])
         self.logger.record("train/chain_entropy", evaluation.entropy.mean().item())
         self.logger.record("train/noise_free_gap", gap)
-        if self._bc_losses:
-            self.logger.record("train/bc_loss", float(np.mean(self._bc_losses)))
 
     def _noise_free_gap(self, norm_obs: th.Tensor) -> float:
         """
@@ -421,25 +488,143 @@ class ReinFlowPPO(PPO):
             data.to_torch(data.actions.reshape(size, -1)[indices]),
         )
 
-    def _bc_pre_step_hook(self, optimizer: th.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def _bc_loss(self, obs: th.Tensor) -> th.Tensor:
         """
-        Add the gradient of ``bc_coef * W2`` before each optimizer step of ``PPO.train()``. The W2 term
-        compares deterministic actions (x_0 = 0, no noise) of the current and reference policies on a
-        minibatch of rollout observations.
+        The W2 behaviour-cloning term: the mean squared distance between the deterministic actions (x_0 = 0, no
+        noise) of the current policy and of the reference frozen at the start of ``learn``.
+
+        :param obs: raw observations of the minibatch
+        :return: the (differentiable) loss, a scalar
         """
-        if self.bc_coef <= 0 or self._bc_reference is None or not self.policy.training:
-            return
-        obs, _ = self._sample_rollout(self.batch_size)
-        with th.enable_grad():
-            features = self.policy.normalize_obs(obs)
-            x0 = th.zeros(features.shape[0], self.policy.actor.action_dim, device=features.device)
-            with th.no_grad():
-                reference_features = self.policy.normalize_obs(obs, self._bc_reference["features_extractor"])  # type: ignore[arg-type]
-                target = self._bc_reference["actor"].sample(reference_features, deterministic=True, x0=x0).chains[:, -1]
-            action = self.policy.actor.sample(features, deterministic=True, x0=x0).chains[:, -1]
-            bc_loss = F.mse_loss(action, target)
-            (self.bc_coef * bc_loss).backward()
-        self._bc_losses.append(bc_loss.item())
+        assert self._bc_reference is not None
+        features = self.policy.normalize_obs(obs)
+        x0 = th.zeros(features.shape[0], self.policy.actor.action_dim, device=features.device)
+        with th.no_grad():
+            reference_features = self.policy.normalize_obs(obs, self._bc_reference["features_extractor"])  # type: ignore[arg-type]
+            target = self._bc_reference["actor"].sample(reference_features, deterministic=True, x0=x0).chains[:, -1]
+        action = self.policy.actor.sample(features, deterministic=True, x0=x0).chains[:, -1]
+        return F.mse_loss(action, target)
+
+    def _ppo_update(self) -> None:
+        """
+        SB3's ``PPO.train`` (stable-baselines3 2.x, Box actions), unchanged but for the lines marked ``# ReinFlow:``:
+        the W2 behaviour-cloning term joins the loss before the gradient is clipped, and is logged as
+        ``train/bc_loss``. Its minibatch is PPO's own, so SB3's seeding covers it.
+        """
+        # Switch to train mode (this affects batch norm / dropout)
+        self.policy.set_training_mode(True)
+        # Update optimizer learning rate
+        self._update_learning_rate(self.policy.optimizer)
+        # Compute current clip range
+        clip_range = self.clip_range(self._current_progress_remaining)  # type: ignore[operator]
+        # Optional: clip range for the value function
+        if self.clip_range_vf is not None:
+            clip_range_vf = self.clip_range_vf(self._current_progress_remaining)  # type: ignore[operator]
+
+        entropy_losses = []
+        pg_losses, value_losses = [], []
+        clip_fractions = []
+        bc_losses = []  # ReinFlow
+
+        continue_training = True
+        # train for n_epochs epochs
+        for epoch in range(self.n_epochs):
+            approx_kl_divs = []
+            # Do a complete pass on the rollout buffer
+            for rollout_data in self.rollout_buffer.get(self.batch_size):
+                values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, rollout_data.actions)
+                values = values.flatten()
+                # Normalize advantage
+                advantages = rollout_data.advantages
+                # Normalization does not make sense if mini batchsize == 1, see GH issue #325
+                if self.normalize_advantage and len(advantages) > 1:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+
+                # ratio between old and new policy, should be one at the first iteration
+                ratio = th.exp(log_prob - rollout_data.old_log_prob)
+
+                # clipped surrogate loss
+                policy_loss_1 = advantages * ratio
+                policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+                policy_loss = -th.min(policy_loss_1, policy_loss_2).mean()
+
+                # Logging
+                pg_losses.append(policy_loss.item())
+                clip_fraction = th.mean((th.abs(ratio - 1) > clip_range).float()).item()
+                clip_fractions.append(clip_fraction)
+
+                if self.clip_range_vf is None:
+                    # No clipping
+                    values_pred = values
+                else:
+                    # Clip the difference between old and new value
+                    # NOTE: this depends on the reward scaling
+                    values_pred = rollout_data.old_values + th.clamp(
+                        values - rollout_data.old_values, -clip_range_vf, clip_range_vf
+                    )
+                # Value loss using the TD(gae_lambda) target
+                value_loss = F.mse_loss(rollout_data.returns, values_pred)
+                value_losses.append(value_loss.item())
+
+                # Entropy loss favor exploration
+                if entropy is None:
+                    # Approximate entropy when no analytical form
+                    entropy_loss = -th.mean(-log_prob)
+                else:
+                    entropy_loss = -th.mean(entropy)
+
+                entropy_losses.append(entropy_loss.item())
+
+                loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+
+                # ReinFlow: the W2 behaviour-cloning regulariser is a term of the loss (so it is clipped and logged)
+                if self.bc_coef > 0 and self._bc_reference is not None:
+                    bc_loss = self._bc_loss(rollout_data.observations)
+                    bc_losses.append(bc_loss.item())
+                    loss = loss + self.bc_coef * bc_loss
+
+                # Calculate approximate form of reverse KL Divergence for early stopping
+                # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
+                # and discussion in PR #419: https://github.com/DLR-RM/stable-baselines3/pull/419
+                # and Schulman blog: http://joschu.net/blog/kl-approx.html
+                with th.no_grad():
+                    log_ratio = log_prob - rollout_data.old_log_prob
+                    approx_kl_div = th.mean((th.exp(log_ratio) - 1) - log_ratio).cpu().numpy()
+                    approx_kl_divs.append(approx_kl_div)
+
+                if self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
+                    continue_training = False
+                    if self.verbose >= 1:
+                        print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+                    break
+
+                # Optimization step
+                self.policy.optimizer.zero_grad()
+                loss.backward()
+                # Clip grad norm
+                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                self.policy.optimizer.step()
+
+            self._n_updates += 1
+            if not continue_training:
+                break
+
+        explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
+
+        # Logs
+        self.logger.record("train/entropy_loss", np.mean(entropy_losses))
+        self.logger.record("train/policy_gradient_loss", np.mean(pg_losses))
+        self.logger.record("train/value_loss", np.mean(value_losses))
+        if bc_losses:  # ReinFlow
+            self.logger.record("train/bc_loss", np.mean(bc_losses))
+        self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
+        self.logger.record("train/clip_fraction", np.mean(clip_fractions))
+        self.logger.record("train/loss", loss.item())
+        self.logger.record("train/explained_variance", explained_var)
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        self.logger.record("train/clip_range", clip_range)
+        if self.clip_range_vf is not None:
+            self.logger.record("train/clip_range_vf", clip_range_vf)
 
     def save(
         self,
@@ -488,22 +673,3 @@ class ReinFlowPPO(PPO):
             reset_num_timesteps=reset_num_timesteps,
             progress_bar=progress_bar,
         )
-
-
-def resolve_pretrained(name_or_path: str) -> Path:
-    """
-    :param name_or_path: a policy file (or deprecated model zip), or the name of a shipped checkpoint
-        (e.g. ``"Hopper-v4_reflow"``)
-    :return: the file's path
-    """
-    from sb3_reinflow.pretrained import available_pretrained, pretrained_path
-
-    path = Path(name_or_path)
-    if path.is_file():
-        return path
-    if name_or_path in available_pretrained():
-        env_id, flow_model = name_or_path.rsplit("_", 1)
-        return pretrained_path(env_id, flow_model)
-    raise FileNotFoundError(
-        f"pretrained_policy={name_or_path!r} is neither a file nor a shipped checkpoint ({available_pretrained()})"
-    )
