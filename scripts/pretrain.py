@@ -98,7 +98,7 @@ def main() -> None:
     model = ReinFlowPPO("MlpPolicy", env, policy_kwargs={**policy_kwargs, **args.policy_kwargs}, seed=args.seed, device="cpu")
     try:
         pretrain(
-            model,
+            model.policy,
             dataset,
             stats,
             n_gradient_steps=args.n_gradient_steps,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.datasets import (
@@ -128,7 +129,7 @@ def test_pretrain_trains_on_the_normalised_observations_it_sees_at_inference(dem
     model = ReinFlowPPO("MlpPolicy", chunked_env(), n_steps=16, batch_size=8, policy_kwargs=TINY, device="cpu")
     seen: list[th.Tensor] = []
     model.policy.actor.velocity_net.register_forward_pre_hook(lambda _, args: seen.append(args[2].detach().clone()))
-    pretrain(model, dataset, stats, n_gradient_steps=3, batch_size=16, progress_bar=False)
+    pretrain(model.policy, dataset, stats, n_gradient_steps=3, batch_size=16, progress_bar=False)
     trained_on = th.cat(seen)
     states = th.as_tensor(dataset.states)
     distance = (trained_on[:, None, :] - states[None, :, :]).abs().amax(dim=-1).min(dim=1).values
@@ -144,7 +145,7 @@ def test_pretrain_rejects_wrong_dims(demo_dir):
     env = make_vec_env("MountainCarContinuous-v0", n_envs=1)
     model = ReinFlowPPO("MlpPolicy", env, n_steps=16, batch_size=8, policy_kwargs=TINY, device="cpu")
     with pytest.raises(ValueError, match=r"Dataset dims \(obs 3, action 1\) do not match the policy's env \(obs 2"):
-        pretrain(model, dataset, stats, n_gradient_steps=1, progress_bar=False)
+        pretrain(model.policy, dataset, stats, n_gradient_steps=1, progress_bar=False)
 
 
 def test_pretrain_save_load_finetune(demo_dir, tmp_path):
@@ -153,7 +154,7 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     env = chunked_env()
     model = ReinFlowPPO("MlpPolicy", env, n_steps=16, batch_size=8, n_epochs=1, policy_kwargs=TINY, seed=0, device="cpu")
     result = pretrain(
-        model,
+        model.policy,
         dataset,
         stats,
         n_gradient_steps=50,
@@ -161,13 +162,18 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
         eval_env=chunked_env(seed=1),
         eval_freq=50,
         n_eval_episodes=1,
+        eval_deterministic_x0="zero",
         tensorboard_log=str(tmp_path / "tb"),
         progress_bar=False,
         log_interval=10,
     )
     assert len(result.losses) == 5 and all(np.isfinite(result.losses))
     assert len(result.eval_returns) == 1 and result.eval_returns[0][0] == 50
-    assert np.isfinite(result.eval_returns[0][1]) and result.eval_returns[0][1] < 0  # Pendulum rewards are <= 0
+    # the evaluation is the return of the final EMA policy: a fresh evaluation with the same env seed replays it
+    model.policy.deterministic_mode = "zero"
+    replay, _ = evaluate_policy(model.policy, chunked_env(seed=1), n_eval_episodes=1, deterministic=True)
+    model.policy.deterministic_mode = "mean"
+    assert result.eval_returns[0][1] == pytest.approx(replay, abs=1e-6)
     assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
     assert not model.policy.training
     assert model.policy.actor.deterministic_mode == "mean"  # the evaluation's "random" mode was temporary
@@ -232,7 +238,7 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
 def test_saved_model_does_not_need_the_pretrained_file(demo_dir, tmp_path):
     dataset, stats = load_reinflow_dataset(demo_dir)
     model = ReinFlowPPO("MlpPolicy", chunked_env(), policy_kwargs=TINY, device="cpu")
-    pretrain(model, dataset, stats, n_gradient_steps=5, batch_size=16, progress_bar=False)
+    pretrain(model.policy, dataset, stats, n_gradient_steps=5, batch_size=16, progress_bar=False)
     checkpoint = save_pretrained(model, tmp_path / "pretrained.safetensors")
     fine_tuned = ReinFlowPPO("MlpPolicy", chunked_env(), n_steps=16, batch_size=8, pretrained_policy=str(checkpoint))
     fine_tuned.save(tmp_path / "fine_tuned")
@@ -254,7 +260,7 @@ def test_pretrain_reports_progress(demo_dir, capsys):
     dataset, stats = load_reinflow_dataset(demo_dir)
     model = ReinFlowPPO("MlpPolicy", chunked_env(), n_steps=16, batch_size=8, policy_kwargs=TINY, device="cpu")
     result = pretrain(
-        model, dataset, stats, n_gradient_steps=6, batch_size=16, eval_env=chunked_env(seed=1), eval_freq=3,
+        model.policy, dataset, stats, n_gradient_steps=6, batch_size=16, eval_env=chunked_env(seed=1), eval_freq=3,
         n_eval_episodes=1, log_interval=2,
     )  # fmt: skip
     out, err = capsys.readouterr()
@@ -264,7 +270,7 @@ def test_pretrain_reports_progress(demo_dir, capsys):
     assert out.index("step 3:") < out.index("step 6:") < out.index("pretraining done: 6 gradient steps")
     assert f"loss: {result.losses[0]:.4g} in the first logging window, {result.losses[-1]:.4g} in the last" in out
     assert f"final evaluation (step 6): noise-free return {last[1]:.1f}" in out
-    pretrain(model, dataset, stats, n_gradient_steps=2, batch_size=16, progress_bar=False, verbose=0)
+    pretrain(model.policy, dataset, stats, n_gradient_steps=2, batch_size=16, progress_bar=False, verbose=0)
     assert capsys.readouterr() == ("", "")
 
 
@@ -277,7 +283,14 @@ def test_pretraining_lowers_the_loss(demo_dir, flow_model):
         kwargs["cond_net_arch"] = [16, 16]
     model = ReinFlowPPO("MlpPolicy", chunked_env(), n_steps=16, batch_size=8, policy_kwargs=kwargs, device="cpu")
     result = pretrain(
-        model, dataset, stats, n_gradient_steps=300, batch_size=64, learning_rate=3e-3, progress_bar=False, log_interval=50
+        model.policy,
+        dataset,
+        stats,
+        n_gradient_steps=300,
+        batch_size=64,
+        learning_rate=3e-3,
+        progress_bar=False,
+        log_interval=50,
     )
     assert len(result.losses) == 6
     assert result.losses[-1] < 0.75 * result.losses[0], result.losses
@@ -296,7 +309,7 @@ def test_bc_fits_two_modes():
     env = make_vec_env("Pendulum-v1", n_envs=1)
     policy_kwargs = dict(velocity_net_arch=[64, 64, 64], noise_net_arch=[16], net_arch=[16], n_flow_steps=16)
     model = ReinFlowPPO("MlpPolicy", env, n_steps=16, batch_size=8, policy_kwargs=policy_kwargs, device="cpu")
-    pretrain(model, dataset, stats, n_gradient_steps=3000, batch_size=256, learning_rate=3e-3, progress_bar=False)
+    pretrain(model.policy, dataset, stats, n_gradient_steps=3000, batch_size=256, learning_rate=3e-3, progress_bar=False)
 
     n_samples = 2000
     obs = th.as_tensor(rng.uniform(-1, 1, size=(n_samples, 3)), dtype=th.float32)

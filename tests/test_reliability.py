@@ -422,7 +422,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_p
 
     th.manual_seed(0)
     reference = tiny_model()
-    reference_result = pretrain(reference, dataset, stats, **settings_)
+    reference_result = pretrain(reference.policy, dataset, stats, **settings_)
 
     th.manual_seed(0)
     model = tiny_model()
@@ -436,13 +436,13 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_p
     handle = model.policy.actor.velocity_net.register_forward_pre_hook(interrupt_at_step_8)
     checkpoint = tmp_path / "bc.ckpt.pt"
     with pytest.raises(KeyboardInterrupt):
-        pretrain(model, dataset, stats, checkpoint_path=checkpoint, checkpoint_freq=5, **settings_)
+        pretrain(model.policy, dataset, stats, checkpoint_path=checkpoint, checkpoint_freq=5, **settings_)
     handle.remove()
     assert th.load(checkpoint, weights_only=True)["step"] == 7
 
     th.manual_seed(123)  # the checkpoint restores the RNG: the seed here must not matter
     resumed = tiny_model()
-    result = pretrain(resumed, dataset, stats, checkpoint_path=checkpoint, checkpoint_freq=5, resume=True, **settings_)
+    result = pretrain(resumed.policy, dataset, stats, checkpoint_path=checkpoint, checkpoint_freq=5, resume=True, **settings_)
     for key, value in reference.policy.actor.velocity_net.state_dict().items():
         th.testing.assert_close(resumed.policy.actor.velocity_net.state_dict()[key], value, rtol=0, atol=0)
     # the loss window cut by the interrupt is logged with the steps after the resume only
@@ -450,7 +450,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tmp_p
     assert th.load(checkpoint, weights_only=True)["step"] == 10  # periodic checkpoint of the resumed run
     with pytest.raises(ValueError, match="n_gradient_steps=12, not 20"):
         longer = {**settings_, "n_gradient_steps": 20}
-        pretrain(tiny_model(), dataset, stats, checkpoint_path=checkpoint, resume=True, **longer)
+        pretrain(tiny_model().policy, dataset, stats, checkpoint_path=checkpoint, resume=True, **longer)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ def test_smoke_learn():
     model.learn(128)
     assert model.num_timesteps == 128
     assert isinstance(model.rollout_buffer, ChainRolloutBuffer)
-    assert model.rollout_buffer.actions.reshape(-1, 3).shape == (64, 3)  # flattened by get()
+    assert model.rollout_buffer.actions.shape == (64, 3)  # flattened by get(): (n_steps * n_envs, K + 1 chain points)
     assert changed(actor_before, model.policy.actor)
     logged = model.logger.name_to_value
     for key in ("train/noise_std", "train/chain_entropy", "train/learning_rate", "train/critic_learning_rate"):
@@ -55,7 +55,8 @@ def test_learn_with_bc_noise_decay_and_warmup():
     logged = model.logger.name_to_value
     for key in ("train/noise_std", "train/chain_entropy", "train/bc_loss"):
         assert key in logged and np.isfinite(logged[key]), key
-    assert logged["train/bc_loss"] >= 0.0
+    # the actor moved in the second update (the first was the critic warm-up): its actions left the reference's
+    assert logged["train/bc_loss"] > 1e-10
     assert logged["train/learning_rate"] > 0.0  # the second iteration is past the warm-up
     # At the end of training the upper noise bound has decayed to 0.3 * min + 0.7 * max (paper's learn_decay)
     min_std, max_std = model.policy.min_noise_std, model.policy.max_noise_std
@@ -71,6 +72,23 @@ def test_bc_regulariser_compares_actions_from_zero_x0():
     model = pendulum_model({"deterministic_mode": "random"}, batch_size=64, bc_coef=1.0)
     model.learn(64)
     assert model.logger.name_to_value["train/bc_loss"] == 0.0
+
+
+def test_bc_term_is_part_of_the_clipped_seeded_loss():
+    """The BC gradient is inside the PPO loss: clipped with it (max_grad_norm=0 cancels it),
+    it changes the update, and two runs with the same seed agree (no global RNG outside SB3's seeding)."""
+
+    def actor_after(bc_coef: float, max_grad_norm: float = 1e9, seed: int = 3) -> dict[str, th.Tensor]:
+        model = pendulum_model(bc_coef=bc_coef, max_grad_norm=max_grad_norm, n_epochs=2, seed=seed)
+        model.learn(128)
+        return clone_params(model.policy.actor)
+
+    with_bc = actor_after(1e3)
+    assert all(th.equal(value, actor_after(1e3)[name]) for name, value in with_bc.items())
+    assert any(not th.equal(value, actor_after(0.0)[name]) for name, value in with_bc.items())
+    # with every gradient clipped to zero, only AdamW's weight decay moves the actor: the same with and without BC
+    clipped = actor_after(1e3, max_grad_norm=0.0)
+    assert all(th.equal(value, actor_after(0.0, max_grad_norm=0.0)[name]) for name, value in clipped.items())
 
 
 def test_learn_decay_schedule():
@@ -135,7 +153,7 @@ def test_hopper_chunked_default_nets():
     # Noise net input: detached time embedding (16) + raw observation (11), as in the paper's ReFlow-Hopper
     assert policy.actor.noise_net.mlp_logvar.moduleList[0].linear_1.in_features == 27
     model.learn(64)
-    assert model.rollout_buffer.actions.reshape(-1, 5 * 12).shape == (32, 5 * 12)
+    assert model.rollout_buffer.actions.shape == (32, 5 * 12)  # (n_steps, (K + 1) * horizon * action_dim)
     assert np.isfinite(model.logger.name_to_value["train/chain_entropy"])
 
 
@@ -155,7 +173,7 @@ def test_plain_sb3_ppo_with_reinflow_policy(n_flow_steps):
     actor_before = clone_params(model.policy.actor)
     model.learn(64)
     assert model.num_timesteps == 64
-    assert model.rollout_buffer.actions.reshape(-1, n_flow_steps + 1).shape == (32, n_flow_steps + 1)
+    assert model.rollout_buffer.actions.shape == (32, n_flow_steps + 1)
     assert changed(actor_before, model.policy.actor)
     # The first epoch starts on-policy: the approximate KL of the update is tiny
     assert abs(model.logger.name_to_value["train/approx_kl"]) < 1e-2

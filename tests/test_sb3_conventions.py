@@ -98,7 +98,7 @@ def test_pretraining_refuses_a_learnable_extractor():
     )
     stats = NormalizationStats(-np.ones(3), np.ones(3), -np.ones(1), np.ones(1))
     with pytest.raises(ValueError, match=r"FlattenExtractor only, got LinearExtractor"):
-        pretrain(model, dataset, stats, n_gradient_steps=1, batch_size=4)
+        pretrain(model.policy, dataset, stats, n_gradient_steps=1, batch_size=4)
 
 
 def test_cnn_policy_on_images():

@@ -1,5 +1,7 @@
 """RL Zoo integration: the bare rl_zoo3 commands, the hook-free wrappers, -optimize and the registry."""
 
+import configparser
+import fnmatch
 import inspect
 import os
 import subprocess
@@ -211,8 +213,20 @@ def test_registry_keys_are_known_arguments() -> None:
             assert entry["pretrained_policy"] in available_pretrained(), f"{env_id}: no shipped {entry['pretrained_policy']}"
 
 
-def test_packaged_registry_matches_top_level() -> None:
-    assert hyperparams_path().read_text() == (ROOT / "hyperparams" / "reinflow_ppo.yml").read_text()
+def test_packaged_registry_is_the_top_level_one_and_is_shipped() -> None:
+    """One registry: the packaged file is the top-level one (a symlink) or an identical copy, and the package
+    data (setup.cfg and MANIFEST.in) ship it, so an installed package finds it."""
+    packaged, top_level = hyperparams_path(), ROOT / "hyperparams" / "reinflow_ppo.yml"
+    assert packaged.is_file() and yaml.safe_load(packaged.read_text()), packaged
+    assert packaged.resolve() == top_level.resolve() or packaged.read_bytes() == top_level.read_bytes()
+    package_dir = ROOT / "sb3_reinflow" / "zoo"
+    relative = packaged.relative_to(package_dir).as_posix()
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    patterns = [pattern.strip() for pattern in config["options.package_data"]["sb3_reinflow.zoo"].split(",")]
+    assert any(fnmatch.fnmatch(relative, pattern) for pattern in patterns), (relative, patterns)
+    manifest = (ROOT / "MANIFEST.in").read_text()
+    assert f"recursive-include {package_dir.relative_to(ROOT).as_posix()}/{Path(relative).parent.as_posix()} *.yml" in manifest
 
 
 def test_startup_does_not_import_torch_or_zoo() -> None:

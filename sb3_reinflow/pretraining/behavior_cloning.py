@@ -8,11 +8,13 @@ every ``checkpoint_freq`` steps and on Ctrl-C).
 import copy
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.torch_layers import FlattenExtractor
 from stable_baselines3.common.vec_env import VecEnv
@@ -24,7 +26,7 @@ from sb3_reinflow.common.flow import DeterministicX0
 from sb3_reinflow.common.losses import RectifiedFlowLoss, ShortcutLoss, TimeSampling
 from sb3_reinflow.common.policy_files import env_id_of
 from sb3_reinflow.common.save_util import atomic_write
-from sb3_reinflow.reinflow_ppo.reinflow_ppo import ReinFlowPPO
+from sb3_reinflow.reinflow_ppo.policies import ReinFlowPolicy
 
 
 class PretrainResult(NamedTuple):
@@ -67,8 +69,8 @@ def chunk_tensors(dataset: TrajectoryDataset, horizon: int) -> tuple[th.Tensor, 
     return th.as_tensor(dataset.states[starts], dtype=th.float32), th.as_tensor(actions, dtype=th.float32)
 
 
-def _make_loss(model: ReinFlowPPO, t_sampling: TimeSampling) -> RectifiedFlowLoss | ShortcutLoss:
-    if model.policy.flow_model == "shortcut":
+def _make_loss(policy: ReinFlowPolicy, t_sampling: TimeSampling) -> RectifiedFlowLoss | ShortcutLoss:
+    if policy.flow_model == "shortcut":
         return ShortcutLoss(t_sampling=t_sampling)
     return RectifiedFlowLoss(t_sampling=t_sampling)
 
@@ -93,17 +95,36 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
-def save_pretrained(model: ReinFlowPPO, path: str | Path) -> Path:
+def save_pretrained(policy: ReinFlowPolicy | BaseAlgorithm, path: str | Path, env_id: str | None = None) -> Path:
     """
     Save the policy as a pretrained-policy file (safetensors weights + JSON config with the env id and spaces),
     atomically and to ``path`` exactly as given.
 
-    :param model: the pretrained model
+    :param policy: the pretrained policy (or a model holding it, whose env gives the default ``env_id``)
     :param path: destination, conventionally ``*.safetensors``
+    :param env_id: id of the env it was trained on (default: the model's env, or the policy's ``env_id``)
     :return: ``path``
     """
-    model.policy.save(path, env_id=env_id_of(model.env) if model.env is not None else None)
+    if isinstance(policy, BaseAlgorithm):
+        env_id = env_id or (env_id_of(policy.env) if policy.env is not None else None)
+        policy = policy.policy  # type: ignore[assignment]
+    assert isinstance(policy, ReinFlowPolicy)
+    policy.save(path, env_id=env_id or policy.env_id)
     return Path(path)
+
+
+def _as_policy(policy: ReinFlowPolicy | BaseAlgorithm) -> ReinFlowPolicy:
+    """The policy to pretrain; passing the algorithm is deprecated."""
+    if isinstance(policy, BaseAlgorithm):
+        warnings.warn(
+            "pretrain(model, ...) is deprecated: pass the policy, pretrain(model.policy, ...)",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        policy = policy.policy  # type: ignore[assignment]
+    if not isinstance(policy, ReinFlowPolicy):
+        raise TypeError(f"pretrain needs a ReinFlowPolicy, got {type(policy).__name__}")
+    return policy
 
 
 class _Trainer(NamedTuple):
@@ -175,7 +196,7 @@ def load_checkpoint(path: str | Path, trainer: _Trainer, n_gradient_steps: int) 
 
 
 def pretrain(
-    model: ReinFlowPPO,
+    policy: ReinFlowPolicy,
     dataset: TrajectoryDataset,
     stats: NormalizationStats,
     n_gradient_steps: int = 20_000,
@@ -201,7 +222,7 @@ def pretrain(
     Fit the policy's velocity net to demonstrations by flow matching; the EMA weights end up in the policy and
     the dataset's normalisation statistics in its buffers.
 
-    :param model: a ReinFlowPPO whose policy is trained in place
+    :param policy: the policy, trained in place (passing a ReinFlowPPO is deprecated: pass ``model.policy``)
     :param dataset: normalised demonstrations (``load_reinflow_dataset``)
     :param stats: their normalisation statistics
     :param n_gradient_steps: number of AdamW steps
@@ -231,21 +252,19 @@ def pretrain(
     """
     if checkpoint_freq < 1:
         raise ValueError(f"checkpoint_freq={checkpoint_freq} must be >= 1")
-    policy = model.policy
-    _check_flat_features(policy)
-    _check_dims(policy.observation_space.shape, policy.flat_action_dim // policy.horizon, dataset)
-    policy.set_normalization(stats.obs_min, stats.obs_max, stats.action_min, stats.action_max)
-    obs, actions = (tensor.to(policy.device) for tensor in chunk_tensors(dataset, policy.horizon))
+    policy = _as_policy(policy)
+    # 1) check the data against the policy, and store its normalisation statistics in the policy
+    obs, actions = _prepare_data(policy, dataset, stats)
+    # 2) the velocity net's optimiser, schedule and EMA (restored from the checkpoint when resuming)
     velocity_net = policy.actor.velocity_net
-    loss_fn = _make_loss(model, t_sampling)
-    optimizer = th.optim.AdamW(velocity_net.parameters(), lr=learning_rate, weight_decay=weight_decay)
-    scheduler = th.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_gradient_steps, eta_min=min_learning_rate)
-    ema = AveragedModel(velocity_net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
-    trainer = _Trainer(velocity_net, ema, optimizer, scheduler)
+    loss_fn = _make_loss(policy, t_sampling)
+    trainer = _make_trainer(velocity_net, n_gradient_steps, learning_rate, min_learning_rate, weight_decay, ema_decay)
+    optimizer, scheduler, ema = trainer.optimizer, trainer.scheduler, trainer.ema
     writer = _summary_writer(tensorboard_log)
     result, done = PretrainResult([], []), 0
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
         done, result = load_checkpoint(checkpoint_path, trainer, n_gradient_steps)
+    # 3) the training loop: flow-matching steps, logging, evaluation, checkpoints
     rng_state = th.get_rng_state()
     window: list[float] = []
     start = time.perf_counter()
@@ -270,7 +289,7 @@ def pretrain(
                 bar.set_postfix(loss=f"{result.losses[-1]:.4g}", lr=f"{learning_rate_now:.2e}", refresh=False)
                 window = []
             if eval_env is not None and (step % eval_freq == 0 or step == n_gradient_steps):
-                mean, std = _evaluate_ema(model, ema, eval_env, n_eval_episodes, eval_deterministic_x0)
+                mean, std = _evaluate_ema(policy, ema, eval_env, n_eval_episodes, eval_deterministic_x0)
                 result.eval_returns.append((step, mean, std))
                 _log(writer, {"pretrain/eval_return": mean}, step)
                 if verbose >= 1:
@@ -285,11 +304,42 @@ def pretrain(
         bar.close()
         if writer is not None:
             writer.close()
+    # 4) the EMA weights become the policy's
     velocity_net.load_state_dict(ema.module.state_dict())
     policy.set_training_mode(False)
     if verbose >= 1:
         print(_summary(result, n_gradient_steps, time.perf_counter() - start, policy.n_flow_steps, eval_deterministic_x0))
     return result
+
+
+def _prepare_data(
+    policy: ReinFlowPolicy, dataset: TrajectoryDataset, stats: NormalizationStats
+) -> tuple[th.Tensor, th.Tensor]:
+    """
+    Check that the dataset fits the policy, store its normalisation statistics in the policy.
+
+    :return: observations and flat action chunks, on the policy's device
+    """
+    _check_flat_features(policy)
+    _check_dims(policy.observation_space.shape, policy.flat_action_dim // policy.horizon, dataset)
+    policy.set_normalization(stats.obs_min, stats.obs_max, stats.action_min, stats.action_max)
+    obs, actions = chunk_tensors(dataset, policy.horizon)
+    return obs.to(policy.device), actions.to(policy.device)
+
+
+def _make_trainer(
+    velocity_net: th.nn.Module,
+    n_gradient_steps: int,
+    learning_rate: float,
+    min_learning_rate: float,
+    weight_decay: float,
+    ema_decay: float,
+) -> _Trainer:
+    """AdamW with a cosine schedule over ``n_gradient_steps``, and an EMA of the weights."""
+    optimizer = th.optim.AdamW(velocity_net.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    scheduler = th.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=n_gradient_steps, eta_min=min_learning_rate)
+    ema = AveragedModel(velocity_net, multi_avg_fn=get_ema_multi_avg_fn(ema_decay))
+    return _Trainer(velocity_net, ema, optimizer, scheduler)
 
 
 def _check_flat_features(policy: Any) -> None:
@@ -331,15 +381,15 @@ def _check_dims(obs_shape: Any, action_dim: int, dataset: TrajectoryDataset) -> 
 
 
 def _evaluate_ema(
-    model: ReinFlowPPO, ema: AveragedModel, env: VecEnv, n_episodes: int, deterministic_x0: DeterministicX0
+    policy: ReinFlowPolicy, ema: AveragedModel, env: VecEnv, n_episodes: int, deterministic_x0: DeterministicX0
 ) -> tuple[float, float]:
-    policy, velocity_net = model.policy, model.policy.actor.velocity_net
+    velocity_net = policy.actor.velocity_net
     backup, x0_backup = copy.deepcopy(velocity_net.state_dict()), policy.deterministic_x0
     velocity_net.load_state_dict(ema.module.state_dict())
     policy.deterministic_x0 = deterministic_x0
     policy.set_training_mode(False)
     try:
-        mean, std = evaluate_policy(model, env, n_eval_episodes=n_episodes, deterministic=True)
+        mean, std = evaluate_policy(policy, env, n_eval_episodes=n_episodes, deterministic=True)
     finally:
         velocity_net.load_state_dict(backup)
         policy.deterministic_x0 = x0_backup
