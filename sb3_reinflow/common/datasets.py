@@ -6,7 +6,7 @@ ReinFlow layout (as used by the official code, so its data files load too):
 - ``train.npz``: ``states`` (N, obs_dim) and ``actions`` (N, action_dim), both min-max normalised to [-1, 1];
   ``rewards`` (N,), ``terminals`` (N,) and ``traj_lengths`` (E,) with ``sum(traj_lengths) == N``.
 - ``normalization.npz``: ``obs_min``, ``obs_max``, ``action_min``, ``action_max`` (per-dimension vectors), with
-  ``normalised = 2 * (x - min) / (max - min + 1e-6) - 1``.
+  ``normalised = 2 * (x - min) / (max - min + 1e-6) - 1`` (:mod:`sb3_reinflow.common.normalization`).
 """
 
 from pathlib import Path
@@ -14,9 +14,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from sb3_reinflow.common.normalization import NORMALIZATION_EPS as NORMALIZATION_EPS
+from sb3_reinflow.common.normalization import NormalizationStats, normalize, unnormalize
 from sb3_reinflow.common.save_util import atomic_write
 
-NORMALIZATION_EPS = 1e-6
 TRAIN_KEYS = ("states", "actions", "rewards", "terminals", "traj_lengths")
 NORMALIZATION_KEYS = ("obs_min", "obs_max", "action_min", "action_max")
 
@@ -39,22 +40,6 @@ class TrajectoryDataset(NamedTuple):
     traj_lengths: np.ndarray
 
 
-class NormalizationStats(NamedTuple):
-    """
-    Per-dimension min/max of observations and actions.
-
-    :param obs_min: shape (obs_dim,)
-    :param obs_max: shape (obs_dim,)
-    :param action_min: shape (action_dim,)
-    :param action_max: shape (action_dim,)
-    """
-
-    obs_min: np.ndarray
-    obs_max: np.ndarray
-    action_min: np.ndarray
-    action_max: np.ndarray
-
-
 def compute_normalization(dataset: TrajectoryDataset) -> NormalizationStats:
     """
     :param dataset: raw (unnormalised) dataset
@@ -63,26 +48,6 @@ def compute_normalization(dataset: TrajectoryDataset) -> NormalizationStats:
     return NormalizationStats(
         dataset.states.min(axis=0), dataset.states.max(axis=0), dataset.actions.min(axis=0), dataset.actions.max(axis=0)
     )
-
-
-def normalize(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """
-    :param x: values
-    :param low: per-dimension minimum
-    :param high: per-dimension maximum
-    :return: ``2 * (x - low) / (high - low + 1e-6) - 1``
-    """
-    return 2.0 * (x - low) / (high - low + NORMALIZATION_EPS) - 1.0
-
-
-def unnormalize(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """
-    :param x: normalised values
-    :param low: per-dimension minimum
-    :param high: per-dimension maximum
-    :return: the inverse of :func:`normalize`
-    """
-    return (x + 1.0) / 2.0 * (high - low + NORMALIZATION_EPS) + low
 
 
 def episode_returns(dataset: TrajectoryDataset) -> np.ndarray:

@@ -28,6 +28,7 @@ from sb3_reinflow.common.flow import (
     check_n_mean_chains,
 )
 from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
+from sb3_reinflow.common.normalization import minmax_affine
 from sb3_reinflow.common.policy_files import read_pretrained, save_policy_file
 
 FlowModel = Literal["reflow", "shortcut"]
@@ -35,7 +36,6 @@ FLOW_MODELS: tuple[str, ...] = ("reflow", "shortcut")
 NetArch = list[int] | dict[str, list[int]]
 DEFAULT_VELOCITY_NET_ARCH = (512, 512, 512)
 DEFAULT_CRITIC_NET_ARCH = (256, 256, 256)
-_NORMALIZATION_EPS = 1e-6
 # How many frames up ``_check_rollout_buffer`` looks for the algorithm that builds the policy
 _MAX_CALLER_FRAMES = 8
 
@@ -482,9 +482,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
             low = self._check_stat("obs_min", obs_min, self.obs_offset.numel())
             high = self._check_stat("obs_max", obs_max, self.obs_offset.numel())
             _check_ordered("obs", low, high)
-            span = high - low + _NORMALIZATION_EPS
-            self.obs_offset.copy_(th.as_tensor(low + span / 2))
-            self.obs_scale.copy_(th.as_tensor(2.0 / span))
+            affine = minmax_affine(low, high)
+            self.obs_offset.copy_(th.as_tensor(affine.offset))
+            self.obs_scale.copy_(th.as_tensor(affine.scale))
         if action_min is not None and action_max is not None:
             action_low = self._check_action_stat("action_min", action_min)
             action_high = self._check_action_stat("action_max", action_max)

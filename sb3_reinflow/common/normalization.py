@@ -1,0 +1,69 @@
+"""
+The one min-max normaliser, used by the datasets (numpy) and by the policy's buffers (torch): values in
+``[low, high]`` map to ``[-1, 1]`` with ``2 * (x - low) / (high - low + NORMALIZATION_EPS) - 1`` (ReinFlow's rule).
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+#: keeps a constant dimension (high == low) finite; ReinFlow's value
+NORMALIZATION_EPS = 1e-6
+
+
+class NormalizationStats(NamedTuple):
+    """
+    Per-dimension min/max of observations and actions.
+
+    :param obs_min: shape (obs_dim,)
+    :param obs_max: shape (obs_dim,)
+    :param action_min: shape (action_dim,)
+    :param action_max: shape (action_dim,)
+    """
+
+    obs_min: np.ndarray
+    obs_max: np.ndarray
+    action_min: np.ndarray
+    action_max: np.ndarray
+
+
+class MinMaxAffine(NamedTuple):
+    """
+    The normaliser as ``(x - offset) * scale``, the form the policy stores in buffers.
+
+    :param offset: the middle of the (widened) range, shape (dim,)
+    :param scale: ``2 / (high - low + NORMALIZATION_EPS)``, shape (dim,)
+    """
+
+    offset: np.ndarray
+    scale: np.ndarray
+
+
+def normalize(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """
+    :param x: values
+    :param low: per-dimension minimum
+    :param high: per-dimension maximum
+    :return: ``2 * (x - low) / (high - low + NORMALIZATION_EPS) - 1``
+    """
+    return 2.0 * (x - low) / (high - low + NORMALIZATION_EPS) - 1.0
+
+
+def unnormalize(x: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """
+    :param x: normalised values
+    :param low: per-dimension minimum
+    :param high: per-dimension maximum
+    :return: the inverse of :func:`normalize`
+    """
+    return (x + 1.0) / 2.0 * (high - low + NORMALIZATION_EPS) + low
+
+
+def minmax_affine(low: np.ndarray, high: np.ndarray) -> MinMaxAffine:
+    """
+    :param low: per-dimension minimum
+    :param high: per-dimension maximum
+    :return: offset and scale with ``(x - offset) * scale`` equal to :func:`normalize` (up to rounding)
+    """
+    span = high - low + NORMALIZATION_EPS
+    return MinMaxAffine(low + span / 2, 2.0 / span)

@@ -1,0 +1,125 @@
+"""The layers of docs/architecture.md: every module has a floor, and no module imports a floor above its own."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "sb3_reinflow"
+
+GROUND, SB3_LAYER, BUILDERS, TOP = 0, 1, 2, 3
+#: module (or package prefix) -> floor; the longest matching prefix wins
+LAYERS: dict[str, int] = {
+    # ground floor: flow math, networks, losses, distribution, normalisation, file formats, safe saving, data
+    "sb3_reinflow.common": GROUND,
+    "sb3_reinflow.pretrained": GROUND,
+    # SB3 layer: the policy, its rollout buffer, the algorithm, callbacks
+    "sb3_reinflow.common.buffers": SB3_LAYER,
+    "sb3_reinflow.common.callbacks": SB3_LAYER,
+    "sb3_reinflow.reinflow_ppo": SB3_LAYER,
+    # builders: pretraining, the official-checkpoint importer, demonstrations (they build or fill policies)
+    "sb3_reinflow.pretraining": BUILDERS,
+    # top: the package's public names, the zoo plugin, and the deprecated aliases of moved modules
+    "sb3_reinflow": TOP,
+    "sb3_reinflow.zoo": TOP,
+    "sb3_reinflow.common.pretrain": TOP,
+    "sb3_reinflow.common.checkpoints": TOP,
+    "sb3_reinflow.common.demonstrations": TOP,
+}
+#: SB3 modules that hold (or import) algorithms: off limits for the ground floor
+SB3_ALGORITHM_MODULES = (
+    "stable_baselines3",  # the package itself imports every algorithm
+    "stable_baselines3.common.base_class",
+    "stable_baselines3.common.on_policy_algorithm",
+    "stable_baselines3.common.off_policy_algorithm",
+    "stable_baselines3.ppo",
+    "sb3_contrib",
+)
+
+
+def layer_of(module: str) -> int | None:
+    """
+    :param module: a dotted module name inside the package
+    :return: its floor (longest matching prefix of :data:`LAYERS`), None for a module outside the package
+    """
+    matches = [name for name in LAYERS if module == name or module.startswith(name + ".")]
+    return LAYERS[max(matches, key=len)] if matches else None
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(source: str) -> list[tuple[str, list[str]]]:
+    """
+    :param source: Python source
+    :return: every import, top-level or inside a function, as (module, imported names)
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module is not None and node.level == 0:
+            found.append((node.module, [alias.name for alias in node.names]))
+    return found
+
+
+def upward_imports(module: str, source: str) -> list[str]:
+    """
+    :param module: the importing module's name
+    :param source: its source
+    :return: the imports of a floor above ``module``'s (``from pkg import submodule`` counts the submodule), and,
+        on the ground floor, imports of SB3 algorithms
+    """
+    own = layer_of(module)
+    assert own is not None, f"{module} has no floor: add it to LAYERS (see docs/architecture.md)"
+    bad = []
+    for target, names in imported_modules(source):
+        targets = [f"{target}.{name}" for name in names] or [target]
+        for full in targets:
+            floor = layer_of(full)
+            if floor is not None and floor > own:
+                bad.append(f"{module} (floor {own}) imports {full} (floor {floor})")
+        sb3_algorithm = target in SB3_ALGORITHM_MODULES[1:] or target.split(".")[0] == "sb3_contrib"
+        sb3_algorithm |= target == "stable_baselines3" and bool(names)
+        if own == GROUND and sb3_algorithm:
+            bad.append(f"{module} is on the ground floor but imports the SB3 algorithm module {target}")
+    return bad
+
+
+PACKAGE_MODULES = sorted(PACKAGE.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", PACKAGE_MODULES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_no_module_imports_upward(path: Path) -> None:
+    assert upward_imports(module_name(path), path.read_text()) == []
+
+
+def test_every_floor_is_used() -> None:
+    floors = {layer_of(module_name(path)) for path in PACKAGE_MODULES}
+    assert floors == {GROUND, SB3_LAYER, BUILDERS, TOP}
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "expected"),
+    [
+        ("sb3_reinflow.common.flow", "from sb3_reinflow.reinflow_ppo.policies import ReinFlowPolicy", "floor 1"),
+        ("sb3_reinflow.common.flow", "def f():\n    from sb3_reinflow import ReinFlowPPO", "floor 3"),
+        ("sb3_reinflow.common.flow", "from sb3_reinflow.pretraining import behavior_cloning", "floor 2"),
+        ("sb3_reinflow.reinflow_ppo.policies", "import sb3_reinflow.zoo", "floor 3"),
+        ("sb3_reinflow.common.losses", "from stable_baselines3 import PPO", "SB3 algorithm"),
+        ("sb3_reinflow.common.losses", "from stable_baselines3.common.base_class import BaseAlgorithm", "SB3 algorithm"),
+    ],
+)
+def test_the_checker_catches_upward_imports(module: str, source: str, expected: str) -> None:
+    """The rule can fail: each of these imports is reported."""
+    bad = upward_imports(module, source)
+    assert len(bad) == 1 and expected in bad[0], bad
+
+
+def test_the_checker_allows_downward_imports() -> None:
+    source = "from sb3_reinflow.common.flow import FlowChain\nfrom stable_baselines3.common.distributions import Distribution"
+    assert upward_imports("sb3_reinflow.common.distributions", source) == []
+    assert upward_imports("sb3_reinflow.zoo", "from sb3_reinflow.pretraining import pretrain") == []
