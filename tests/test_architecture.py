@@ -123,3 +123,28 @@ def test_the_checker_allows_downward_imports() -> None:
     source = "from sb3_reinflow.common.flow import FlowChain\nfrom stable_baselines3.common.distributions import Distribution"
     assert upward_imports("sb3_reinflow.common.distributions", source) == []
     assert upward_imports("sb3_reinflow.zoo", "from sb3_reinflow.pretraining import pretrain") == []
+
+
+def test_chain_options_and_normaliser_live_in_one_place() -> None:
+    """The policy creates one ChainConfig and hands it to the chain: no attribute copies of its options remain;
+    the policy's observation normaliser is the datasets' one."""
+    import numpy as np
+    import torch as th
+
+    from sb3_reinflow import ReinFlowPPO
+    from sb3_reinflow.common.flow import ChainConfig
+    from sb3_reinflow.common.normalization import normalize
+
+    tiny = dict(velocity_net_arch=[8], noise_net_arch=[8], net_arch=[8], n_flow_steps=3, log_prob_bounds=[-2.0, 1.0])
+    policy = ReinFlowPPO("MlpPolicy", "Pendulum-v1", policy_kwargs=tiny, device="cpu").policy
+    assert policy.actor.config is policy.chain_config
+    assert policy.chain_config == ChainConfig(3, log_prob_bounds=(-2.0, 1.0))
+    for name in ChainConfig._fields:
+        assert name not in vars(policy) and name not in vars(policy.actor), name
+    low, high = np.array([-2.0, 0.0, 1.0]), np.array([2.0, 5.0, 1.5])
+    policy.set_normalization(low, high)
+    obs = np.array([[0.5, 4.0, 1.0]], dtype=np.float32)
+    expected = normalize(obs.astype(np.float64), low, high)
+    with th.no_grad():
+        normalized = policy.normalize_obs(th.as_tensor(obs)).numpy()
+    np.testing.assert_allclose(normalized, expected, rtol=1e-5, atol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import torch as th
 from torch.distributions import Normal
 
-from sb3_reinflow.common.flow import FlowChain, gaussian_chain_entropy, gaussian_chain_log_prob, time_grid
+from sb3_reinflow.common.flow import ChainConfig, FlowChain, gaussian_chain_entropy, gaussian_chain_log_prob, time_grid
 from sb3_reinflow.common.networks import FlowEmbedding, NoiseNet, ReFlowVelocityNet, VelocityNet
 
 OBS_DIM = 3
@@ -43,9 +43,14 @@ def make_noise_net(action_dim: int, min_std: float = 0.1, max_std: float = 0.24,
     return net
 
 
+CHAIN_ONLY = ("deterministic_mode", "n_mean_chains", "mean_seed")
+
+
 def make_chain(c: list[float], n_flow_steps: int = 2, a: float = 0.0, noise_kwargs: dict | None = None, **kwargs) -> FlowChain:
     velocity = AffineVelocity(c, a=a)
-    return FlowChain(velocity, make_noise_net(velocity.action_dim, **(noise_kwargs or {})), n_flow_steps, **kwargs)
+    chain_kwargs = {key: kwargs.pop(key) for key in CHAIN_ONLY if key in kwargs}
+    config = ChainConfig(n_flow_steps, **kwargs)
+    return FlowChain(velocity, make_noise_net(velocity.action_dim, **(noise_kwargs or {})), config, **chain_kwargs)
 
 
 def reference_means_stds(chain: FlowChain, obs: th.Tensor, chains: th.Tensor, times: list[float]):
@@ -91,7 +96,7 @@ def test_chain_log_prob_matches_hand_computed_gaussian(include_initial_noise, no
     chain = make_chain(
         [0.4, -1.5],
         n_flow_steps,
-        time_grid_kind=grid,
+        time_grid=grid,
         include_initial_noise=include_initial_noise,
         normalize_log_prob=normalize,
         log_prob_bounds=None,
@@ -128,7 +133,9 @@ def test_log_prob_bounds_clamp():
         chains = unclamped_chain.sample(obs, generator=th.Generator().manual_seed(1)).chains
         unclamped = unclamped_chain.evaluate(obs, chains).log_prob
     low, high = th.quantile(unclamped, 0.25).item(), th.quantile(unclamped, 0.75).item()
-    clamped_chain = FlowChain(unclamped_chain.velocity_net, unclamped_chain.noise_net, 2, log_prob_bounds=(low, high))
+    clamped_chain = FlowChain(
+        unclamped_chain.velocity_net, unclamped_chain.noise_net, ChainConfig(2, log_prob_bounds=(low, high))
+    )
     with th.no_grad():
         clamped_sample = clamped_chain.sample(obs, generator=th.Generator().manual_seed(1))
         clamped = clamped_chain.evaluate(obs, chains).log_prob
@@ -157,7 +164,7 @@ def test_default_log_prob_bounds_bind_for_extreme_chains():
         low_unclamped = other.evaluate(obs, chains).log_prob
         assert th.all(high_unclamped > 1.0) and th.all(low_unclamped < -1.0)
         for net, unclamped in ((sampler, high_unclamped), (other, low_unclamped)):
-            bounded = FlowChain(net.velocity_net, net.noise_net, 2)  # default bounds (-1, 1)
+            bounded = FlowChain(net.velocity_net, net.noise_net, ChainConfig(2))  # default bounds (-1, 1)
             assert bounded.log_prob_bounds == (-1.0, 1.0)
             clamped = bounded.evaluate(obs, chains).log_prob
             th.testing.assert_close(clamped, th.sign(unclamped), atol=0.0, rtol=0.0)
@@ -282,7 +289,7 @@ def test_time_grid_unknown_kind():
     with pytest.raises(ValueError, match="time_grid"):
         time_grid(4, "bogus")
     with pytest.raises(ValueError, match="time_grid"):
-        make_chain([0.0], time_grid_kind="bogus")
+        make_chain([0.0], time_grid="bogus")
 
 
 @pytest.mark.parametrize("n_flow_steps", [1, 2, 3, 5])
@@ -308,7 +315,7 @@ def test_deterministic_sample_follows_transition_means_and_is_reproducible():
     th.manual_seed(0)
     velocity = ReFlowVelocityNet(action_dim, OBS_DIM, [32], time_embedding_dim=8)
     noise_net = NoiseNet(velocity.noise_input_dim, action_dim, [16])
-    chain = FlowChain(velocity, noise_net, n_flow_steps, deterministic_mode="zero")
+    chain = FlowChain(velocity, noise_net, ChainConfig(n_flow_steps), deterministic_mode="zero")
     obs = th.randn(6, OBS_DIM)
     with th.no_grad():
         first = chain.sample(obs, deterministic=True)
@@ -332,13 +339,13 @@ def test_deterministic_random_x0_draws_x0_and_injects_no_noise():
     th.manual_seed(0)
     velocity = ReFlowVelocityNet(action_dim, OBS_DIM, [32], time_embedding_dim=8)
     noise_net = NoiseNet(velocity.noise_input_dim, action_dim, [16])
-    chain = FlowChain(velocity, noise_net, n_flow_steps, deterministic_mode="random")
+    chain = FlowChain(velocity, noise_net, ChainConfig(n_flow_steps), deterministic_mode="random")
     obs = th.randn(batch, OBS_DIM)
     with th.no_grad():
         sample = chain.sample(obs, deterministic=True, generator=th.Generator().manual_seed(3))
         other = chain.sample(obs, deterministic=True, generator=th.Generator().manual_seed(4))
         x0 = th.randn(batch, action_dim, generator=th.Generator().manual_seed(3))
-        reference = FlowChain(velocity, noise_net, n_flow_steps, deterministic_mode="zero").sample(
+        reference = FlowChain(velocity, noise_net, ChainConfig(n_flow_steps), deterministic_mode="zero").sample(
             obs, deterministic=True, x0=x0
         )
     th.testing.assert_close(sample.chains, reference.chains)
@@ -348,9 +355,9 @@ def test_deterministic_random_x0_draws_x0_and_injects_no_noise():
 def test_invalid_deterministic_mode():
     velocity = AffineVelocity([0.0, 0.0])
     with pytest.raises(ValueError, match="deterministic_mode='ones'"):
-        FlowChain(velocity, make_noise_net(2), 2, deterministic_mode="ones")
+        FlowChain(velocity, make_noise_net(2), ChainConfig(2), deterministic_mode="ones")
     with pytest.raises(ValueError, match="n_mean_chains=0"):
-        FlowChain(velocity, make_noise_net(2), 2, n_mean_chains=0)
+        FlowChain(velocity, make_noise_net(2), ChainConfig(2), n_mean_chains=0)
 
 
 def _nonlinear_chain(**kwargs) -> FlowChain:
@@ -360,7 +367,7 @@ def _nonlinear_chain(**kwargs) -> FlowChain:
     for param in velocity.parameters():  # large weights: a strongly non-linear flow
         param.data.mul_(1.5)
     noise_net = NoiseNet(velocity.noise_input_dim, 3, [16], min_std=0.2, max_std=0.3)
-    return FlowChain(velocity, noise_net, 3, **kwargs)
+    return FlowChain(velocity, noise_net, ChainConfig(3), **kwargs)
 
 
 def test_mean_mode_is_the_expected_action_of_the_noisy_chain():

@@ -5,7 +5,7 @@ from typing import Any, TypeVar
 import torch as th
 from stable_baselines3.common.distributions import Distribution
 
-from sb3_reinflow.common.flow import FlowChain
+from sb3_reinflow.common.flow import ChainConfig, FlowChain
 from sb3_reinflow.common.networks import NoiseNet, VelocityNet
 
 SelfFlowChainDistribution = TypeVar("SelfFlowChainDistribution", bound="FlowChainDistribution")
@@ -27,14 +27,17 @@ class FlowChainDistribution(Distribution):
         self.chain: FlowChain | None = None
         self.obs: th.Tensor | None = None
 
-    def proba_distribution_net(self, velocity_net: VelocityNet, noise_net: NoiseNet, **chain_kwargs: Any) -> FlowChain:
+    def proba_distribution_net(
+        self, velocity_net: VelocityNet, noise_net: NoiseNet, config: ChainConfig, **chain_kwargs: Any
+    ) -> FlowChain:
         """
         :param velocity_net: the flow policy
         :param noise_net: the learned noise std
-        :param chain_kwargs: :class:`FlowChain` keyword arguments (n_flow_steps, time grid, clamps, ...)
+        :param config: the chain's options (K, time grid, clamps, log-prob options)
+        :param chain_kwargs: the other :class:`FlowChain` arguments (deterministic mode, ...)
         :return: the chain, which holds all the distribution's parameters
         """
-        return FlowChain(velocity_net, noise_net, **chain_kwargs)
+        return FlowChain(velocity_net, noise_net, config, **chain_kwargs)
 
     def proba_distribution(self: SelfFlowChainDistribution, chain: FlowChain, obs: th.Tensor) -> SelfFlowChainDistribution:
         """

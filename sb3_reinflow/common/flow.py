@@ -198,19 +198,48 @@ def _normalize_and_clamp(
     return value
 
 
+class ChainConfig(NamedTuple):
+    """
+    The options of a denoising chain, created once (by the policy, from its constructor arguments) and handed to
+    :class:`FlowChain`, which reads them from here only.
+
+    :param n_flow_steps: K, the number of Euler steps (>= 1)
+    :param time_grid: see :func:`time_grid`
+    :param denoised_clip_value: clamp each transition mean to +-this (None: no clamp)
+    :param noise_clip_value: truncate injected noise to +-this many stds when sampling (None: no truncation)
+    :param include_initial_noise: count ``log N(x_0; 0, I)`` in the log-probability and entropy
+    :param normalize_log_prob: divide log-probability and entropy by (number of factors) * action_dim
+    :param log_prob_bounds: clamp the log-probability to these bounds (None: no clamp)
+    """
+
+    n_flow_steps: int = 4
+    time_grid: TimeGrid = "euler"
+    denoised_clip_value: float | None = 1.0
+    noise_clip_value: float | None = 3.0
+    include_initial_noise: bool = True
+    normalize_log_prob: bool = True
+    log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0)
+
+
+def check_chain_config(config: ChainConfig) -> None:
+    """Raise a ``ValueError`` naming the first invalid option of ``config``."""
+    check_n_flow_steps(config.n_flow_steps)
+    if config.time_grid not in TIME_GRIDS:
+        raise ValueError(f"time_grid={config.time_grid!r} is not one of {TIME_GRIDS}")
+    check_clip_value("denoised_clip_value", config.denoised_clip_value)
+    check_clip_value("noise_clip_value", config.noise_clip_value)
+    bounds = config.log_prob_bounds
+    if bounds is not None and not bounds[0] < bounds[1]:
+        raise ValueError(f"log_prob_bounds={bounds} must be (low, high) with low < high, or None")
+
+
 class FlowChain(nn.Module):
     """
     ReinFlow's stochastic K-step Euler chain over a velocity net and a noise net.
 
     :param velocity_net: the flow policy v(x, t, [d,] obs)
     :param noise_net: the learned noise std sigma(obs, t)
-    :param n_flow_steps: K
-    :param time_grid_kind: see :func:`time_grid`
-    :param denoised_clip_value: clamp each transition mean to +-this (None: no clamp)
-    :param noise_clip_value: truncate injected noise to +-this many stds when sampling (None: no truncation)
-    :param include_initial_noise: count ``log N(x_0; 0, I)`` in the log-probability and entropy
-    :param normalize_log_prob: divide log-probability and entropy by (number of factors) * action_dim
-    :param log_prob_bounds: clamp the log-probability to these bounds (None: no clamp)
+    :param config: the chain's options (K, time grid, clamps, log-prob options); default ``ChainConfig()``
     :param deterministic_mode: what deterministic actions are: ``"mean"`` (default), the expected final action of
         the noisy chain that PPO trains, estimated from ``n_mean_chains`` chains with fixed noise (common random
         numbers, so the same observation gives the same action); ``"zero"``, the noise-free chain from x_0 = 0;
@@ -223,40 +252,48 @@ class FlowChain(nn.Module):
         self,
         velocity_net: VelocityNet,
         noise_net: NoiseNet,
-        n_flow_steps: int = 4,
-        time_grid_kind: TimeGrid = "euler",
-        denoised_clip_value: float | None = 1.0,
-        noise_clip_value: float | None = 3.0,
-        include_initial_noise: bool = True,
-        normalize_log_prob: bool = True,
-        log_prob_bounds: tuple[float, float] | None = (-1.0, 1.0),
+        config: ChainConfig | None = None,
         deterministic_mode: DeterministicMode = "mean",
         n_mean_chains: int = N_MEAN_CHAINS,
         mean_seed: int = 0,
     ) -> None:
         super().__init__()
-        check_n_flow_steps(n_flow_steps)
-        if time_grid_kind not in TIME_GRIDS:
-            raise ValueError(f"time_grid={time_grid_kind!r} is not one of {TIME_GRIDS}")
+        config = ChainConfig() if config is None else config
+        check_chain_config(config)
         check_deterministic_mode(deterministic_mode)
         check_n_mean_chains(n_mean_chains)
-        check_clip_value("denoised_clip_value", denoised_clip_value)
-        check_clip_value("noise_clip_value", noise_clip_value)
-        if log_prob_bounds is not None and not log_prob_bounds[0] < log_prob_bounds[1]:
-            raise ValueError(f"log_prob_bounds={log_prob_bounds} must be (low, high) with low < high, or None")
         self.velocity_net = velocity_net
         self.noise_net = noise_net
-        self.n_flow_steps = n_flow_steps
-        self.time_grid_kind = time_grid_kind
-        self.denoised_clip_value = denoised_clip_value
-        self.noise_clip_value = noise_clip_value
-        self.include_initial_noise = include_initial_noise
-        self.normalize_log_prob = normalize_log_prob
-        self.log_prob_bounds = log_prob_bounds
+        self.config = config
         self.deterministic_mode = deterministic_mode
         self.n_mean_chains = n_mean_chains
         self.mean_seed = mean_seed
-        self.register_buffer("times", time_grid(n_flow_steps, time_grid_kind), persistent=False)
+        self.register_buffer("times", time_grid(config.n_flow_steps, config.time_grid), persistent=False)
+
+    # the chain's options, read from ``config`` (stored once)
+    @property
+    def n_flow_steps(self) -> int:
+        return self.config.n_flow_steps
+
+    @property
+    def denoised_clip_value(self) -> float | None:
+        return self.config.denoised_clip_value
+
+    @property
+    def noise_clip_value(self) -> float | None:
+        return self.config.noise_clip_value
+
+    @property
+    def include_initial_noise(self) -> bool:
+        return self.config.include_initial_noise
+
+    @property
+    def normalize_log_prob(self) -> bool:
+        return self.config.normalize_log_prob
+
+    @property
+    def log_prob_bounds(self) -> tuple[float, float] | None:
+        return self.config.log_prob_bounds
 
     @property
     def action_dim(self) -> int:

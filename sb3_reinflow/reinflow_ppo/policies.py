@@ -22,6 +22,7 @@ from sb3_reinflow.common.buffers import ChainRolloutBuffer
 from sb3_reinflow.common.distributions import FlowChainDistribution
 from sb3_reinflow.common.flow import (
     N_MEAN_CHAINS,
+    ChainConfig,
     DeterministicMode,
     TimeGrid,
     check_deterministic_mode,
@@ -245,8 +246,16 @@ class ReinFlowPolicy(ActorCriticPolicy):
             raise ValueError(f"flow_model={flow_model!r} is not one of {FLOW_MODELS}")
         assert isinstance(action_space, spaces.Box)
         self.flow_model = flow_model
-        self.n_flow_steps = n_flow_steps
-        self.time_grid = time_grid
+        # the chain's options, stored once: FlowChain reads them from this object
+        self.chain_config = ChainConfig(
+            n_flow_steps,
+            time_grid,
+            denoised_clip_value,
+            noise_clip_value,
+            include_initial_noise,
+            normalize_log_prob,
+            None if log_prob_bounds is None else tuple(log_prob_bounds),  # type: ignore[arg-type]
+        )
         self._velocity_net_arch_arg = None if velocity_net_arch is None else list(velocity_net_arch)
         self.velocity_net_arch: list[int] = []  # resolved in _build, with net_arch
         self.residual_velocity_net = True
@@ -258,11 +267,6 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self.noise_activation_fn = noise_activation_fn
         self.min_noise_std = min_noise_std
         self.max_noise_std = max_noise_std
-        self.denoised_clip_value = denoised_clip_value
-        self.noise_clip_value = noise_clip_value
-        self.include_initial_noise = include_initial_noise
-        self.normalize_log_prob = normalize_log_prob
-        self.log_prob_bounds = None if log_prob_bounds is None else tuple(log_prob_bounds)
         if deterministic_x0 is not None:  # older models saved the deterministic chain's x_0 under this name
             check_deterministic_mode(deterministic_x0, "deterministic_x0")
             deterministic_mode = deterministic_x0
@@ -317,6 +321,11 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self.actor.deterministic_mode = value
 
     @property
+    def n_flow_steps(self) -> int:
+        """K, the number of Euler steps of the chain (from :attr:`chain_config`)."""
+        return self.chain_config.n_flow_steps
+
+    @property
     def chain_length(self) -> int:
         """K + 1, the number of points stored per chain."""
         return self.n_flow_steps + 1
@@ -326,8 +335,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
         data.update(
             lr_schedule=self._dummy_schedule,
             flow_model=self.flow_model,
-            n_flow_steps=self.n_flow_steps,
-            time_grid=self.time_grid,
+            n_flow_steps=self.chain_config.n_flow_steps,
+            time_grid=self.chain_config.time_grid,
             velocity_net_arch=self._velocity_net_arch_arg,
             velocity_activation_fn=self.velocity_activation_fn,
             time_embedding_dim=self.time_embedding_dim,
@@ -337,11 +346,11 @@ class ReinFlowPolicy(ActorCriticPolicy):
             noise_activation_fn=self.noise_activation_fn,
             min_noise_std=self.min_noise_std,
             max_noise_std=self.max_noise_std,
-            denoised_clip_value=self.denoised_clip_value,
-            noise_clip_value=self.noise_clip_value,
-            include_initial_noise=self.include_initial_noise,
-            normalize_log_prob=self.normalize_log_prob,
-            log_prob_bounds=self.log_prob_bounds,
+            denoised_clip_value=self.chain_config.denoised_clip_value,
+            noise_clip_value=self.chain_config.noise_clip_value,
+            include_initial_noise=self.chain_config.include_initial_noise,
+            normalize_log_prob=self.chain_config.normalize_log_prob,
+            log_prob_bounds=self.chain_config.log_prob_bounds,
             deterministic_mode=self.deterministic_mode,
             n_mean_chains=self.actor.n_mean_chains,
             check_finite_obs=self.check_finite_obs,
@@ -400,13 +409,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self.actor = self.action_dist.proba_distribution_net(
             velocity_net,
             self._make_noise_net(velocity_net.noise_input_dim),
-            n_flow_steps=self.n_flow_steps,
-            time_grid_kind=self.time_grid,
-            denoised_clip_value=self.denoised_clip_value,
-            noise_clip_value=self.noise_clip_value,
-            include_initial_noise=self.include_initial_noise,
-            normalize_log_prob=self.normalize_log_prob,
-            log_prob_bounds=self.log_prob_bounds,  # type: ignore[arg-type]
+            self.chain_config,
             deterministic_mode=self._initial_deterministic[0],
             n_mean_chains=self._initial_deterministic[1],
         )
