@@ -119,7 +119,7 @@ def main() -> None:
     except KeyboardInterrupt:
         print(f"\ninterrupted: training checkpoint saved to {checkpoint}; continue with the same command plus --resume")
         sys.exit(130)
-    print(f"saved {save_pretrained(model, output)} (data mean episode return {returns.mean():.1f})")
+    print(f"saved {save_pretrained(model.policy, output)} (data mean episode return {returns.mean():.1f})")
 
 
 if __name__ == "__main__":
