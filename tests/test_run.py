@@ -201,6 +201,32 @@ def test_seeded_training_is_reproducible():
     assert any(not th.equal(value, untrained.policy.state_dict()[key]) for key, value in state_a.items())
 
 
+def test_chain_statistics_draw_from_the_model_generator(monkeypatch, record_logs):
+    """The logged chain statistics sample with the model's own generator: they leave the global numpy stream (SB3's
+    minibatch permutations) alone, so training is the same with or without them, and the seed fixes their values."""
+
+    def run(record_stats: bool, seed: int) -> tuple[ReinFlowPPO, list]:
+        if not record_stats:
+            monkeypatch.setattr(ReinFlowPPO, "_record_chain_stats", lambda self: None)
+        model = pendulum_model(n_epochs=2, seed=seed)
+        dumps = record_logs(model)
+        model.learn(64 * 3)
+        monkeypatch.undo()
+        return model, [dump.get("train/noise_free_gap") for dump in dumps]
+
+    (with_stats, gaps), (without_stats, _) = run(True, seed=0), run(False, seed=0)
+    for key, value in with_stats.policy.state_dict().items():
+        assert th.equal(value, without_stats.policy.state_dict()[key]), key
+    gaps = [gap for gap in gaps if gap is not None]
+    assert len(gaps) == 2 and gaps == [gap for gap in run(True, seed=0)[1] if gap is not None]
+    with_stats.set_random_seed(5)
+    assert with_stats._stats_rng.bit_generator.state == np.random.default_rng(5).bit_generator.state
+    np.random.seed(0)
+    state = np.random.get_state()
+    with_stats._record_chain_stats()
+    assert all(np.array_equal(a, b) for a, b in zip(state, np.random.get_state(), strict=True))
+
+
 def test_noise_decay_ratio_sets_the_final_upper_bound():
     """learn_decay ends at (1 - r) * min + r * max; r outside (0, 1] is refused with its value named."""
     model = pendulum_model(noise_std_schedule="learn_decay", noise_decay_ratio=0.1)

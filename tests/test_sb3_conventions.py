@@ -223,6 +223,51 @@ def test_reinflow_ppo_sizes_its_chain_buffer():
     assert model.rollout_buffer.chain_length == model.policy.chain_length == 3
 
 
+class EightStepPolicy(ReinFlowPolicy):
+    """A subclass with another default K, read from its signature before it is built."""
+
+    def __init__(self, *args, n_flow_steps: int = 8, **kwargs) -> None:
+        super().__init__(*args, n_flow_steps=n_flow_steps, **kwargs)
+
+
+class HiddenStepsPolicy(ReinFlowPolicy):
+    """A subclass that fixes K where the signature does not show it."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **{**kwargs, "n_flow_steps": 6})
+
+
+@pytest.mark.parametrize(
+    "policy, policy_kwargs, chain_length",
+    [("MlpPolicy", dict(n_flow_steps=1), 2), ("MlpPolicy", dict(n_flow_steps=7), 8), ("MlpPolicy", {}, 5)]
+    + [(EightStepPolicy, {}, 9), (EightStepPolicy, dict(n_flow_steps=3), 4)],
+)
+def test_reinflow_ppo_builds_its_chain_buffer_once(monkeypatch, policy, policy_kwargs, chain_length):
+    built = []
+    original_init = ChainRolloutBuffer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(kwargs.get("chain_length"))
+        original_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ChainRolloutBuffer, "__init__", counting_init)
+    kwargs = dict(noise_net_arch=[8], net_arch=[16], velocity_net_arch=[16], **policy_kwargs)
+    model = ReinFlowPPO(policy, "Pendulum-v1", n_steps=8, batch_size=8, policy_kwargs=kwargs, seed=0)
+    assert built == [chain_length]
+    assert model.policy.chain_length == model.rollout_buffer.chain_length == chain_length
+    assert model.rollout_buffer.actions.shape == (8, 1, chain_length)
+
+
+def test_reinflow_ppo_names_the_fix_when_k_is_hidden():
+    with pytest.raises(ValueError, match=r"HiddenStepsPolicy builds chains of length 7.*n_flow_steps=6\)"):
+        ReinFlowPPO(HiddenStepsPolicy, "Pendulum-v1", n_steps=8, batch_size=8, policy_kwargs=dict(noise_net_arch=[8]))
+
+
+def test_reinflow_ppo_checks_k_before_building_the_buffer():
+    with pytest.raises(ValueError, match="n_flow_steps=0 must be an integer >= 1"):
+        pendulum_model(policy_kwargs=dict(n_flow_steps=0))
+
+
 def test_chain_buffer_refuses_dict_observations():
     obs_space = spaces.Dict({"a": OBS_SPACE})
     with pytest.raises(NotImplementedError, match=r"Box observation spaces only.*FlattenObservation"):

@@ -370,7 +370,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         :class:`ChainRolloutBuffer` of this policy's ``chain_length``; otherwise the first rollout would fail with a
         bare reshape error. SB3's on-policy algorithms build the buffer just before the policy, in
         ``_setup_model``: look up that algorithm among the calling frames and check its buffer now. Algorithms that
-        size the chain buffer from the policy afterwards (``ReinFlowPPO``) set ``_sizes_chain_buffer_from_policy``.
+        size and check the chain buffer themselves (``ReinFlowPPO``) set ``_sizes_chain_buffer_from_policy``.
         """
         frame = inspect.currentframe()
         algorithm = None

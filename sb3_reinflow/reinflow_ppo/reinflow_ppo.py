@@ -7,6 +7,7 @@ trainer keeps working, without the BC term. See docs/architecture.md.
 """
 
 import copy
+import inspect
 import io
 import math
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from sb3_reinflow.common.buffers import ChainRolloutBuffer
+from sb3_reinflow.common.flow import check_n_flow_steps
 from sb3_reinflow.common.policy_files import PolicyCheckpoint, check_env_match, env_id_of, read_pretrained
 from sb3_reinflow.common.save_util import atomic_write, sb3_save_path
 from sb3_reinflow.pretrained import resolve_pretrained
@@ -69,6 +71,30 @@ def read_pretrained_policy(
     checkpoint = read_pretrained(resolve_pretrained(pretrained_policy))
     recorded = known_policy_kwargs(policy_class, checkpoint.policy_kwargs, str(pretrained_policy))
     return PretrainedStart(checkpoint, {**recorded, **(policy_kwargs or {})})
+
+
+def policy_chain_length(policy_class: type[BasePolicy], policy_kwargs: dict[str, Any]) -> int:
+    """
+    The chain length (K + 1) of the policy ``policy_class(..., **policy_kwargs)`` will build, read before it is built
+    (SB3 builds the rollout buffer first): ``n_flow_steps`` from ``policy_kwargs``, else the default of the first
+    class in ``policy_class``'s MRO whose ``__init__`` names it.
+
+    :param policy_class: a ReinFlowPolicy (sub)class
+    :param policy_kwargs: the arguments it will be built with
+    :return: ``n_flow_steps + 1``
+    """
+    n_flow_steps = policy_kwargs.get("n_flow_steps")
+    for cls in policy_class.__mro__:
+        if n_flow_steps is not None:
+            break
+        if "__init__" in vars(cls):
+            parameter = inspect.signature(cls.__init__).parameters.get("n_flow_steps")
+            if parameter is not None and parameter.default is not inspect.Parameter.empty:
+                n_flow_steps = parameter.default
+    if n_flow_steps is None:
+        raise ValueError(f"{policy_class.__name__} has no n_flow_steps default: pass policy_kwargs=dict(n_flow_steps=4)")
+    check_n_flow_steps(n_flow_steps)
+    return n_flow_steps + 1
 
 
 def check_reinflow_arguments(
@@ -140,7 +166,7 @@ class ReinFlowPPO(PPO):
     :param use_sde: must be False
     :param sde_sample_freq: unused
     :param rollout_buffer_class: rollout buffer class (default: ChainRolloutBuffer)
-    :param rollout_buffer_kwargs: its kwargs; ``chain_length`` is set from the policy
+    :param rollout_buffer_kwargs: its kwargs; ``chain_length`` is set from the policy's ``n_flow_steps``
     :param target_kl: optional KL early stop
     :param stats_window_size: episodes in the rollout statistics window
     :param tensorboard_log: TensorBoard log directory
@@ -176,7 +202,8 @@ class ReinFlowPPO(PPO):
         "MultiInputPolicy": MultiInputPolicy,
     }
     policy: ReinFlowPolicy  # type: ignore[assignment]
-    # the chain buffer is resized from the policy once it is built (see ReinFlowPolicy._check_rollout_buffer)
+    # the chain buffer is sized from the policy's arguments and checked by _setup_model (see
+    # ReinFlowPolicy._check_rollout_buffer)
     _sizes_chain_buffer_from_policy: ClassVar[bool] = True
 
     def __init__(
@@ -322,39 +349,48 @@ class ReinFlowPPO(PPO):
     def _setup_model(self) -> None:
         if self.rollout_buffer_class is None:
             self.rollout_buffer_class = ChainRolloutBuffer
+        if issubclass(self.rollout_buffer_class, ChainRolloutBuffer):
+            # SB3 builds the buffer before the policy: size it from the policy's arguments, so it is built once
+            chain_length = policy_chain_length(self.policy_class, self.policy_kwargs)  # type: ignore[arg-type]
+            self.rollout_buffer_kwargs = {**self.rollout_buffer_kwargs, "chain_length": chain_length}
         super()._setup_model()
         if not isinstance(self.policy, ReinFlowPolicy):
             raise TypeError(f"ReinFlowPPO needs a ReinFlowPolicy, got {type(self.policy).__name__}")
+        self._check_chain_buffer()
         self.critic_lr_schedule = FloatSchedule(
             self.learning_rate if self.critic_learning_rate is None else self.critic_learning_rate
         )
-        if issubclass(self.rollout_buffer_class, ChainRolloutBuffer):
-            self._rebuild_rollout_buffer()
         if self._has_bc_reference:  # loading a model saved with a BC reference: set_parameters fills it in
             self._bc_reference = self._make_bc_reference()
         self._check_env_id()
+
+    def set_random_seed(self, seed: int | None = None) -> None:
+        """
+        SB3's seeding, plus the generator of the logged chain statistics (:meth:`_record_chain_stats`), which is
+        seeded with ``seed`` (fresh entropy when None) and never draws from the global numpy stream.
+
+        :param seed: the seed
+        """
+        super().set_random_seed(seed)
+        self._stats_rng = np.random.default_rng(seed)
 
     def set_env(self, env: GymEnv, force_reset: bool = True) -> None:
         """SB3's ``set_env``, plus the env-id check of :meth:`_check_env_id`."""
         super().set_env(env, force_reset)
         self._check_env_id()
 
-    def _rebuild_rollout_buffer(self) -> None:
-        """Size the chain buffer from the policy's chain length (the policy is built after the buffer)."""
-        self.rollout_buffer_kwargs = {**self.rollout_buffer_kwargs, "chain_length": self.policy.chain_length}
-        self.rollout_buffer = self.rollout_buffer_class(  # type: ignore[misc]
-            self.n_steps,
-            self.observation_space,  # type: ignore[arg-type]
-            self.action_space,
-            device=self.device,
-            gamma=self.gamma,
-            gae_lambda=self.gae_lambda,
-            n_envs=self.n_envs,
-            **self.rollout_buffer_kwargs,
-        )
+    def _check_chain_buffer(self) -> None:
+        """Raise if the policy built chains of another length than the one its arguments gave the buffer."""
+        buffer = self.rollout_buffer
+        if isinstance(buffer, ChainRolloutBuffer) and buffer.chain_length != self.policy.chain_length:
+            raise ValueError(
+                f"{type(self.policy).__name__} builds chains of length {self.policy.chain_length}, but its "
+                f"n_flow_steps could not be read before it was built (the buffer got chain_length={buffer.chain_length}): "
+                f"pass policy_kwargs=dict(n_flow_steps={self.policy.n_flow_steps})"
+            )
 
     def _excluded_save_params(self) -> list[str]:
-        return [*super()._excluded_save_params(), "_bc_reference", "allow_env_mismatch"]
+        return [*super()._excluded_save_params(), "_bc_reference", "allow_env_mismatch", "_stats_rng"]
 
     def _get_torch_save_params(self) -> tuple[list[str], list[str]]:
         state_dicts, variables = super()._get_torch_save_params()
@@ -477,12 +513,14 @@ class ReinFlowPPO(PPO):
 
     def _sample_rollout(self, n_samples: int) -> tuple[th.Tensor, th.Tensor]:
         """
-        :param n_samples: how many (observation, chain) pairs to draw, with replacement, from the rollout buffer
+        :param n_samples: how many (observation, chain) pairs to draw, with replacement, from the rollout buffer, with
+            the model's own generator (:meth:`set_random_seed`), so the global numpy stream that SB3's minibatches
+            use is left alone
         :return: observations (of the observation space's shape) and flattened chains
         """
         data = self.rollout_buffer
         size = data.buffer_size * data.n_envs
-        indices = np.random.randint(0, size, size=min(size, n_samples))
+        indices = self._stats_rng.integers(0, size, size=min(size, n_samples))
         return (
             data.to_torch(data.observations.reshape(size, *data.obs_shape)[indices]),  # type: ignore[arg-type]
             data.to_torch(data.actions.reshape(size, -1)[indices]),
