@@ -239,8 +239,13 @@ class HiddenStepsPolicy(ReinFlowPolicy):
 
 @pytest.mark.parametrize(
     "policy, policy_kwargs, chain_length",
-    [("MlpPolicy", dict(n_flow_steps=1), 2), ("MlpPolicy", dict(n_flow_steps=7), 8), ("MlpPolicy", {}, 5)]
-    + [(EightStepPolicy, {}, 9), (EightStepPolicy, dict(n_flow_steps=3), 4)],
+    [
+        ("MlpPolicy", dict(n_flow_steps=1), 2),
+        ("MlpPolicy", dict(n_flow_steps=7), 8),
+        ("MlpPolicy", {}, 5),
+        (EightStepPolicy, {}, 9),
+        (EightStepPolicy, dict(n_flow_steps=3), 4),
+    ],
 )
 def test_reinflow_ppo_builds_its_chain_buffer_once(monkeypatch, policy, policy_kwargs, chain_length):
     built = []
