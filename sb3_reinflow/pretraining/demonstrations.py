@@ -2,10 +2,10 @@
 
 import importlib
 import pickle
-import sys
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -50,23 +50,110 @@ def _find_algo_class(algo: str) -> type[BaseAlgorithm]:
     raise ValueError(f"algo={algo!r} is not a stable_baselines3 or sb3_contrib algorithm (e.g. TQC, SAC, PPO, TRPO)")
 
 
+class VecNormalizeStats(NamedTuple):
+    """
+    The observation statistics of a pickled ``VecNormalize``.
+
+    :param mean: running mean of the observations
+    :param var: running variance of the observations
+    :param clip_obs: normalised observations are clipped to ``[-clip_obs, clip_obs]``
+    :param epsilon: added to the variance
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    clip_obs: float
+    epsilon: float
+
+
+class PickledObject:
+    """
+    Stands in for an allowed class of a pickle: it keeps the pickled arguments and state as plain data and runs none
+    of the class's code. ``pickled_name`` is the class's ``module.name`` as the pickle spells it.
+    """
+
+    pickled_name = ""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.args = args
+
+    def __setstate__(self, state: Any) -> None:
+        parts = state if isinstance(state, tuple) and len(state) == 2 else (state,)  # maybe (__dict__, __slots__)
+        if all(isinstance(part, dict | None) for part in parts):
+            for part in parts:
+                self.__dict__.update(part or {})
+        else:
+            self.state = state
+
+
+# numpy's array and scalar rebuilders, under their numpy 1 (``numpy.core``) and numpy 2 (``numpy._core``) paths
+_RECONSTRUCT, _SCALAR = np.ndarray.__reduce__(np.zeros(1))[0], np.float64(0).__reduce__()[0]
+_NUMPY_GLOBALS: dict[tuple[str, str], Any] = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    **{(f"numpy.{core}.multiarray", "_reconstruct"): _RECONSTRUCT for core in ("core", "_core")},
+    **{(f"numpy.{core}.multiarray", "scalar"): _SCALAR for core in ("core", "_core")},
+    ("collections", "OrderedDict"): OrderedDict,
+}
+#: classes read as :class:`PickledObject`: VecNormalize and its parts, the spaces (old ``gym`` or gymnasium) and
+#: the random generators they may hold
+_STAND_IN_CLASSES = {
+    "stable_baselines3.common.vec_env.vec_normalize": ("VecNormalize",),
+    "stable_baselines3.common.running_mean_std": ("RunningMeanStd",),
+}
+_STAND_IN_MODULE_PREFIXES = ("gym.spaces", "gymnasium.spaces", "numpy.random")
+
+
+class VecNormalizeUnpickler(pickle.Unpickler):
+    """
+    Reads a ``vecnormalize.pkl`` (written by SB3 with gymnasium, or by older versions with ``gym`` and numpy 1)
+    without running code from it: numpy arrays are rebuilt, the classes above become :class:`PickledObject`, and
+    any other global (a function to call, a class to build) raises ``pickle.UnpicklingError``.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _NUMPY_GLOBALS:
+            return _NUMPY_GLOBALS[(module, name)]
+        allowed = name in _STAND_IN_CLASSES.get(module, ()) or any(
+            module == prefix or module.startswith(prefix + ".") for prefix in _STAND_IN_MODULE_PREFIXES
+        )
+        if not allowed:
+            raise pickle.UnpicklingError(
+                f"{module}.{name} is not allowed in a vecnormalize.pkl (only numpy arrays, VecNormalize, "
+                "RunningMeanStd, spaces and random generators are read); is this file a VecNormalize pickle?"
+            )
+        return type(name, (PickledObject,), {"pickled_name": f"{module}.{name}"})
+
+
+def read_vecnormalize_stats(path: str | Path) -> VecNormalizeStats:
+    """
+    Read the observation statistics of a ``vecnormalize.pkl`` with :class:`VecNormalizeUnpickler` (no code runs).
+
+    :param path: the pickle
+    :return: its observation statistics
+    """
+    with open(path, "rb") as handle:
+        state = VecNormalizeUnpickler(handle).load()
+    if not (isinstance(state, PickledObject) and state.pickled_name.endswith(".VecNormalize")):
+        raise ValueError(f"{path} holds a {getattr(state, 'pickled_name', type(state).__name__)}, not a VecNormalize")
+    obs_rms = getattr(state, "obs_rms", None)
+    if not isinstance(getattr(obs_rms, "mean", None), np.ndarray):
+        raise NotImplementedError(f"{path}: only VecNormalize of Box observations (one RunningMeanStd) is supported")
+    return VecNormalizeStats(obs_rms.mean, obs_rms.var, float(state.clip_obs), float(state.epsilon))  # type: ignore[union-attr]
+
+
 def load_vecnormalize_obs_transform(path: str | Path) -> ObsTransform:
     """
-    Observation normalisation from a ``vecnormalize.pkl`` (also old-``gym`` pickles). This unpickles the file:
-    use only statistics from a trusted source.
+    Observation normalisation from a ``vecnormalize.pkl`` (also old-``gym`` pickles), read by
+    :func:`read_vecnormalize_stats`, which runs no code from the file.
 
     :param path: the pickle
     :return: a function normalising raw observations as the model saw them
     """
-    sys.modules.setdefault("gym", gym)
-    sys.modules.setdefault("gym.spaces", gym.spaces)
-    sys.modules.setdefault("gym.spaces.box", gym.spaces.box)
-    with open(path, "rb") as handle:
-        vec_normalize = pickle.load(handle)
-    obs_rms, clip, epsilon = vec_normalize.obs_rms, vec_normalize.clip_obs, vec_normalize.epsilon
+    stats = read_vecnormalize_stats(path)
 
     def transform(obs: np.ndarray) -> np.ndarray:
-        return np.clip((obs - obs_rms.mean) / np.sqrt(obs_rms.var + epsilon), -clip, clip)
+        return np.clip((obs - stats.mean) / np.sqrt(stats.var + stats.epsilon), -stats.clip_obs, stats.clip_obs)
 
     return transform
 
