@@ -235,3 +235,30 @@ def test_minari_round_trip(tmp_path, monkeypatch):
     np.testing.assert_array_equal(back.terminals, raw.terminals)
     with pytest.raises(FileNotFoundError, match="not stored locally"):
         load_minari_dataset("test/pendulum/missing-v0")
+
+
+def test_datasets_module_reexports_the_split_pieces():
+    """``common.datasets`` only re-exports: each name is its home module's object, and each piece keeps to its job
+    (the in-memory dataset does no file I/O, the files do no batching, the chunks read no files)."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    from sb3_reinflow.common import datasets
+
+    homes = {
+        "sb3_reinflow.common.trajectories": {"TrajectoryDataset", "validate_dataset", "episode_returns", "normalized"},
+        "sb3_reinflow.common.dataset_files": {"save_reinflow_dataset", "load_reinflow_dataset", "load_minari_dataset"},
+        "sb3_reinflow.common.chunks": {"chunk_start_indices", "chunk_tensors"},
+        "sb3_reinflow.common.normalization": {"NormalizationStats", "normalize", "NORMALIZATION_EPS"},
+    }
+    for module_name, names in homes.items():
+        module = importlib.import_module(module_name)
+        assert all(getattr(datasets, name) is getattr(module, name) for name in names), module_name
+    assert set().union(*homes.values()) <= set(datasets.__all__)
+    source = Path(datasets.__file__).read_text()
+    assert not [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.FunctionDef | ast.ClassDef)]
+    forbidden = {"trajectories": ("save_util", "torch", "minari"), "chunks": ("save_util", "dataset_files")}
+    for name, imports in forbidden.items():
+        text = Path(datasets.__file__).with_name(f"{name}.py").read_text()
+        assert not [word for word in imports if f"import {word}" in text or f".{word} import" in text], name

@@ -21,7 +21,10 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
+from sb3_reinflow.common.chunks import chunk_start_indices as chunk_start_indices
+from sb3_reinflow.common.chunks import chunk_tensors
+from sb3_reinflow.common.normalization import NormalizationStats
+from sb3_reinflow.common.trajectories import TrajectoryDataset
 from sb3_reinflow.common.flow import DeterministicX0
 from sb3_reinflow.common.losses import RectifiedFlowLoss, ShortcutLoss, TimeSampling
 from sb3_reinflow.common.policy_files import env_id_of
@@ -37,36 +40,6 @@ class PretrainResult(NamedTuple):
 
     losses: list[float]
     eval_returns: list[tuple[int, float, float]]
-
-
-def chunk_start_indices(traj_lengths: np.ndarray, horizon: int) -> np.ndarray:
-    """
-    Start indices of action chunks of length ``horizon`` that never cross an episode end.
-
-    :param traj_lengths: episode lengths, shape (E,)
-    :param horizon: chunk length
-    :return: valid start indices into the flat transition arrays
-    """
-    starts, offset = [], 0
-    for length in traj_lengths:
-        if length >= horizon:
-            starts.append(np.arange(offset, offset + length - horizon + 1))
-        offset += int(length)
-    if not starts:
-        raise ValueError(f"No episode is at least horizon={horizon} steps long; use a shorter action chunk")
-    return np.concatenate(starts)
-
-
-def chunk_tensors(dataset: TrajectoryDataset, horizon: int) -> tuple[th.Tensor, th.Tensor]:
-    """
-    :param dataset: normalised dataset
-    :param horizon: chunk length
-    :return: observations (M, obs_dim) and flat action chunks (M, horizon * action_dim)
-    """
-    starts = chunk_start_indices(dataset.traj_lengths, horizon)
-    windows = starts[:, None] + np.arange(horizon)[None, :]
-    actions = dataset.actions[windows].reshape(len(starts), -1)
-    return th.as_tensor(dataset.states[starts], dtype=th.float32), th.as_tensor(actions, dtype=th.float32)
 
 
 def _make_loss(policy: ReinFlowPolicy, t_sampling: TimeSampling) -> RectifiedFlowLoss | ShortcutLoss:
