@@ -312,11 +312,15 @@ class KitchenExpert:
         return self._task_distance(task) < 0.3 - margin
 
     def _grasp_offset(self, normal: np.ndarray) -> np.ndarray:
-        """Small random grasp error; a deliberate miss lands 5 cm off along ``normal`` (the fingers close on air)."""
+        """Small random grasp error; a deliberate miss lands 8 cm off along ``normal`` (the fingers close on air)."""
         offset = self._jitter("grasp_std")
         if self._miss():
-            offset = offset + 0.05 * normal
+            offset = offset + 0.08 * normal
         return offset
+
+    def _holding(self) -> bool:
+        """Whether something is between the fingers (closed empty fingers sit at 0)."""
+        return float(np.sum(self.data.qpos[7:9])) > 0.01
 
     def _pull_door(
         self, joint: str, handle_site: str, hinge_body: str, yaw0: float, goal: float, done: float, exit: np.ndarray
@@ -398,15 +402,22 @@ class KitchenExpert:
         # Grasp the kettle's top bar (along world x) from the front, lift it and set it down further back (+y),
         # towards the back-left burner. Done when within 0.3 of the goal pose (about 0.15 m of +y motion suffices).
         up, forward = np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
-        for _ in range(3):
+        for _ in range(4):
             if self._done("kettle"):
                 return
             handle = self._site("kettle_site")
-            pregrasp = handle - 0.1 * forward + self._jitter("waypoint_std")
+            if np.linalg.norm(self._site_position() - (handle - 0.1 * forward)) > 0.06:
+                # Turn the wrist well above the kettle, then come down in front of its handle.
+                above = handle + np.array([0.0, -0.15, 0.12]) + self._jitter("waypoint_std")
+                yield from self._move(above, _R_FORWARD_VERTICAL, _OPEN, 0.06, tolerance=0.05)
+            pregrasp = handle - 0.1 * forward + self._jitter("grasp_std")
             yield from self._move(pregrasp, _R_FORWARD_VERTICAL, _OPEN, 0.06, 0.03)
             grasp = self._site("kettle_site") + 0.01 * forward + self._grasp_offset(-forward)
             yield from self._move(grasp, speed=0.03, tolerance=0.012, max_steps=8)
             yield from self._hold(3, _CLOSED)
+            if not self._holding():  # missed: open and come back in
+                yield from self._hold(2, _OPEN)
+                continue
             lift = grasp + 0.05 * up
             yield from self._move(lift, speed=0.03, tolerance=0.03, max_steps=4)
             place = np.array([-0.23, float(self.rng.uniform(0.6, 0.66)), lift[2]]) + self._jitter("grasp_std")
