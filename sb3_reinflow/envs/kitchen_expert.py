@@ -130,6 +130,9 @@ class KitchenExpert:
         self._script: Iterator[Command] | None = None
         self._carrot: Command | None = None
         self.n_tasks_attempted = 0
+        self.n_retries = 0
+        self.n_steps = 0
+        self.task_start_steps: list[int] = []
 
     @staticmethod
     def _check_tasks(tasks: Sequence[str]) -> None:
@@ -154,6 +157,9 @@ class KitchenExpert:
         self._carrot = Command(self._site_position(), self._site_rotation(), _OPEN)
         self._script = self._episode_script()
         self.n_tasks_attempted = 0
+        self.n_retries = 0
+        self.n_steps = 0
+        self.task_start_steps: list[int] = []
 
     def predict(self, observation: np.ndarray | None = None) -> np.ndarray:
         """
@@ -163,6 +169,7 @@ class KitchenExpert:
         if self._script is None:
             raise RuntimeError("Call KitchenExpert.reset() after env.reset() before predict()")
         command = next(self._script)
+        self.n_steps += 1
         return self._action(command)
 
     # ------------------------------------------------------------------------------------------------------------
@@ -284,9 +291,14 @@ class KitchenExpert:
         }
         for task in self.tasks:
             self.n_tasks_attempted += 1
+            self.task_start_steps.append(self.n_steps)
             yield from scripts[task]()
         while True:  # all done: hold still
             yield from self._hold(1)
+
+    def _count_attempt(self, attempt: int) -> None:
+        if attempt > 0:
+            self.n_retries += 1
 
     def _joint(self, name: str) -> float:
         return float(self.data.joint(name).qpos[0])
@@ -300,7 +312,7 @@ class KitchenExpert:
     def _retreat(self, direction: np.ndarray, distance: float = 0.1, grip: float = _OPEN) -> Iterator[Command]:
         assert self._carrot is not None
         yield from self._hold(2, grip)
-        yield from self._move(self._carrot.position + distance * direction, speed=0.04, tolerance=0.04, max_steps=4)
+        yield from self._move(self._carrot.position + distance * direction, speed=0.04, tolerance=0.03, max_steps=6)
 
     def _task_distance(self, task: str) -> float:
         """Distance of the task's joints to its goal; the env counts the task done below ``BONUS_THRESH`` (0.3)."""
@@ -312,15 +324,15 @@ class KitchenExpert:
         return self._task_distance(task) < 0.3 - margin
 
     def _grasp_offset(self, normal: np.ndarray) -> np.ndarray:
-        """Small random grasp error; a deliberate miss lands 8 cm off along ``normal`` (the fingers close on air)."""
+        """Small random grasp error; a deliberate miss lands 12 cm off along ``normal`` (the fingers close on air)."""
         offset = self._jitter("grasp_std")
         if self._miss():
-            offset = offset + 0.08 * normal
+            offset = offset + 0.12 * normal
         return offset
 
     def _holding(self) -> bool:
         """Whether something is between the fingers (closed empty fingers sit at 0)."""
-        return float(np.sum(self.data.qpos[7:9])) > 0.01
+        return float(np.sum(self.data.qpos[7:9])) > 0.02
 
     def _pull_door(
         self, joint: str, handle_site: str, hinge_body: str, yaw0: float, goal: float, done: float, exit: np.ndarray
@@ -342,14 +354,15 @@ class KitchenExpert:
         sign = np.sign(goal)
         hinge = self._body(hinge_body)
         target = goal * float(self.rng.uniform(0.9, 1.1))
-        for _ in range(6):
+        for attempt in range(6):
             if sign * self._joint(joint) > sign * target:
                 break
+            self._count_attempt(attempt)
             rotation = _rot_z(yaw0 + self._joint(joint)) @ _R_FORWARD
             inward = rotation[:, 2]
             if np.linalg.norm(self._site_position() - self._site(handle_site)) > 0.08:
                 pregrasp = self._site(handle_site) - 0.12 * inward + self._jitter("waypoint_std")
-                yield from self._move(pregrasp, rotation, _OPEN, 0.06, 0.03)
+                yield from self._move(pregrasp, rotation, _OPEN, 0.075, 0.03)
             else:
                 yield from self._hold(2, _OPEN)
             grasp = self._site(handle_site) + self._grasp_offset(-inward)
@@ -402,67 +415,93 @@ class KitchenExpert:
         # Grasp the kettle's top bar (along world x) from the front, lift it and set it down further back (+y),
         # towards the back-left burner. Done when within 0.3 of the goal pose (about 0.15 m of +y motion suffices).
         up, forward = np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
-        for _ in range(4):
-            if self._done("kettle"):
+        for attempt in range(4):
+            if self._done("kettle", margin=0.05):
                 return
+            self._count_attempt(attempt)
             handle = self._site("kettle_site")
-            if np.linalg.norm(self._site_position() - (handle - 0.1 * forward)) > 0.06:
-                # Turn the wrist well above the kettle, then come down in front of its handle.
-                above = handle + np.array([0.0, -0.15, 0.12]) + self._jitter("waypoint_std")
-                yield from self._move(above, _R_FORWARD_VERTICAL, _OPEN, 0.06, tolerance=0.05)
+            # Turn the wrist well above the kettle, then come down in front of its handle.
+            above = handle + np.array([0.0, -0.15, 0.12]) + self._jitter("waypoint_std")
+            yield from self._move(above, _R_FORWARD_VERTICAL, _OPEN, 0.075, tolerance=0.05)
             pregrasp = handle - 0.1 * forward + self._jitter("grasp_std")
-            yield from self._move(pregrasp, _R_FORWARD_VERTICAL, _OPEN, 0.06, 0.03)
+            yield from self._move(pregrasp, _R_FORWARD_VERTICAL, _OPEN, 0.075, 0.03)
             grasp = self._site("kettle_site") + 0.01 * forward + self._grasp_offset(-forward)
             yield from self._move(grasp, speed=0.03, tolerance=0.012, max_steps=8)
-            yield from self._hold(3, _CLOSED)
-            if not self._holding():  # missed: open and come back in
-                yield from self._hold(2, _OPEN)
+            yield from self._hold(4, _CLOSED)
+            if not self._holding():  # missed: open, back off and come in again
+                yield from self._retreat(-forward, 0.06)
                 continue
             lift = grasp + 0.05 * up
             yield from self._move(lift, speed=0.03, tolerance=0.03, max_steps=4)
             place = np.array([-0.23, float(self.rng.uniform(0.6, 0.66)), lift[2]]) + self._jitter("grasp_std")
             yield from self._move(place, speed=0.04, tolerance=0.03, max_steps=6)
             yield from self._move(place - 0.045 * up, speed=0.02, tolerance=0.02, max_steps=4)
-            yield from self._hold(2, _OPEN)
             yield from self._retreat(-forward, 0.1)
+
+    def _push(
+        self, task: str, site: str, contact_offset: np.ndarray, push: np.ndarray, miss_normal: np.ndarray, margin: float
+    ) -> Iterator[Command]:
+        """
+        Push an object with the closed fingers: come in from the front to a contact point beside it, then push.
+        After a failed push, back off towards the robot and try again.
+
+        :param task: the env's task name
+        :param site: site on the object
+        :param contact_offset: contact point (end-effector site) relative to ``site``
+        :param push: motion of the push
+        :param miss_normal: direction of a deliberate miss
+        :param margin: stop once the task's goal distance is below ``0.3 - margin``
+        """
+        back = np.array([0.0, -1.0, 0.0])
+        for attempt in range(3):
+            if self._done(task, margin=margin):
+                break
+            self._count_attempt(attempt)
+            contact = self._site(site) + contact_offset + self._grasp_offset(miss_normal)
+            if attempt == 0:
+                via = contact + 0.08 * back + self._jitter("waypoint_std")
+                yield from self._move(via, _R_FORWARD, None, 0.075, 0.02)
+                yield from self._hold(2, _CLOSED)
+            else:
+                assert self._carrot is not None
+                yield from self._move(self._carrot.position + 0.1 * back, speed=0.05, tolerance=0.015, max_steps=6)
+                yield from self._move(contact + 0.1 * back, speed=0.06, tolerance=0.015, max_steps=6)
+            yield from self._move(contact, grip=_CLOSED, speed=0.03, tolerance=0.015, max_steps=6)
+            yield from self._move(contact + push, speed=self._speed(0.03), tolerance=0.02, max_steps=6)
+        yield from self._retreat(back, 0.08, _CLOSED)
 
     def _light_switch(self) -> Iterator[Command]:
         # The switch lever turns about a vertical axis; pushing its tip towards -x turns it on (done below -0.4).
-        for _ in range(3):
-            if self._done("light switch", margin=0.05):
-                return
-            tip = self._site("light_site")
-            start = tip + np.array([0.07, -0.04, 0.0]) + self._jitter("waypoint_std")
-            yield from self._move(start + np.array([0.0, -0.06, 0.0]), _R_FORWARD, _CLOSED, 0.06, 0.03)
-            contact = tip + np.array([0.05, -0.04, 0.0]) + self._grasp_offset(np.array([0.0, 0.0, 1.0]))
-            yield from self._move(contact, speed=0.03, tolerance=0.015, max_steps=6)
-            yield from self._move(contact + np.array([-0.16, 0.02, 0.0]), speed=0.025, tolerance=0.02, max_steps=6)
-            yield from self._retreat(np.array([0.0, -1.0, 0.0]), 0.08, _CLOSED)
+        yield from self._push(
+            "light switch",
+            "light_site",
+            contact_offset=np.array([0.06, -0.02, 0.01]),
+            push=np.array([-0.17, 0.03, 0.0]),
+            miss_normal=np.array([0.0, 0.0, 1.0]),
+            margin=0.05,
+        )
 
     def _slide_cabinet(self) -> Iterator[Command]:
         # The slide door moves along +x; push its handle (a vertical bar) from the left. Done above 0.07 m.
-        for _ in range(3):
-            if self._done("slide cabinet", margin=0.1):
-                return
-            handle = self._site("slide_site")
-            contact = handle + np.array([-0.06, -0.025, 0.0]) + self._grasp_offset(np.array([0.0, 0.0, 1.0]) * 3)
-            yield from self._move(
-                contact + np.array([0.0, -0.08, 0.0]) + self._jitter("waypoint_std"), _R_FORWARD, _CLOSED, 0.06, 0.03
-            )
-            yield from self._move(contact, speed=0.03, tolerance=0.015, max_steps=6)
-            push = float(self.rng.uniform(0.2, 0.26))
-            yield from self._move(contact + np.array([push, 0.0, 0.0]), speed=0.03, tolerance=0.02, max_steps=6)
-            yield from self._retreat(np.array([0.0, -1.0, 0.0]), 0.08, _CLOSED)
+        yield from self._push(
+            "slide cabinet",
+            "slide_site",
+            contact_offset=np.array([-0.06, -0.025, 0.0]),
+            push=np.array([self.rng.uniform(0.2, 0.26), 0.0, 0.0]),
+            miss_normal=np.array([0.0, -1.0, 0.0]),
+            margin=0.1,
+        )
 
     def _bottom_burner(self) -> Iterator[Command]:
         # Knob 2 turns about -y; grasp its bar and turn the wrist about +y (done below -0.58 rad, goal -0.88).
-        for _ in range(3):
+        for attempt in range(3):
             if self._done("bottom burner", margin=0.1):
                 return
+            self._count_attempt(attempt)
             knob = self._site("knob2_site")
             grasp = knob + np.array([0.0, -0.03, 0.0]) + self._grasp_offset(np.array([0.0, 0.0, 1.0]))
             yield from self._move(
-                grasp + np.array([0.0, -0.1, 0.0]) + self._jitter("waypoint_std"), _R_FORWARD, _OPEN, 0.06, 0.03
+                grasp + np.array([0.0, -0.1, 0.0]) + self._jitter("waypoint_std"), _R_FORWARD, _OPEN, 0.075, 0.03
             )
             yield from self._move(grasp, speed=0.03, tolerance=0.012, max_steps=6)
             yield from self._hold(3, _CLOSED)
