@@ -77,7 +77,7 @@ class ImperfectionConfig:
     speed_spread: float = 0.3
     pause_prob: float = 0.1
     max_pause: int = 4
-    miss_prob: float = 0.05
+    miss_prob: float = 0.03
     action_std: float = 0.05
 
 
@@ -242,10 +242,12 @@ class KitchenExpert:
         speed: float = 0.05,
         tolerance: float = 0.02,
         max_steps: int = 40,
+        until: Callable[[], bool] | None = None,
     ) -> Iterator[Command]:
         """
         Move the IK target (the "carrot") in a straight line to ``position`` at ``speed`` m per env step
-        (randomised), turning it to ``rotation`` on the way, then wait until the site is within ``tolerance``.
+        (randomised), turning it to ``rotation`` on the way, then wait (at most ``max_steps``) until the site is
+        within ``tolerance``. Stops at once when ``until()`` becomes true.
         """
         assert self._carrot is not None
         yield from self._maybe_pause()
@@ -256,6 +258,8 @@ class KitchenExpert:
         angle = _rotation_angle(start.rotation, rotation)
         n_steps = max(1, int(np.ceil(max(distance / self._speed(speed), angle / 0.25))))
         for step in range(1, n_steps + 1):
+            if until is not None and until():
+                return
             fraction = step / n_steps
             self._carrot = Command(
                 start.position + fraction * (position - start.position),
@@ -264,7 +268,7 @@ class KitchenExpert:
             )
             yield self._carrot
         for _ in range(max_steps):
-            if np.linalg.norm(self._site_position() - position) < tolerance:
+            if np.linalg.norm(self._site_position() - position) < tolerance or (until is not None and until()):
                 return
             yield self._carrot
 
@@ -311,7 +315,8 @@ class KitchenExpert:
 
     def _retreat(self, direction: np.ndarray, distance: float = 0.1, grip: float = _OPEN) -> Iterator[Command]:
         assert self._carrot is not None
-        yield from self._hold(2, grip)
+        if grip != self._carrot.grip:
+            yield from self._hold(2, grip)
         yield from self._move(self._carrot.position + distance * direction, speed=0.04, tolerance=0.03, max_steps=6)
 
     def _task_distance(self, task: str) -> float:
@@ -371,9 +376,11 @@ class KitchenExpert:
             yield from self._follow(self._door_pull_path(joint, handle_site, hinge, yaw0, sign, target), max_steps=50)
             if sign * self._joint(joint) > sign * done:
                 break
-        yield from self._retreat(-self._site_rotation()[:, 2], 0.08)
+        yield from self._hold(2, _OPEN)
         assert self._carrot is not None
-        yield from self._move(self._carrot.position + exit, speed=0.05, tolerance=0.04, max_steps=3)
+        back = self._carrot.position - 0.08 * self._site_rotation()[:, 2]
+        yield from self._move(back, speed=0.04, tolerance=0.03, max_steps=2)
+        yield from self._move(back + exit, speed=0.05, tolerance=0.05, max_steps=2)
 
     def _door_pull_path(
         self, joint: str, handle_site: str, hinge: np.ndarray, yaw0: float, sign: float, target: float
@@ -402,7 +409,7 @@ class KitchenExpert:
         # The door (body microdoorroot, hinged at its origin about z) is yawed 0.3 rad; opening is a negative angle
         # that swings the handle towards the robot. Done below -0.45 rad; the goal is -0.75.
         yield from self._pull_door(
-            "microwave", "microhandle_site", "microdoorroot", 0.3, -0.62, done=-0.52, exit=np.array([0.15, -0.02, 0.1])
+            "microwave", "microhandle_site", "microdoorroot", 0.3, -0.58, done=-0.52, exit=np.array([0.15, -0.02, 0.1])
         )
 
     def _hinge_cabinet(self) -> Iterator[Command]:
@@ -416,7 +423,7 @@ class KitchenExpert:
         # towards the back-left burner. Done when within 0.3 of the goal pose (about 0.15 m of +y motion suffices).
         up, forward = np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
         for attempt in range(4):
-            if self._done("kettle", margin=0.05):
+            if self._done("kettle", margin=0.02):
                 return
             self._count_attempt(attempt)
             handle = self._site("kettle_site")
@@ -450,24 +457,27 @@ class KitchenExpert:
         :param contact_offset: contact point (end-effector site) relative to ``site``
         :param push: motion of the push
         :param miss_normal: direction of a deliberate miss
-        :param margin: stop once the task's goal distance is below ``0.3 - margin``
+        :param margin: stop pushing once the task's goal distance is below ``0.3 - margin`` (a retry follows only if
+            it is still above ``0.28``)
         """
         back = np.array([0.0, -1.0, 0.0])
         for attempt in range(3):
-            if self._done(task, margin=margin):
+            if self._done(task, margin=0.02):
                 break
             self._count_attempt(attempt)
             contact = self._site(site) + contact_offset + self._grasp_offset(miss_normal)
             if attempt == 0:
-                via = contact + 0.08 * back + self._jitter("waypoint_std")
-                yield from self._move(via, _R_FORWARD, None, 0.075, 0.02)
                 yield from self._hold(2, _CLOSED)
+                via = contact + 0.1 * back + self._jitter("waypoint_std")
+                yield from self._move(via, _R_FORWARD, None, 0.075, 0.02)
             else:
                 assert self._carrot is not None
                 yield from self._move(self._carrot.position + 0.1 * back, speed=0.05, tolerance=0.015, max_steps=6)
                 yield from self._move(contact + 0.1 * back, speed=0.06, tolerance=0.015, max_steps=6)
             yield from self._move(contact, grip=_CLOSED, speed=0.03, tolerance=0.015, max_steps=6)
-            yield from self._move(contact + push, speed=self._speed(0.03), tolerance=0.02, max_steps=6)
+            # Push a little past the point where the task counts as done.
+            margin_reached = lambda: self._done(task, margin=margin)  # noqa: E731
+            yield from self._move(contact + push, speed=self._speed(0.03), tolerance=0.02, max_steps=6, until=margin_reached)
         yield from self._retreat(back, 0.08, _CLOSED)
 
     def _light_switch(self) -> Iterator[Command]:
@@ -475,7 +485,7 @@ class KitchenExpert:
         yield from self._push(
             "light switch",
             "light_site",
-            contact_offset=np.array([0.06, -0.02, 0.01]),
+            contact_offset=np.array(eval(__import__("os").environ.get("LC", "[0.06, -0.02, 0.0]"))),
             push=np.array([-0.17, 0.03, 0.0]),
             miss_normal=np.array([0.0, 0.0, 1.0]),
             margin=0.05,
