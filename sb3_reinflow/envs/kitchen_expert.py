@@ -243,11 +243,13 @@ class KitchenExpert:
         tolerance: float = 0.02,
         max_steps: int = 40,
         until: Callable[[], bool] | None = None,
+        turn_rate: float = 0.25,
     ) -> Iterator[Command]:
         """
         Move the IK target (the "carrot") in a straight line to ``position`` at ``speed`` m per env step
         (randomised), turning it to ``rotation`` on the way, then wait (at most ``max_steps``) until the site is
-        within ``tolerance``. Stops at once when ``until()`` becomes true.
+        within ``tolerance``. Stops at once when ``until()`` becomes true. The carrot turns at most ``turn_rate``
+        radians per step.
         """
         assert self._carrot is not None
         yield from self._maybe_pause()
@@ -256,7 +258,7 @@ class KitchenExpert:
         grip = start.grip if grip is None else grip
         distance = float(np.linalg.norm(position - start.position))
         angle = _rotation_angle(start.rotation, rotation)
-        n_steps = max(1, int(np.ceil(max(distance / self._speed(speed), angle / 0.25))))
+        n_steps = max(1, int(np.ceil(max(distance / self._speed(speed), angle / turn_rate))))
         for step in range(1, n_steps + 1):
             if until is not None and until():
                 return
@@ -423,13 +425,13 @@ class KitchenExpert:
         # towards the back-left burner. Done when within 0.3 of the goal pose (about 0.15 m of +y motion suffices).
         up, forward = np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
         for attempt in range(4):
-            if self._done("kettle", margin=0.02):
+            if self._done("kettle", margin=0.0):
                 return
             self._count_attempt(attempt)
             handle = self._site("kettle_site")
             # Turn the wrist well above the kettle, then come down in front of its handle.
             above = handle + np.array([0.0, -0.15, 0.12]) + self._jitter("waypoint_std")
-            yield from self._move(above, _R_FORWARD_VERTICAL, _OPEN, 0.075, tolerance=0.05)
+            yield from self._move(above, _R_FORWARD_VERTICAL, _OPEN, 0.075, tolerance=0.05, turn_rate=0.15)
             pregrasp = handle - 0.1 * forward + self._jitter("grasp_std")
             yield from self._move(pregrasp, _R_FORWARD_VERTICAL, _OPEN, 0.075, 0.03)
             grasp = self._site("kettle_site") + 0.01 * forward + self._grasp_offset(-forward)
@@ -440,7 +442,7 @@ class KitchenExpert:
                 continue
             lift = grasp + 0.05 * up
             yield from self._move(lift, speed=0.03, tolerance=0.03, max_steps=4)
-            place = np.array([-0.23, float(self.rng.uniform(0.6, 0.66)), lift[2]]) + self._jitter("grasp_std")
+            place = np.array([-0.23, float(self.rng.uniform(0.62, 0.68)), lift[2]]) + self._jitter("grasp_std")
             yield from self._move(place, speed=0.04, tolerance=0.03, max_steps=6)
             yield from self._move(place - 0.045 * up, speed=0.02, tolerance=0.02, max_steps=4)
             yield from self._retreat(-forward, 0.1)
