@@ -391,7 +391,9 @@ class KitchenExpert:
         passed ``target``, stalled, or the handle slipped towards the fingertips."""
         grasp_angle = self._joint(joint)
         site_offset = _rot_z(-grasp_angle) @ (self._site_position() - hinge)
-        lead = 0.1 * sign * float(self.rng.uniform(0.8, 1.2))
+        # Lead the door by about 5 cm of handle travel per step.
+        radius = float(np.linalg.norm((self._site(handle_site) - hinge)[:2]))
+        lead = 0.05 / radius * sign * float(self.rng.uniform(0.8, 1.2))
         history = [grasp_angle]
 
         def pull() -> Command | None:
