@@ -133,6 +133,7 @@ class KitchenExpert:
         self.n_retries = 0
         self.n_steps = 0
         self.task_start_steps: list[int] = []
+        self.finished = False
 
     @staticmethod
     def _check_tasks(tasks: Sequence[str]) -> None:
@@ -160,6 +161,7 @@ class KitchenExpert:
         self.n_retries = 0
         self.n_steps = 0
         self.task_start_steps: list[int] = []
+        self.finished = False
 
     def predict(self, observation: np.ndarray | None = None) -> np.ndarray:
         """
@@ -299,6 +301,7 @@ class KitchenExpert:
             self.n_tasks_attempted += 1
             self.task_start_steps.append(self.n_steps)
             yield from scripts[task]()
+        self.finished = True
         while True:  # all done: hold still
             yield from self._hold(1)
 
@@ -489,7 +492,7 @@ class KitchenExpert:
         yield from self._push(
             "light switch",
             "light_site",
-            contact_offset=np.array(eval(__import__("os").environ.get("LC", "[0.06, -0.02, 0.0]"))),
+            contact_offset=np.array([0.06, -0.02, 0.0]),
             push=np.array([-0.17, 0.03, 0.0]),
             miss_normal=np.array([0.0, 0.0, 1.0]),
             margin=0.05,
@@ -509,11 +512,11 @@ class KitchenExpert:
     def _bottom_burner(self) -> Iterator[Command]:
         # Knob 2 turns about -y; grasp its bar and turn the wrist about +y (done below -0.58 rad, goal -0.88).
         for attempt in range(3):
-            if self._done("bottom burner", margin=0.1):
+            if self._done("bottom burner", margin=0.02):
                 return
             self._count_attempt(attempt)
             knob = self._site("knob2_site")
-            grasp = knob + np.array([0.0, -0.03, 0.0]) + self._grasp_offset(np.array([0.0, 0.0, 1.0]))
+            grasp = knob + np.array([0.0, -0.03, 0.0]) + self._grasp_offset(np.array([0.0, -1.0, 0.0]))
             yield from self._move(
                 grasp + np.array([0.0, -0.1, 0.0]) + self._jitter("waypoint_std"), _R_FORWARD, _OPEN, 0.075, 0.03
             )
@@ -522,6 +525,10 @@ class KitchenExpert:
             turn = float(self.rng.uniform(1.0, 1.2))
             yield from self._move(grasp, _rot_y(turn) @ _R_FORWARD, speed=0.03, tolerance=0.02, max_steps=4)
             yield from self._retreat(np.array([0.0, -1.0, 0.0]), 0.08)
+            # Unwind the wrist while backing off further.
+            assert self._carrot is not None
+            unwound = self._carrot.position + np.array([0.0, -0.06, -0.04])
+            yield from self._move(unwound, _R_FORWARD, speed=0.04, tolerance=0.03, max_steps=4)
 
 
 def _rotation_angle(first: np.ndarray, second: np.ndarray) -> float:
