@@ -58,7 +58,8 @@ def expert_plan(dataset: str, rng: np.random.Generator) -> tuple[str, ...]:
         draw = rng.random()
         if draw < 0.5:
             return tuple(targets)
-        kept = targets if draw < 0.8 else [task for task in targets if task not in rng.choice(targets, 2, replace=False)]
+        dropped = set(rng.choice(targets, size=2, replace=False)) if draw >= 0.8 else set()
+        kept = [task for task in targets if task not in dropped]
         distractor = "bottom burner" if rng.random() < 0.7 else "hinge cabinet"
         plan = list(kept)
         plan.insert(int(rng.integers(0, len(plan) + 1)), distractor)

@@ -156,6 +156,7 @@ class KitchenExpert:
         self._configuration.update(self.data.qpos.copy())
         self._posture_task.set_target_from_configuration(self._configuration)
         self._carrot = Command(self._site_position(), self._site_rotation(), _OPEN)
+        self._home = self._site_position()
         self._script = self._episode_script()
         self.n_tasks_attempted = 0
         self.n_retries = 0
@@ -412,7 +413,14 @@ class KitchenExpert:
 
         return pull
 
+    def _via_home(self) -> Iterator[Command]:
+        """From far away, pass by the start pose first (the arm cannot always reach low targets directly from a
+        high, stretched pose, e.g. after the light switch)."""
+        if np.linalg.norm(self._site_position() - self._home) > 0.15:
+            yield from self._move(self._home + self._jitter("waypoint_std"), _R_FORWARD, speed=0.075, tolerance=0.05)
+
     def _microwave(self) -> Iterator[Command]:
+        yield from self._via_home()
         # The door (body microdoorroot, hinged at its origin about z) is yawed 0.3 rad; opening is a negative angle
         # that swings the handle towards the robot. Done below -0.45 rad; the goal is -0.75.
         yield from self._pull_door(
