@@ -482,7 +482,8 @@ class KitchenExpert:
             self._count_attempt(attempt)
             contact = self._site(site) + contact_offset + self._grasp_offset(miss_normal)
             if attempt == 0:
-                yield from self._hold(2, _CLOSED)
+                if self._carrot is not None and self._carrot.grip != _CLOSED:
+                    yield from self._hold(2, _CLOSED)
                 via = contact + 0.1 * back + self._jitter("waypoint_std")
                 yield from self._move(via, _R_FORWARD, None, 0.075, 0.02)
             else:
@@ -493,7 +494,7 @@ class KitchenExpert:
             # Push a little past the point where the task counts as done.
             margin_reached = lambda: self._done(task, margin=margin)  # noqa: E731
             yield from self._move(contact + push, speed=self._speed(0.03), tolerance=0.02, max_steps=6, until=margin_reached)
-        yield from self._retreat(back, 0.08, _CLOSED)
+        yield from self._move(self._site_position() + 0.08 * back, grip=_CLOSED, speed=0.04, tolerance=0.04, max_steps=3)
 
     def _light_switch(self) -> Iterator[Command]:
         # The switch lever turns about a vertical axis; pushing its tip towards -x turns it on (done below -0.4).
