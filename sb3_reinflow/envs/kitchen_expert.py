@@ -85,9 +85,12 @@ class KitchenExpert:
     """
     Scripted Franka Kitchen expert: completes the requested subtasks in the requested order.
 
-    Call :meth:`reset` after every ``env.reset()``, then :meth:`predict` once per env step with that step's
-    observation (only its first 9 entries, the observed robot joint positions the env integrates the action
-    from, are used).
+    Call :meth:`reset` after every ``env.reset()``, then :meth:`predict` once per env step. The expert reads the
+    simulator (true joint positions and site poses, and the noisy joint positions the env integrates the action
+    from), not the observation.
+
+    After each step, ``n_steps``, ``n_retries`` (repeated attempts and re-grasps), ``task_start_steps`` (the step
+    at which each subtask script started) and ``finished`` (all subtask scripts done) describe the episode.
 
     :param env: a ``FrankaKitchen-v1`` env (any wrappers; its ``unwrapped`` model and data are read)
     :param tasks: subtasks in the order to do them, among :data:`EXPERT_TASKS`
@@ -129,6 +132,7 @@ class KitchenExpert:
         ]
         self._script: Iterator[Command] | None = None
         self._carrot: Command | None = None
+        self._home = self._site_position()
         self.n_tasks_attempted = 0
         self.n_retries = 0
         self.n_steps = 0
@@ -161,7 +165,7 @@ class KitchenExpert:
         self.n_tasks_attempted = 0
         self.n_retries = 0
         self.n_steps = 0
-        self.task_start_steps: list[int] = []
+        self.task_start_steps = []
         self.finished = False
 
     def predict(self, observation: np.ndarray | None = None) -> np.ndarray:
