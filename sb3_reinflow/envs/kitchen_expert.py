@@ -376,16 +376,19 @@ class KitchenExpert:
             rotation = _rot_z(yaw0 + self._joint(joint)) @ _R_FORWARD
             inward = rotation[:, 2]
             if np.linalg.norm(self._site_position() - self._site(handle_site)) > 0.08:
-                pregrasp = self._site(handle_site) - 0.12 * inward + self._jitter("waypoint_std")
-                yield from self._move(pregrasp, rotation, _OPEN, 0.075, 0.03)
+                pregrasp = self._site(handle_site) - 0.12 * inward + self._jitter("grasp_std")
+                yield from self._move(pregrasp, rotation, _OPEN, 0.075, 0.02)
             else:
                 yield from self._hold(2, _OPEN)
             grasp = self._site(handle_site) + self._grasp_offset(-inward)
             yield from self._move(grasp, rotation, _OPEN, speed=0.03, tolerance=0.015, max_steps=8)
             yield from self._hold(3, _CLOSED)
+            angle_before = self._joint(joint)
             yield from self._follow(self._door_pull_path(joint, handle_site, hinge, yaw0, sign, target), max_steps=50)
             if sign * self._joint(joint) > sign * done:
                 break
+            if sign * (self._joint(joint) - angle_before) < 0.05:  # the handle was not in the hand: start over
+                yield from self._retreat(-self._site_rotation()[:, 2], 0.1)
         yield from self._hold(2, _OPEN)
         assert self._carrot is not None
         back = self._carrot.position - 0.08 * self._site_rotation()[:, 2]
