@@ -1,0 +1,10 @@
+"""
+Environments. Importing this package registers the Franka Kitchen ids (``sb3_reinflow/Kitchen-complete-v0``, ...)
+with gymnasium; gymnasium-robotics itself is imported only when one of them is made.
+"""
+
+from sb3_reinflow.envs.kitchen import KITCHEN_ENV_IDS, KitchenGoalWrapper, make_kitchen_env, register_kitchen_envs
+
+register_kitchen_envs()
+
+__all__ = ["KITCHEN_ENV_IDS", "KitchenGoalWrapper", "make_kitchen_env", "register_kitchen_envs"]

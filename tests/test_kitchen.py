@@ -1,0 +1,155 @@
+"""Franka Kitchen: the goal-conditioned env wrapper, the scripted mink-IK expert and the data script."""
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("gymnasium_robotics", reason='pip install "sb3_reinflow[kitchen]" (gymnasium-robotics, mujoco<3.12)')
+pytest.importorskip("mink", reason="pip install mink (the kitchen expert's inverse kinematics)")
+
+import mujoco
+
+from sb3_reinflow.common.datasets import load_reinflow_dataset
+from sb3_reinflow.envs import KITCHEN_ENV_IDS, KitchenGoalWrapper, make_kitchen_env
+from sb3_reinflow.envs.kitchen import KITCHEN_TASKS, OBSERVATION_DIM
+from sb3_reinflow.envs.kitchen_data import expert_plan
+from sb3_reinflow.envs.kitchen_expert import KitchenExpert
+
+ROOT = Path(__file__).resolve().parents[1]
+COMPLETE = ("microwave", "kettle", "light switch", "slide cabinet")
+
+
+def _mask(tasks: tuple[str, ...]) -> np.ndarray:
+    return np.array([task in tasks for task in KITCHEN_TASKS], dtype=np.float32)
+
+
+def test_registered_env_spaces() -> None:
+    env = gym.make(KITCHEN_ENV_IDS["complete"])
+    assert env.spec is not None and env.spec.max_episode_steps == 280
+    assert env.observation_space == gym.spaces.Box(-np.inf, np.inf, (OBSERVATION_DIM + 7,), np.float32)
+    assert env.action_space == gym.spaces.Box(-1.0, 1.0, (9,), np.float32)
+    observation, info = env.reset(seed=0)
+    assert observation.dtype == np.float32 and observation.shape == (66,)
+    np.testing.assert_array_equal(observation[OBSERVATION_DIM:], _mask(COMPLETE))
+    assert info["n_completed"] == 0 and info["is_success"] is False
+    env.close()
+
+
+def test_mask_and_info_follow_completions() -> None:
+    """A microwave opened by hand counts once, leaves the mask, and the other targets stay."""
+    env = make_kitchen_env("mixed", robot_noise_ratio=0.0, object_noise_ratio=0.0)
+    env.reset(seed=0)
+    kitchen = env.unwrapped
+    kitchen.data.joint("microwave").qpos[0] = -0.8
+    mujoco.mj_forward(kitchen.model, kitchen.data)
+    observation, reward, terminated, _, info = env.step(np.zeros(9, dtype=np.float32))
+    assert reward == 1.0 and not terminated
+    assert info["n_completed"] == 1 and not info["is_success"]
+    np.testing.assert_array_equal(observation[OBSERVATION_DIM:], _mask(("kettle", "bottom burner", "light switch")))
+    _, reward, _, _, info = env.step(np.zeros(9, dtype=np.float32))
+    assert reward == 0.0 and info["n_completed"] == 1
+    observation, info = env.reset(seed=1)
+    assert info["n_completed"] == 0
+    np.testing.assert_array_equal(
+        observation[OBSERVATION_DIM:], _mask(("microwave", "kettle", "bottom burner", "light switch"))
+    )
+
+
+def test_wrapper_on_literal_env_and_errors() -> None:
+    env = KitchenGoalWrapper(gym.make("FrankaKitchen-v1", tasks_to_complete=["kettle"]))
+    observation, _ = env.reset(seed=0)
+    assert env.targets == ("kettle",)
+    np.testing.assert_array_equal(observation[OBSERVATION_DIM:], _mask(("kettle",)))
+    with pytest.raises(ValueError, match="FrankaKitchen-v1"):
+        KitchenGoalWrapper(gym.make("Pendulum-v1"))
+    with pytest.raises(ValueError, match="complete"):
+        make_kitchen_env("everything")
+    with pytest.raises(ValueError, match="among"):
+        make_kitchen_env(["toaster"])
+
+
+def test_expert_opens_microwave() -> None:
+    """The clean expert completes the microwave well within a 100-step budget (about 55 steps)."""
+    env = make_kitchen_env(["microwave"])
+    expert = KitchenExpert(env, ["microwave"], imperfection=0.0, seed=0)
+    env.reset(seed=0)
+    expert.reset()
+    info: dict = {}
+    n_steps = 0
+    while n_steps < 100 and not info.get("is_success"):
+        action = expert.predict()
+        assert action.shape == (9,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1.0)
+        _, _, _, _, info = env.step(action)
+        n_steps += 1
+    assert info["is_success"], f"microwave not opened in 100 steps (angle {env.unwrapped.data.joint('microwave').qpos})"
+    assert n_steps < 80
+
+
+def test_expert_validation() -> None:
+    env = make_kitchen_env(["microwave"])
+    with pytest.raises(ValueError, match="distinct names"):
+        KitchenExpert(env, ["microwave", "toaster"])
+    with pytest.raises(ValueError, match="imperfection"):
+        KitchenExpert(env, ["microwave"], imperfection=-1.0)
+    expert = KitchenExpert(env, ["microwave"])
+    with pytest.raises(RuntimeError, match="reset"):
+        expert.predict()
+
+
+def test_expert_plans() -> None:
+    rng = np.random.default_rng(0)
+    assert expert_plan("complete", rng) == COMPLETE
+    mixed_targets = {"microwave", "kettle", "bottom burner", "light switch"}
+    for _ in range(50):
+        plan = expert_plan("mixed", rng)
+        assert 2 <= len(mixed_targets & set(plan)) <= 3 and len(set(plan)) == len(plan)
+        plan = expert_plan("partial", rng)
+        assert len(set(plan)) == len(plan) and set(plan) & set(COMPLETE)
+    with pytest.raises(ValueError, match="complete"):
+        expert_plan("expert", rng)
+
+
+def _load_script() -> object:
+    spec = importlib.util.spec_from_file_location("_make_kitchen_data", ROOT / "scripts" / "make_kitchen_data.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_data_script_writes_loadable_dataset(tmp_path: Path) -> None:
+    script = _load_script()
+    script.main(["--dataset", "complete", "--n-episodes", "1", "--output", str(tmp_path), "--no-progress-bar"])  # type: ignore[attr-defined]
+    dataset, stats = load_reinflow_dataset(tmp_path)
+    assert dataset.states.shape[1] == 66 and dataset.actions.shape[1] == 9
+    assert len(dataset.traj_lengths) == 1 and dataset.traj_lengths[0] <= 280
+    assert np.all(np.abs(dataset.states) <= 1.0 + 1e-6) and stats.obs_min.shape == (66,)
+    figures = json.loads((tmp_path / "kitchen_stats.json").read_text())
+    assert figures["n_episodes"] == 1 and figures["n_transitions"] == int(dataset.traj_lengths.sum())
+    # Return = number of targets completed (each pays once)
+    assert float(dataset.rewards.sum()) == pytest.approx(figures["mean_completed"])
+    assert figures["success_rate"] == float(figures["mean_completed"] == 4)
+
+
+def test_doc_lists_script_options() -> None:
+    """docs/kitchen.md's options table matches the parser of scripts/make_kitchen_data.py."""
+    parser = _load_script().make_parser()  # type: ignore[attr-defined]
+    text = (ROOT / "docs" / "kitchen.md").read_text()
+    table = text[text.index("`scripts/make_kitchen_data.py`:\n") :].split("\n\n")[1]
+    documented = dict(re.findall(r"^\| `(--[a-z0-9-]+)` \| ([^|]+) \|", table, re.MULTILINE))
+    actions = {action.option_strings[0]: action for action in parser._actions if action.option_strings[0] != "-h"}
+    assert set(documented) == set(actions)
+    for option, action in actions.items():
+        cell = documented[option].strip().strip("`")
+        expected = "required" if action.required else action.default
+        if cell.startswith("required"):
+            assert expected == "required", option
+        elif cell in ("none", "off"):
+            assert expected in (None, False), option
+        else:
+            assert float(cell) == pytest.approx(expected), option
