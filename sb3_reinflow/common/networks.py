@@ -46,11 +46,12 @@ class SinusoidalPosEmb(nn.Module):
         if dim < 4 or dim % 2 != 0:
             raise ValueError(f"time_embedding_dim={dim} must be an even number >= 4")
         self.dim = dim
+        half = dim // 2
+        freqs = th.exp(th.arange(half, dtype=th.float32) * (-math.log(10000.0) / (half - 1)))
+        self.register_buffer("freqs", freqs, persistent=False)  # a constant: not in the state dict
 
     def forward(self, t: th.Tensor) -> th.Tensor:
-        half = self.dim // 2
-        freqs = th.exp(th.arange(half, device=t.device, dtype=t.dtype) * (-math.log(10000.0) / (half - 1)))
-        angles = t.reshape(-1, 1) * freqs.unsqueeze(0)
+        angles = t.reshape(-1, 1) * self.freqs.to(t.dtype).unsqueeze(0)
         return th.cat([angles.sin(), angles.cos()], dim=-1)
 
 
