@@ -227,7 +227,8 @@ def main() -> None:
     print(f"  sampling (policy.forward) of 40 observations: {_median(sampling):.3f} ms")
     print(
         "\nmemory of a 2M-env-step run (zoo Hopper-v4 settings, computed): "
-        f"rollout buffer {memory['rollout_buffer']:.2f} MiB, model parameters {memory['model_params']:.2f} MiB (with gradients and AdamW moments {memory['model_total']:.2f} MiB)"
+        f"rollout buffer {memory['rollout_buffer']:.2f} MiB, model parameters {memory['model_params']:.2f} MiB "
+        f"(with gradients and AdamW moments {memory['model_total']:.2f} MiB)"
     )
 
 
