@@ -17,6 +17,7 @@ Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--r
 """
 
 import argparse
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -162,9 +163,9 @@ def _median(values: list[float]) -> float:
 
 def training_table(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     sides = ["bare_env", "ppo", "reinflow_k4", "reinflow_k1"]
-    results: dict[int, dict[str, list[float]]] = {n: {side: [] for side in sides} for n in THREADS}
+    results: dict[int, dict[str, list[float]]] = {n: {side: [] for side in sides} for n in args.threads}
     for _ in range(args.repeats):
-        for n_threads in THREADS:
+        for n_threads in args.threads:
             th.set_num_threads(n_threads)
             for side in sides:
                 rate = bare_env_steps_per_s(args) if side == "bare_env" else training_steps_per_s(side, args)
@@ -194,9 +195,10 @@ def main() -> None:
     parser.add_argument("--predict-calls", type=int, default=1000)
     parser.add_argument("--large-batch", type=int, default=50_000, help="samples of the large evaluate_actions batch")
     parser.add_argument("--quick", action="store_true", help="small budgets (about 3 minutes on 2 busy cores)")
+    parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS), help="torch thread counts to compare")
     args = parser.parse_args()
     if args.quick:
-        args.timesteps, args.n_steps, args.repeats, args.predict_calls = 1024, 256, 1, 200
+        args.timesteps, args.n_steps, args.predict_calls = 1024, 256, 200
 
     print(f"training throughput, {ENV_ID}, n_envs {args.n_envs}, n_steps {args.n_steps}, {args.timesteps} policy steps")
     training = training_table(args)
@@ -230,6 +232,8 @@ def main() -> None:
         f"rollout buffer {memory['rollout_buffer']:.2f} MiB, model parameters {memory['model_params']:.2f} MiB "
         f"(with gradients and AdamW moments {memory['model_total']:.2f} MiB)"
     )
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this benchmark process (measured; set by the {args.large_batch}-sample batch): {peak_mib:.0f} MiB")
 
 
 if __name__ == "__main__":
