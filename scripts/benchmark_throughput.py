@@ -191,14 +191,16 @@ def main() -> None:
     parser.add_argument("--n-steps", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--n-epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating repeats of each measurement")
+    parser.add_argument("--repeats", type=int, default=None, help="alternating repeats of each measurement (2; --quick: 1)")
     parser.add_argument("--predict-calls", type=int, default=1000)
     parser.add_argument("--large-batch", type=int, default=50_000, help="samples of the large evaluate_actions batch")
-    parser.add_argument("--quick", action="store_true", help="small budgets (about 3 minutes on 2 busy cores)")
+    parser.add_argument("--quick", action="store_true", help="small budgets (about 1.5 minutes on 2 busy cores)")
     parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS), help="torch thread counts to compare")
     args = parser.parse_args()
     if args.quick:
         args.timesteps, args.n_steps, args.predict_calls = 1024, 256, 200
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 2
 
     print(f"training throughput, {ENV_ID}, n_envs {args.n_envs}, n_steps {args.n_steps}, {args.timesteps} policy steps")
     training = training_table(args)
