@@ -1,18 +1,27 @@
 """
-Training throughput (env steps/s) of ReinFlowPPO against SB3 PPO with its Gaussian MlpPolicy, in one run, and
-``predict`` latency of one observation.
+Speed of ReinFlowPPO on Hopper-v4 against SB3 PPO and the bare env, all measured in one run with the sides
+alternating (the machine may be shared, so only same-run comparisons are meaningful):
 
-Both algorithms use the same n_envs, n_steps (policy steps per env), batch size and epochs on Hopper-v4;
-ReinFlowPPO runs paper-sized nets with K=4 and action chunks of Ta=4 (so one policy step is up to 4 env steps).
-Env steps are counted by a wrapper under the chunking, so early chunk stops are not over-counted.
+- training throughput (env steps/s) of the bare env (random actions), SB3 PPO ``MlpPolicy``, ReinFlowPPO K=4 and
+  K=1 (Ta=4 action chunks, paper-sized nets), with 1 and 2 torch threads;
+- ``predict`` latency of one observation (median, p95) at K=1 and K=4, ``deterministic_mode`` "mean" and "zero";
+- ``evaluate_actions`` plus backward on 512 and 50,000 samples, and sampling (``policy.forward``) of 40
+  observations, K=4;
+- the memory of a 2M-env-step fine-tuning run with the zoo's Hopper-v4 settings (rollout buffer and model),
+  computed from the buffer's arrays and the parameter count.
 
-Usage: python scripts/benchmark_throughput.py [--timesteps 20000] [--repeats 2]
+Env steps are counted under the chunking wrapper, so early chunk stops are not over-counted. All sides use the
+same n_envs, n_steps (policy steps per env), batch size and epochs.
+
+Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2]
 """
 
 import argparse
+import resource
 import statistics
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
@@ -21,6 +30,10 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
+
+ENV_ID = "Hopper-v4"
+HORIZON = 4
+THREADS = (1, 2)
 
 
 class StepCounter(gym.Wrapper):
@@ -33,63 +46,196 @@ class StepCounter(gym.Wrapper):
         return self.env.step(action)
 
 
+class Latency(NamedTuple):
+    """Latency in milliseconds."""
+
+    median_ms: float
+    p95_ms: float
+
+
 def _chunked(env: gym.Env, horizon: int) -> gym.Env:
     return ActionChunkWrapper(StepCounter(env), horizon=horizon)
 
 
-def make_model(algo: str, args: argparse.Namespace) -> Any:
+def make_model(side: str, args: argparse.Namespace) -> Any:
+    """
+    :param side: "ppo", or "reinflow_k<K>"
+    :param args: command-line arguments
+    :return: a fresh model on Hopper-v4
+    """
     common = dict(n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs, seed=0, device="cpu")
-    if algo == "ppo":
-        env = make_vec_env("Hopper-v4", n_envs=args.n_envs, seed=0, wrapper_class=StepCounter)
+    if side == "ppo":
+        env = make_vec_env(ENV_ID, n_envs=args.n_envs, seed=0, wrapper_class=StepCounter)
         return PPO("MlpPolicy", env, **common)
-    env = make_vec_env("Hopper-v4", n_envs=args.n_envs, seed=0, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=4))
-    return ReinFlowPPO("MlpPolicy", env, policy_kwargs=dict(n_flow_steps=4), **common)
+    n_flow_steps = int(side.removeprefix("reinflow_k"))
+    env = make_vec_env(ENV_ID, n_envs=args.n_envs, seed=0, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=HORIZON))
+    return ReinFlowPPO("MlpPolicy", env, policy_kwargs=dict(n_flow_steps=n_flow_steps), **common)
 
 
-def measure(algo: str, args: argparse.Namespace) -> float:
-    model = make_model(algo, args)
-    model.learn(args.n_steps * args.n_envs)  # warm-up iteration, not timed
+def bare_env_steps_per_s(args: argparse.Namespace) -> float:
+    """Env steps/s of the same vectorised env stepped with random actions (the simulator's ceiling)."""
+    env = make_vec_env(ENV_ID, n_envs=args.n_envs, seed=0)
+    env.reset()
+    rng = np.random.default_rng(0)
+    actions = rng.uniform(-1.0, 1.0, size=(args.timesteps, args.n_envs, *env.action_space.shape)).astype(np.float32)
+    start = time.perf_counter()
+    for action in actions:
+        env.step(action)
+    return args.timesteps * args.n_envs / (time.perf_counter() - start)
+
+
+def training_steps_per_s(side: str, args: argparse.Namespace) -> float:
+    """Env steps/s of ``learn`` after one untimed warm-up iteration."""
+    model = make_model(side, args)
+    model.learn(args.n_steps * args.n_envs)
     StepCounter.total = 0
     start = time.perf_counter()
     model.learn(args.timesteps, reset_num_timesteps=False)
     return StepCounter.total / (time.perf_counter() - start)
 
 
-def predict_latency(n_calls: int = 1000) -> tuple[float, float]:
-    env = ActionChunkWrapper(gym.make("Hopper-v4"), horizon=4)
-    model = ReinFlowPPO("MlpPolicy", env, policy_kwargs=dict(n_flow_steps=4), device="cpu")
-    obs, _ = env.reset(seed=0)
+def time_calls(fn: Callable[[], Any], n_calls: int, n_warmup: int = 10) -> Latency:
+    for _ in range(n_warmup):
+        fn()
     timings = []
-    for i in range(n_calls + 50):
+    for _ in range(n_calls):
         start = time.perf_counter()
-        model.predict(obs, deterministic=True)
-        if i >= 50:
-            timings.append(time.perf_counter() - start)
-    return statistics.median(timings) * 1e3, float(np.percentile(timings, 95)) * 1e3
+        fn()
+        timings.append(time.perf_counter() - start)
+    return Latency(statistics.median(timings) * 1e3, float(np.percentile(timings, 95)) * 1e3)
+
+
+def make_flow_model(n_flow_steps: int) -> ReinFlowPPO:
+    env = ActionChunkWrapper(gym.make(ENV_ID), horizon=HORIZON)
+    return ReinFlowPPO("MlpPolicy", env, policy_kwargs=dict(n_flow_steps=n_flow_steps), device="cpu", seed=0)
+
+
+def predict_latency(model: ReinFlowPPO, mode: str, n_calls: int) -> Latency:
+    model.policy.deterministic_mode = mode  # type: ignore[assignment]
+    obs = model.observation_space.sample()
+    return time_calls(lambda: model.predict(obs, deterministic=True), n_calls)
+
+
+def evaluate_backward_s(model: ReinFlowPPO, n_samples: int, n_calls: int) -> float:
+    """Seconds of ``evaluate_actions`` plus backward of the summed outputs on ``n_samples`` stored chains."""
+    policy = model.policy
+    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(n_samples)]))
+    with th.no_grad():
+        chains = policy(obs)[0]
+
+    def step() -> None:
+        policy.optimizer.zero_grad(set_to_none=True)
+        values, log_prob, entropy = policy.evaluate_actions(obs, chains)
+        (values.sum() + log_prob.sum() + entropy.sum()).backward()  # type: ignore[union-attr]
+
+    return time_calls(step, n_calls, n_warmup=1).median_ms / 1e3
+
+
+def sampling_latency(model: ReinFlowPPO, n_obs: int, n_calls: int) -> Latency:
+    """Latency of ``policy.forward`` (the rollout call: chains, values, log-probs) on ``n_obs`` observations."""
+    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(n_obs)]))
+
+    def sample() -> None:
+        with th.no_grad():
+            model.policy(obs)
+
+    return time_calls(sample, n_calls)
+
+
+def run_memory_mib(n_envs: int = 4, n_steps: int = 256) -> dict[str, float]:
+    """
+    Memory of a fine-tuning run with the zoo's Hopper-v4 settings (``hyperparams/reinflow_ppo.yml``: n_envs 4,
+    n_steps 256, K=4): computed, not sampled. The rollout buffer holds one iteration whatever the run's length, so a
+    2M-env-step run needs the same; the model counts parameters, gradients and the two AdamW moments.
+    """
+    env = make_vec_env(ENV_ID, n_envs=n_envs, seed=0, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=HORIZON))
+    model = ReinFlowPPO("MlpPolicy", env, n_steps=n_steps, policy_kwargs=dict(n_flow_steps=4), device="cpu", seed=0)
+    buffer = model.rollout_buffer
+    buffer_bytes = sum(value.nbytes for value in vars(buffer).values() if isinstance(value, np.ndarray))
+    param_bytes = sum(param.numel() * param.element_size() for param in model.policy.parameters())
+    mib = 2**20
+    return {"rollout_buffer": buffer_bytes / mib, "model_params": param_bytes / mib, "model_total": 4 * param_bytes / mib}
+
+
+def _median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def training_table(args: argparse.Namespace) -> dict[int, dict[str, float]]:
+    sides = ["bare_env", "ppo", "reinflow_k4", "reinflow_k1"]
+    results: dict[int, dict[str, list[float]]] = {n: {side: [] for side in sides} for n in args.threads}
+    for _ in range(args.repeats):
+        for n_threads in args.threads:
+            th.set_num_threads(n_threads)
+            for side in sides:
+                rate = bare_env_steps_per_s(args) if side == "bare_env" else training_steps_per_s(side, args)
+                results[n_threads][side].append(rate)
+                print(f"  threads {n_threads} {side:>12}: {rate:8.0f} env steps/s", flush=True)
+    return {n: {side: _median(rates) for side, rates in by_side.items()} for n, by_side in results.items()}
+
+
+def latency_table(args: argparse.Namespace) -> dict[str, Latency]:
+    models = {n_flow_steps: make_flow_model(n_flow_steps) for n_flow_steps in (1, 4)}
+    runs: dict[str, list[Latency]] = {}
+    for _ in range(args.repeats):
+        for n_flow_steps, model in models.items():
+            for mode in ("mean", "zero"):
+                runs.setdefault(f"K={n_flow_steps} {mode}", []).append(predict_latency(model, mode, args.predict_calls))
+    return {key: Latency(_median([r.median_ms for r in rs]), _median([r.p95_ms for r in rs])) for key, rs in runs.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--timesteps", type=int, default=16384, help="policy steps timed per run")
+    parser.add_argument("--timesteps", type=int, default=16384, help="policy steps timed per training run")
     parser.add_argument("--n-envs", type=int, default=4)
     parser.add_argument("--n-steps", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--n-epochs", type=int, default=5)
-    parser.add_argument("--repeats", type=int, default=2, help="alternating repeats of each measurement")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=None, help="alternating repeats of each measurement (2; --quick: 1)")
+    parser.add_argument("--predict-calls", type=int, default=1000)
+    parser.add_argument("--large-batch", type=int, default=50_000, help="samples of the large evaluate_actions batch")
+    parser.add_argument("--quick", action="store_true", help="small budgets (about 1.5 minutes on 2 busy cores)")
+    parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS), help="torch thread counts to compare")
     args = parser.parse_args()
-    if args.threads > 0:
-        th.set_num_threads(args.threads)
-    results: dict[str, list[float]] = {"ppo": [], "reinflow_ppo": []}
-    for _ in range(args.repeats):
-        for algo in results:
-            results[algo].append(measure(algo, args))
-            print(f"{algo:>13}: {results[algo][-1]:8.0f} env steps/s", flush=True)
-    ppo, reinflow = statistics.median(results["ppo"]), statistics.median(results["reinflow_ppo"])
-    print(f"\nmedian env steps/s  PPO MlpPolicy: {ppo:.0f}  ReinFlowPPO (K=4, Ta=4, 512x3): {reinflow:.0f}")
-    print(f"ratio ReinFlowPPO / PPO: {reinflow / ppo:.2f}  (target >= 0.5)")
-    median_ms, p95_ms = predict_latency()
-    print(f"predict latency, one observation, K=4, deterministic: median {median_ms:.3f} ms, p95 {p95_ms:.3f} ms")
+    if args.quick:
+        args.timesteps, args.n_steps, args.predict_calls = 1024, 256, 200
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 2
+
+    print(f"training throughput, {ENV_ID}, n_envs {args.n_envs}, n_steps {args.n_steps}, {args.timesteps} policy steps")
+    training = training_table(args)
+    th.set_num_threads(1)
+    latencies = latency_table(args)
+
+    th.set_num_threads(2)
+    model = make_flow_model(4)
+    loss_512 = [evaluate_backward_s(model, 512, 10) for _ in range(args.repeats)]
+    loss_large = [evaluate_backward_s(model, args.large_batch, 1) for _ in range(args.repeats)]
+    sampling = [sampling_latency(model, 40, args.predict_calls).median_ms for _ in range(args.repeats)]
+    memory = run_memory_mib()
+
+    print("\n| torch threads | bare env | SB3 PPO MlpPolicy | ReinFlowPPO K=4 | ReinFlowPPO K=1 | K=4 / PPO | K=1 / PPO |")
+    print("|---|---|---|---|---|---|---|")
+    for n_threads, rates in training.items():
+        ppo = rates["ppo"]
+        print(
+            f"| {n_threads} | {rates['bare_env']:.0f} | {ppo:.0f} | {rates['reinflow_k4']:.0f} | {rates['reinflow_k1']:.0f} "
+            f"| {rates['reinflow_k4'] / ppo:.2f} | {rates['reinflow_k1'] / ppo:.2f} |"
+        )
+    print(f"\npredict, one observation, 1 thread ({args.predict_calls} calls, median of repeats):")
+    for key, latency in latencies.items():
+        print(f"  {key:>9}: median {latency.median_ms:.3f} ms, p95 {latency.p95_ms:.3f} ms")
+    print("\nK=4, 2 threads:")
+    print(f"  evaluate_actions + backward, 512 samples: {_median(loss_512) * 1e3:.1f} ms")
+    print(f"  evaluate_actions + backward, {args.large_batch} samples: {_median(loss_large):.2f} s")
+    print(f"  sampling (policy.forward) of 40 observations: {_median(sampling):.3f} ms")
+    print(
+        "\nmemory of a 2M-env-step run (zoo Hopper-v4 settings, computed): "
+        f"rollout buffer {memory['rollout_buffer']:.2f} MiB, model parameters {memory['model_params']:.2f} MiB "
+        f"(with gradients and AdamW moments {memory['model_total']:.2f} MiB)"
+    )
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of this benchmark process (measured; set by the {args.large_batch}-sample batch): {peak_mib:.0f} MiB")
 
 
 if __name__ == "__main__":

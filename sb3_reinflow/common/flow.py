@@ -24,7 +24,7 @@ from typing import Literal, NamedTuple
 import torch as th
 from torch import nn
 
-from sb3_reinflow.common.networks import NoiseNet, VelocityNet
+from sb3_reinflow.common.networks import FlowEmbedding, NoiseNet, VelocityNet
 
 TimeGrid = Literal["euler", "reinflow_linspace"]
 TIME_GRIDS: tuple[str, ...] = ("euler", "reinflow_linspace")
@@ -59,6 +59,21 @@ class ChainSample(NamedTuple):
 
     chains: th.Tensor
     log_prob: th.Tensor
+
+
+class ChainContext(NamedTuple):
+    """
+    The parts of the K transitions that do not depend on x_k: the first Linear layers of the velocity head and of
+    the noise net split by input, with the time embedding computed once per grid time and the observation features
+    once per observation (then added for every (step, observation) pair).
+
+    :param velocity: ``VelocityNet.context``: for the built-in nets, the velocity head's first-Linear output without
+        the x term, shape (K, batch, hidden); a ``FlowEmbedding`` of that leading shape for nets without a split
+    :param noise: noise net's first-Linear output, shape (K, batch, noise_hidden)
+    """
+
+    velocity: "th.Tensor | FlowEmbedding"
+    noise: th.Tensor
 
 
 class ChainEvaluation(NamedTuple):
@@ -233,6 +248,17 @@ def check_chain_config(config: ChainConfig) -> None:
         raise ValueError(f"log_prob_bounds={bounds} must be (low, high) with low < high, or None")
 
 
+def _rows(context: "th.Tensor | FlowEmbedding", step: int | None = None) -> "th.Tensor | FlowEmbedding":
+    """
+    :param context: leading shape (K, batch)
+    :param step: take the rows of this step, or (None) all rows flattened step-major
+    :return: leading shape (batch,) or (K * batch,)
+    """
+    if isinstance(context, FlowEmbedding):
+        return FlowEmbedding(*(_rows(part, step) for part in context))  # type: ignore[arg-type]
+    return context[step] if step is not None else context.flatten(end_dim=1)
+
+
 class FlowChain(nn.Module):
     """
     ReinFlow's stochastic K-step Euler chain over a velocity net and a noise net.
@@ -302,7 +328,9 @@ class FlowChain(nn.Module):
 
     def transition(self, x: th.Tensor, t: th.Tensor, obs: th.Tensor) -> Transition:
         """
-        The Gaussian transition from x_k at time t: the single definition used by sampling and evaluation.
+        The Gaussian transition from x_k at time t, computed row by row with the unsplit nets (``velocity(x,
+        embed(obs, t, d))`` and the noise net on ``cat([time, cond])``): the reference that :meth:`_transition`, used by
+        sampling and evaluation, equals up to float rounding (``tests/test_fast_paths.py``).
 
         :param x: x_k, shape (batch, action_dim)
         :param t: t_k, shape (batch,)
@@ -316,6 +344,32 @@ class FlowChain(nn.Module):
             mean = mean.clamp(-self.denoised_clip_value, self.denoised_clip_value)
         std = self.noise_net(th.cat([emb.time.detach(), emb.cond], dim=-1))
         return Transition(mean, std)
+
+    def context(self, obs: th.Tensor) -> ChainContext:
+        """
+        The x-independent parts of all K transitions of chains conditioned on ``obs``.
+
+        :param obs: shape (batch, obs_dim)
+        :return: see :class:`ChainContext`
+        """
+        time = self.velocity_net.embed_time(self.times, th.full_like(self.times, 1.0 / self.n_flow_steps))
+        cond = self.velocity_net.embed_cond(obs)
+        noise_time, noise_cond = self.noise_net.split_contexts(time.detach(), cond)
+        return ChainContext(self.velocity_net.context(time, cond), noise_cond + noise_time.unsqueeze(1))
+
+    def _transition(self, x: th.Tensor, velocity_context: "th.Tensor | FlowEmbedding", noise_context: th.Tensor) -> Transition:
+        """
+        The Gaussian transition from x_k: the single definition used by sampling and evaluation.
+
+        :param x: x_k, shape (n, action_dim)
+        :param velocity_context: the matching rows of ``ChainContext.velocity``, shape (n, hidden)
+        :param noise_context: the matching rows of ``ChainContext.noise``, shape (n, noise_hidden)
+        :return: mean and std of x_{k+1}
+        """
+        mean = x + self.velocity_net.velocity_from_context(x, velocity_context) / self.n_flow_steps
+        if self.denoised_clip_value is not None:
+            mean = mean.clamp(-self.denoised_clip_value, self.denoised_clip_value)
+        return Transition(mean, self.noise_net.std_from_context(noise_context))
 
     def initial_noise(self, batch_size: int, deterministic: bool = False, generator: th.Generator | None = None) -> th.Tensor:
         """
@@ -358,8 +412,9 @@ class FlowChain(nn.Module):
         if x0 is None:
             x0 = noise[:, 0] if noise is not None else self.initial_noise(obs.shape[0], deterministic, generator)
         x, chain, means, stds = x0, [x0], [], []
+        context = self.context(obs)
         for k in range(self.n_flow_steps):
-            mean, std = self.transition(x, self.times[k].expand(obs.shape[0]), obs)
+            mean, std = self._transition(x, _rows(context.velocity, k), context.noise[k])
             if deterministic:
                 x = mean
             else:
@@ -427,11 +482,11 @@ class FlowChain(nn.Module):
                 f"chains have shape {tuple(chains.shape)}, expected (batch, {n_steps + 1}, {self.action_dim}) "
                 f"for n_flow_steps={n_steps}"
             )
-        x = chains[:, :-1].reshape(batch * n_steps, self.action_dim)
-        t = self.times.repeat(batch)
-        obs_rep = obs.repeat_interleave(n_steps, dim=0)
-        mean, std = self.transition(x, t, obs_rep)
-        means = mean.reshape(batch, n_steps, -1)
-        stds = std.reshape(batch, n_steps, -1)
+        # rows ordered step-major, (k, b), like the context
+        x = chains[:, :-1].transpose(0, 1).reshape(n_steps * batch, self.action_dim)
+        context = self.context(obs)
+        mean, std = self._transition(x, _rows(context.velocity), context.noise.flatten(end_dim=1))
+        means = mean.reshape(n_steps, batch, -1).transpose(0, 1)
+        stds = std.reshape(n_steps, batch, -1).transpose(0, 1)
         entropy = gaussian_chain_entropy(stds, self.include_initial_noise, self.normalize_log_prob)
         return ChainEvaluation(self._log_prob(chains, means, stds), entropy, stds)

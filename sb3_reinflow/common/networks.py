@@ -46,11 +46,12 @@ class SinusoidalPosEmb(nn.Module):
         if dim < 4 or dim % 2 != 0:
             raise ValueError(f"time_embedding_dim={dim} must be an even number >= 4")
         self.dim = dim
+        half = dim // 2
+        freqs = th.exp(th.arange(half, dtype=th.float32) * (-math.log(10000.0) / (half - 1)))
+        self.register_buffer("freqs", freqs, persistent=False)  # a constant: not in the state dict
 
     def forward(self, t: th.Tensor) -> th.Tensor:
-        half = self.dim // 2
-        freqs = th.exp(th.arange(half, device=t.device, dtype=t.dtype) * (-math.log(10000.0) / (half - 1)))
-        angles = t.reshape(-1, 1) * freqs.unsqueeze(0)
+        angles = t.reshape(-1, 1) * self.freqs.to(t.dtype).unsqueeze(0)
         return th.cat([angles.sin(), angles.cos()], dim=-1)
 
 
@@ -74,6 +75,21 @@ class MLP(nn.Module):
         for layer in self.moduleList:
             x = layer(x)
         return x
+
+    @property
+    def first_linear(self) -> nn.Linear:
+        """The first Linear, whose input columns :func:`split_first_linear` splits."""
+        return self.moduleList[0].linear_1
+
+    def forward_after_first_linear(self, hidden: th.Tensor) -> th.Tensor:
+        """
+        :param hidden: output of :attr:`first_linear`
+        :return: the rest of :meth:`forward`
+        """
+        hidden = self.moduleList[0].act_1(hidden)
+        for layer in self.moduleList[1:]:
+            hidden = layer(hidden)
+        return hidden
 
 
 class ResidualBlock(nn.Module):
@@ -123,6 +139,47 @@ class ResidualMLP(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+    @property
+    def first_linear(self) -> nn.Linear:
+        """The first Linear, whose input columns :func:`split_first_linear` splits."""
+        return self.layers[0]
+
+    def forward_after_first_linear(self, hidden: th.Tensor) -> th.Tensor:
+        """
+        :param hidden: output of :attr:`first_linear`
+        :return: the rest of :meth:`forward`
+        """
+        for layer in self.layers[1:]:
+            hidden = layer(hidden)
+        return hidden
+
+
+def split_first_linear(linear: nn.Linear, sizes: list[int]) -> tuple[th.Tensor, ...]:
+    """
+    The column blocks of a Linear layer that reads ``cat([a_1, ..., a_n], dim=-1)``, so that
+    ``linear(cat([a_1, ..., a_n])) == sum_i a_i @ W_i.T + bias`` can be computed part by part (each part at its own
+    batch size). The blocks are views of the same weight: state dicts and gradients are unchanged.
+
+    :param linear: the layer
+    :param sizes: sizes of the concatenated inputs, summing to ``linear.in_features``
+    :return: one weight block per input, shape (out_features, size)
+    """
+    if sum(sizes) != linear.in_features:
+        raise ValueError(f"input sizes {sizes} sum to {sum(sizes)}, but the layer reads {linear.in_features} features")
+    return th.split(linear.weight, sizes, dim=1)
+
+
+def _head_from_context(head: "MLP | ResidualMLP", action_dim: int, x: th.Tensor, context: th.Tensor) -> th.Tensor:
+    """
+    :param head: a velocity head whose input starts with the ``action_dim`` entries of x
+    :param action_dim: size of x
+    :param x: shape (n, action_dim)
+    :param context: the head's first Linear applied to the rest of its input, bias included, shape (n, hidden)
+    :return: the head's output, shape (n, out_dim)
+    """
+    weight_x = head.first_linear.weight[:, :action_dim]
+    return head.forward_after_first_linear(th.addmm(context, x, weight_x.t()))
 
 
 def velocity_head(in_dim: int, out_dim: int, net_arch: list[int], activation_fn: type[nn.Module], residual: bool) -> nn.Module:
@@ -179,6 +236,54 @@ class VelocityNet(nn.Module):
         """
         raise NotImplementedError
 
+    def embed_time(self, t: th.Tensor, step_size: th.Tensor) -> th.Tensor:
+        """
+        The time embedding alone (``FlowEmbedding.time``, which depends on t and the step size only). This default
+        calls :meth:`embed` with zero observations; subclasses compute it directly.
+
+        :param t: shape (n,)
+        :param step_size: shape (n,); ignored by 1-Rectified Flow
+        :return: shape (n, time_embedding_dim)
+        """
+        return self.embed(t.new_zeros(t.shape[0], self.obs_dim), t, step_size).time
+
+    def embed_cond(self, obs: th.Tensor) -> th.Tensor:
+        """
+        The observation features alone (``FlowEmbedding.cond``, which depends on the observation only). This default
+        calls :meth:`embed` with zero times; subclasses compute it directly.
+
+        :param obs: shape (batch, obs_dim)
+        :return: shape (batch, cond_dim)
+        """
+        zeros = obs.new_zeros(obs.shape[0])
+        return self.embed(obs, zeros, zeros).cond
+
+    def context(self, time: th.Tensor, cond: th.Tensor) -> "th.Tensor | FlowEmbedding":
+        """
+        What :meth:`velocity_from_context` needs besides x, for every (time, observation) pair, computed from
+        n time embeddings and ``batch`` observation features. This default returns the embeddings themselves
+        (broadcast views); the nets below return their first Linear applied to the x-independent inputs, so those
+        inputs go through it once per grid time and once per observation instead of once per pair.
+
+        :param time: time embeddings, shape (n, time_embedding_dim)
+        :param cond: observation features, shape (batch, cond_dim)
+        :return: a tensor or ``FlowEmbedding`` with leading shape (n, batch)
+        """
+        n_times, batch = time.shape[0], cond.shape[0]
+        return FlowEmbedding(time.unsqueeze(1).expand(n_times, batch, -1), cond.unsqueeze(0).expand(n_times, batch, -1))
+
+    def velocity_from_context(self, x: th.Tensor, context: "th.Tensor | FlowEmbedding") -> th.Tensor:
+        """
+        The velocity from x and the matching rows of :meth:`context`; equals ``velocity(x, embed(obs, t, d))`` up to
+        float rounding.
+
+        :param x: shape (n, action_dim)
+        :param context: rows of :meth:`context`, leading shape (n,)
+        :return: velocity, shape (n, action_dim)
+        """
+        assert isinstance(context, FlowEmbedding)
+        return self.velocity(x, context)
+
     def forward(self, x: th.Tensor, t: th.Tensor, obs: th.Tensor, step_size: th.Tensor | None = None) -> th.Tensor:
         """
         :param x: shape (batch, action_dim)
@@ -232,11 +337,31 @@ class ReFlowVelocityNet(VelocityNet):
         )
 
     def embed(self, obs: th.Tensor, t: th.Tensor, step_size: th.Tensor) -> FlowEmbedding:
-        cond = obs if self.cond_mlp is None else self.cond_mlp(obs)
-        return FlowEmbedding(time=self.time_embedding(t), cond=cond)
+        return FlowEmbedding(time=self.embed_time(t, step_size), cond=self.embed_cond(obs))
+
+    def embed_time(self, t: th.Tensor, step_size: th.Tensor) -> th.Tensor:
+        return self.time_embedding(t)
+
+    def embed_cond(self, obs: th.Tensor) -> th.Tensor:
+        return obs if self.cond_mlp is None else self.cond_mlp(obs)
 
     def velocity(self, x: th.Tensor, emb: FlowEmbedding) -> th.Tensor:
         return self.mlp_mean(th.cat([x, emb.time, emb.cond], dim=-1))
+
+    def _weight_blocks(self) -> tuple[th.Tensor, ...]:
+        sizes = [self.action_dim, self.time_embedding_dim, self.cond_dim]
+        return split_first_linear(self.mlp_mean.first_linear, sizes)  # type: ignore[operator]
+
+    def context(self, time: th.Tensor, cond: th.Tensor) -> th.Tensor:
+        # mlp_mean reads cat([x, time, cond]): its first Linear is x @ W_x.T + time @ W_t.T + cond @ W_c.T + bias
+        _, weight_time, weight_cond = self._weight_blocks()
+        first = self.mlp_mean.first_linear
+        cond_part = th.addmm(first.bias, cond, weight_cond.t())  # type: ignore[arg-type]
+        return cond_part + (time @ weight_time.t()).unsqueeze(1)
+
+    def velocity_from_context(self, x: th.Tensor, context: "th.Tensor | FlowEmbedding") -> th.Tensor:
+        assert isinstance(context, th.Tensor)
+        return _head_from_context(self.mlp_mean, self.action_dim, x, context)  # type: ignore[arg-type]
 
 
 class ShortcutVelocityNet(VelocityNet):
@@ -284,11 +409,31 @@ class ShortcutVelocityNet(VelocityNet):
         self.vel_head = velocity_head(action_dim + time_embedding_dim, action_dim, net_arch, activation_fn, residual)
 
     def embed(self, obs: th.Tensor, t: th.Tensor, step_size: th.Tensor) -> FlowEmbedding:
-        time = self.t_emb(th.cat([self.sin_emb(t), self.sin_emb(step_size)], dim=-1))
-        return FlowEmbedding(time=time, cond=self.cond_emb(obs))
+        return FlowEmbedding(time=self.embed_time(t, step_size), cond=self.embed_cond(obs))
+
+    def embed_time(self, t: th.Tensor, step_size: th.Tensor) -> th.Tensor:
+        return self.t_emb(th.cat([self.sin_emb(t), self.sin_emb(step_size)], dim=-1))
+
+    def embed_cond(self, obs: th.Tensor) -> th.Tensor:
+        return self.cond_emb(obs)
 
     def velocity(self, x: th.Tensor, emb: FlowEmbedding) -> th.Tensor:
         return self.vel_head(th.cat([x, emb.time + emb.cond], dim=-1))
+
+    def _embedding_weight(self) -> th.Tensor:
+        sizes = [self.action_dim, self.time_embedding_dim]
+        return split_first_linear(self.vel_head.first_linear, sizes)[1]  # type: ignore[operator]
+
+    def context(self, time: th.Tensor, cond: th.Tensor) -> th.Tensor:
+        # vel_head reads cat([x, time + cond]): (time + cond) @ W_e.T = time @ W_e.T + cond @ W_e.T
+        weight = self._embedding_weight()
+        first = self.vel_head.first_linear
+        cond_part = th.addmm(first.bias, cond, weight.t())  # type: ignore[arg-type]
+        return cond_part + (time @ weight.t()).unsqueeze(1)
+
+    def velocity_from_context(self, x: th.Tensor, context: "th.Tensor | FlowEmbedding") -> th.Tensor:
+        assert isinstance(context, th.Tensor)
+        return _head_from_context(self.vel_head, self.action_dim, x, context)  # type: ignore[arg-type]
 
 
 def std_bounds_to_logvar(min_std: float, max_std: float) -> tuple[float, float]:
@@ -354,6 +499,29 @@ class NoiseNet(nn.Module):
         :param features: shape (batch, in_dim)
         :return: std, shape (batch, action_dim)
         """
-        squashed = (th.tanh(self.mlp_logvar(features)) + 1.0) / 2.0
+        return self._bounded_std(self.mlp_logvar(features))
+
+    def split_contexts(self, time: th.Tensor, cond: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+        """
+        The first Linear of the noise net split by input (it reads ``cat([time, cond])``): the time part (no bias) and
+        the observation part (bias included), to be added per row and passed to :meth:`std_from_context`.
+
+        :param time: detached time embedding, shape (n, time_embedding_dim)
+        :param cond: observation features, shape (batch, cond_dim)
+        :return: shapes (n, hidden) and (batch, hidden)
+        """
+        first = self.mlp_logvar.first_linear
+        weight_time, weight_cond = split_first_linear(first, [time.shape[-1], cond.shape[-1]])
+        return time @ weight_time.t(), th.addmm(first.bias, cond, weight_cond.t())
+
+    def std_from_context(self, context: th.Tensor) -> th.Tensor:
+        """
+        :param context: the output of the first Linear (sum of the :meth:`split_contexts` parts), shape (n, hidden)
+        :return: std, shape (n, action_dim); equal to :meth:`forward` on the concatenated features up to rounding
+        """
+        return self._bounded_std(self.mlp_logvar.forward_after_first_linear(context))
+
+    def _bounded_std(self, out: th.Tensor) -> th.Tensor:
+        squashed = (th.tanh(out) + 1.0) / 2.0
         logvar = self.logvar_min + (self.logvar_max - self.logvar_min) * squashed
         return th.exp(0.5 * logvar)

@@ -594,7 +594,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
         :param deterministic: deterministic actions, as set by ``deterministic_mode``
         :return: final actions in [-1, 1], shape (batch, chunk size)
         """
-        return self.actor.act(self.normalize_obs(observation), deterministic=deterministic)
+        with th.inference_mode():  # SB3's predict runs this under no_grad; inference mode skips more bookkeeping
+            return self.actor.act(self.normalize_obs(observation), deterministic=deterministic)
 
     def unscale_action(self, scaled_action: np.ndarray) -> np.ndarray:
         """
