@@ -116,8 +116,7 @@ def aggregate_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
     except ImportError:
         print("(rliable not installed: no interquartile means)\n")
         return
-    print("| seeds | protocol | n | IQM of final return | 95% CI (bootstrap) | min final |")
-    print("|---|---|---|---|---|---|")
+    rows = []
     for use, seeds in (("held out", lambda s: s not in tuning_seeds), ("all", lambda s: True)):
         subset = data[data["seed"].map(seeds)]
         for protocol in PROTOCOL_LABELS:
@@ -128,8 +127,13 @@ def aggregate_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
             point, interval = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=2000)
             low, high = interval[protocol][:, 0]
             iqm = f"{point[protocol][0]:.0f} | [{low:.0f}, {high:.0f}]"
-            print(f"| {use} | {protocol} | {len(finals)} | {iqm} | {min(finals):.0f} |")
-    print()
+            rows.append(f"| {use} | {protocol} | {len(finals)} | {iqm} | {min(finals):.0f} |")
+    if not rows:
+        print("(fewer than 2 seeds: no interquartile mean)\n")
+        return
+    print("| seeds | protocol | n | IQM of final return | 95% CI (bootstrap) | min final |")
+    print("|---|---|---|---|---|---|")
+    print("\n".join(rows) + "\n")
 
 
 def main() -> None:
