@@ -387,3 +387,11 @@ def test_horizon_one_model_runs_on_the_raw_env():
     model.set_env(make_vec_env("Pendulum-v1", n_envs=1))  # SB3 checks that the spaces match
     action, _ = model.predict(np.zeros(3, np.float32), deterministic=True)
     assert action.shape == (1,)
+
+
+def test_non_flow_policy_is_refused_before_the_buffer_is_sized():
+    """A Gaussian ActorCriticPolicy gets the clear 'needs a ReinFlowPolicy' error, not one about n_flow_steps."""
+    from stable_baselines3.common.policies import ActorCriticPolicy
+
+    with pytest.raises(TypeError, match="ReinFlowPPO needs a ReinFlowPolicy, got ActorCriticPolicy"):
+        ReinFlowPPO(ActorCriticPolicy, "Pendulum-v1")

@@ -349,6 +349,8 @@ class ReinFlowPPO(PPO):
     def _setup_model(self) -> None:
         if self.rollout_buffer_class is None:
             self.rollout_buffer_class = ChainRolloutBuffer
+        if not issubclass(self.policy_class, ReinFlowPolicy):  # before sizing the buffer from its arguments
+            raise TypeError(f"ReinFlowPPO needs a ReinFlowPolicy, got {self.policy_class.__name__}")
         if issubclass(self.rollout_buffer_class, ChainRolloutBuffer):
             # SB3 builds the buffer before the policy: size it from the policy's arguments, so it is built once
             chain_length = policy_chain_length(self.policy_class, self.policy_kwargs)  # type: ignore[arg-type]
