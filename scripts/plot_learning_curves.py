@@ -3,10 +3,9 @@ Plot fine-tuning learning curves (CSV rows from scripts/benchmark_finetune.py, e
 ReinFlow's published points, and print Markdown tables: per seed, the return at 0, 0.5M, 1M and 2M env steps and the
 final return (mean of the last three evaluations) under the deployed mode, ReinFlow's protocol and the stochastic
 policy, the worst ratio deployed / stochastic from 0.5M env steps on, and the wall-clock time; per configuration,
-the interquartile mean of the final returns over seeds with a bootstrap 95% confidence interval (rliable).
-
-rliable is optional (``pip install rliable "arch>=8"``: rliable's own ``arch<8`` pin predates pandas 3, which breaks
-arch 7); without it the aggregate table is skipped.
+the interquartile mean of the final returns over seeds (rliable's IQM, the 25%-trimmed mean) with a percentile
+bootstrap 95% confidence interval, computed with scipy (rliable 1.2 itself does not run with pandas 3: its ``arch<8``
+pin breaks there, and arch 8 changed the keyword rliable passes).
 
 Example:
     python scripts/plot_learning_curves.py docs/results/finetune.csv --env Hopper-v4 --config reflow_K4 \
@@ -14,6 +13,7 @@ Example:
 """
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 import matplotlib
@@ -22,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 # ReinFlow (K=4, D4RL data), mean of 3 seeds read off the published curves: (env steps, return).
 PAPER_POINTS = {
@@ -109,25 +110,29 @@ def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
     print()
 
 
+def interquartile_mean(finals: np.ndarray) -> tuple[float, float, float]:
+    """
+    Interquartile mean (rliable's IQM: the 25%-trimmed mean) over runs, with a percentile bootstrap 95% confidence
+    interval (scipy.stats.bootstrap, 2,000 resamples, fixed seed).
+
+    :param finals: one final return per run
+    :return: IQM, CI low, CI high
+    """
+    statistic = partial(stats.trim_mean, proportiontocut=0.25)
+    result = stats.bootstrap((finals,), statistic, n_resamples=2000, method="percentile", random_state=0)
+    return float(statistic(finals)), float(result.confidence_interval.low), float(result.confidence_interval.high)
+
+
 def aggregate_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
-    try:
-        from rliable import library as rly
-        from rliable import metrics
-    except ImportError:
-        print("(rliable not installed: no interquartile means)\n")
-        return
     rows = []
     for use, seeds in (("held out", lambda s: s not in tuning_seeds), ("all", lambda s: True)):
         subset = data[data["seed"].map(seeds)]
         for protocol in PROTOCOL_LABELS:
-            finals = [final_return(g) for _, g in subset[subset["protocol"] == protocol].groupby("seed")]
+            finals = np.array([final_return(g) for _, g in subset[subset["protocol"] == protocol].groupby("seed")])
             if len(finals) < 2:
                 continue
-            scores = {protocol: np.array(finals)[:, None]}  # (runs, tasks)
-            point, interval = rly.get_interval_estimates(scores, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=2000)
-            low, high = interval[protocol][:, 0]
-            iqm = f"{point[protocol][0]:.0f} | [{low:.0f}, {high:.0f}]"
-            rows.append(f"| {use} | {protocol} | {len(finals)} | {iqm} | {min(finals):.0f} |")
+            iqm, low, high = interquartile_mean(finals)
+            rows.append(f"| {use} | {protocol} | {len(finals)} | {iqm:.0f} | [{low:.0f}, {high:.0f}] | {finals.min():.0f} |")
     if not rows:
         print("(fewer than 2 seeds: no interquartile mean)\n")
         return
