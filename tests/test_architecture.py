@@ -14,6 +14,7 @@ LAYERS: dict[str, int] = {
     # ground floor: flow math, networks, losses, distribution, normalisation, file formats, safe saving, data
     "sb3_reinflow.common": GROUND,
     "sb3_reinflow.pretrained": GROUND,
+    "sb3_reinflow.envs": GROUND,  # env wrappers, the scripted kitchen expert and its datasets (no SB3 algorithm)
     # SB3 layer: the policy, its rollout buffer, the algorithm, callbacks
     "sb3_reinflow.common.buffers": SB3_LAYER,
     "sb3_reinflow.common.callbacks": SB3_LAYER,
