@@ -48,6 +48,7 @@ FIELDS = [
 
 
 def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> Path:
+    folder = folder / f"{args.env}_{args.config}_{seed}"  # one folder per run: concurrent runs never share one
     command = [
         sys.executable, "-m", "rl_zoo3.train", "--algo", "reinflow_ppo", "--env", args.env, "--seed", str(seed),
         "-n", str(args.n_timesteps), "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
