@@ -69,9 +69,8 @@ def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple
 
     register()
     from rl_zoo3.utils import create_test_env, get_saved_hyperparams
-    from stable_baselines3.common.evaluation import evaluate_policy
-
     from sb3_reinflow import ReinFlowPPO
+    from sb3_reinflow.common.callbacks import evaluate_protocol
 
     hyperparams, stats_path = get_saved_hyperparams(str(run_dir / args.env), norm_reward=False)
     env = create_test_env(
@@ -83,15 +82,8 @@ def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple
     model = ReinFlowPPO(
         "MlpPolicy", env, pretrained_policy=hyperparams["pretrained_policy"], policy_kwargs=policy_kwargs, device="cpu"
     )
-    deployed, returns = model.policy.deterministic_mode, {}
-    for protocol in PROTOCOLS:
-        if protocol != "stochastic":
-            model.policy.deterministic_mode = protocol
-        rewards, _ = evaluate_policy(
-            model, env, n_eval_episodes=args.eval_episodes, deterministic=protocol != "stochastic", return_episode_rewards=True
-        )
-        returns[protocol] = list(rewards)  # type: ignore[arg-type]
-    model.policy.deterministic_mode = deployed
+    returns = {protocol: evaluate_protocol(model, env, protocol, args.eval_episodes) for protocol in PROTOCOLS}
+    deployed = model.policy.deterministic_mode
     return deployed, returns
 
 

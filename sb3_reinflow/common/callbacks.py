@@ -15,6 +15,37 @@ EvalProtocol = Literal["mean", "zero", "random", "stochastic"]
 EVAL_PROTOCOLS: tuple[str, ...] = ("mean", "zero", "random", "stochastic")
 
 
+def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int, warn: bool = True) -> list[float]:
+    """
+    Episode returns of a flow policy under one evaluation protocol; the policy's deterministic mode is restored after.
+
+    :param model: a model whose policy has ``deterministic_mode`` (ReinFlowPPO, or PPO with ReinFlowPolicy)
+    :param env: the evaluation env
+    :param protocol: one of :data:`EVAL_PROTOCOLS`
+    :param n_eval_episodes: number of episodes
+    :param warn: SB3's warning about a missing Monitor wrapper
+    :return: one return per episode
+    """
+    if protocol not in EVAL_PROTOCOLS:
+        raise ValueError(f"protocol={protocol!r} is not one of {EVAL_PROTOCOLS}")
+    policy = model.policy
+    deployed = policy.deterministic_mode
+    if protocol != "stochastic":
+        policy.deterministic_mode = protocol
+    try:
+        rewards, _ = evaluate_policy(
+            model,
+            env,
+            n_eval_episodes=n_eval_episodes,
+            deterministic=protocol != "stochastic",
+            return_episode_rewards=True,
+            warn=warn,
+        )
+    finally:
+        policy.deterministic_mode = deployed
+    return [float(reward) for reward in rewards]  # type: ignore[union-attr]
+
+
 class ProtocolEvalCallback(EvalCallback):
     """
     SB3's :class:`EvalCallback` (the deployed deterministic mode decides ``eval/mean_reward`` and ``best_model.zip``)
@@ -91,22 +122,7 @@ class ProtocolEvalCallback(EvalCallback):
                 print(f"Eval ({name}): episode_reward={np.mean(rewards):.2f} +/- {np.std(rewards):.2f}")
 
     def _evaluate(self, protocol: str) -> list[float]:
-        policy = self.model.policy
-        deployed = policy.deterministic_mode  # type: ignore[union-attr]
-        if protocol != "stochastic":
-            policy.deterministic_mode = protocol  # type: ignore[union-attr]
-        try:
-            rewards, _ = evaluate_policy(
-                self.model,
-                self.eval_env,
-                n_eval_episodes=self.n_eval_episodes,
-                deterministic=protocol != "stochastic",
-                return_episode_rewards=True,
-                warn=self.warn,
-            )
-        finally:
-            policy.deterministic_mode = deployed  # type: ignore[union-attr]
-        return [float(reward) for reward in rewards]  # type: ignore[union-attr]
+        return evaluate_protocol(self.model, self.eval_env, protocol, self.n_eval_episodes, warn=self.warn)
 
     def _save_protocol_results(self) -> None:
         if self.log_path is None:
