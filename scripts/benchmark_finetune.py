@@ -14,12 +14,19 @@ chunk; an episode's last chunk may stop early, so this overcounts by at most 3 s
 at each evaluation is interpolated from the training Monitor logs (their episode lengths count env steps) and
 includes the evaluations. The row at env step 0 is the pretrained checkpoint, evaluated the same way.
 
+Baselines run in the same harness: ``--algo ppo`` trains SB3 PPO from scratch with rl_zoo3's own tuned
+hyperparameters (its timesteps are env steps; rl_zoo3's EvalCallback evaluates the Gaussian's mean action, recorded
+as the deployed ``mean`` protocol; there is no pretrained row).
+
 Example (about 2M env steps per seed, evaluations every 50k env steps):
     python scripts/benchmark_finetune.py --env Hopper-v4 --seeds 201 202 --n-timesteps 500000 --eval-freq 12500 \
         --config reflow_K4 --output docs/results/finetune.csv
     # another configuration: extra rl_zoo3.train arguments after --
     python scripts/benchmark_finetune.py --env Hopper-v4 --seeds 201 --config reflow_K1 --output ... -- \
         -params "policy_kwargs:dict(n_flow_steps=1, min_noise_std=0.1, max_noise_std=0.24)"
+    # SB3 PPO from scratch, 2M env steps
+    python scripts/benchmark_finetune.py --algo ppo --env Hopper-v4 --seeds 201 --config ppo_scratch \
+        --n-timesteps 2000000 --eval-freq 50000 --output ...
 """
 
 import argparse
@@ -50,13 +57,13 @@ FIELDS = [
 def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> Path:
     folder = folder / f"{args.env}_{args.config}_{seed}"  # one folder per run: concurrent runs never share one
     command = [
-        sys.executable, "-m", "rl_zoo3.train", "--algo", "reinflow_ppo", "--env", args.env, "--seed", str(seed),
+        sys.executable, "-m", "rl_zoo3.train", "--algo", args.algo, "--env", args.env, "--seed", str(seed),
         "-n", str(args.n_timesteps), "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),
         "--n-eval-envs", str(args.n_eval_envs), "-f", str(folder), *args.extra,
     ]  # fmt: skip
     print("+", " ".join(command), flush=True)
     subprocess.run(command, check=True)
-    runs = sorted((folder / "reinflow_ppo").glob(f"{args.env}_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
+    runs = sorted((folder / args.algo).glob(f"{args.env}_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
     return runs[-1]
 
 
@@ -93,8 +100,12 @@ def wall_clock_at(run_dir: Path, env_steps: np.ndarray) -> np.ndarray:
     the Monitor inside the action-chunk wrapper, so its episode lengths count env steps).
     """
     monitors = [pd.read_csv(path, skiprows=1) for path in sorted(run_dir.glob("*.monitor.csv"))]
+    monitors = [monitor for monitor in monitors if len(monitor)]  # an env may not have finished an episode yet
+    if not monitors:
+        return np.full(len(env_steps), np.nan)
     episodes = pd.concat(monitors).sort_values("t")
-    return np.interp(env_steps, episodes["l"].cumsum().to_numpy(), episodes["t"].to_numpy())
+    lengths, times = episodes["l"].astype(float).cumsum().to_numpy(), episodes["t"].astype(float).to_numpy()
+    return np.interp(env_steps, lengths, times)
 
 
 def evaluation_returns(run_dir: Path) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
@@ -112,9 +123,12 @@ def evaluation_returns(run_dir: Path) -> tuple[str, np.ndarray, dict[str, np.nda
 
 
 def curve_rows(run_dir: Path, args: argparse.Namespace, seed: int) -> list[dict]:
+    chunk = CHUNK if args.algo == "reinflow_ppo" else 1
     deployed, timesteps, results = evaluation_returns(run_dir)
-    walls = wall_clock_at(run_dir, CHUNK * timesteps)
-    _, start = initial_returns(run_dir, args, seed)
+    if args.algo != "reinflow_ppo":
+        deployed, results = "mean", {"mean": results[deployed]}  # rl_zoo3's EvalCallback: the Gaussian's mean action
+    walls = wall_clock_at(run_dir, chunk * timesteps)
+    start = initial_returns(run_dir, args, seed)[1] if args.algo == "reinflow_ppo" else {}
     base = dict(env=args.env, config=args.config, seed=seed)
     rows = [
         dict(**base, timesteps=0, env_steps=0, wall_clock_s=0.0, protocol=protocol, deployed=protocol == deployed,
@@ -124,7 +138,7 @@ def curve_rows(run_dir: Path, args: argparse.Namespace, seed: int) -> list[dict]
     for index, (step, wall) in enumerate(zip(timesteps, walls, strict=True)):
         for protocol, returns in results.items():
             rows.append(
-                dict(**base, timesteps=int(step), env_steps=int(CHUNK * step), wall_clock_s=float(wall), protocol=protocol,
+                dict(**base, timesteps=int(step), env_steps=int(chunk * step), wall_clock_s=float(wall), protocol=protocol,
                      deployed=protocol == deployed, mean_return=float(np.mean(returns[index])),
                      std_return=float(np.std(returns[index])))
             )  # fmt: skip
@@ -142,10 +156,13 @@ def append_rows(output: Path, rows: list[dict]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algo", default="reinflow_ppo", choices=["reinflow_ppo", "ppo"])
     parser.add_argument("--env", default="Hopper-v4")
     parser.add_argument("--config", default="registry", help="label of this configuration in the CSV")
     parser.add_argument("--seeds", type=int, nargs="+", default=[201, 202, 203])
-    parser.add_argument("--n-timesteps", type=int, default=500_000, help="zoo timesteps (action chunks) per seed")
+    parser.add_argument(
+        "--n-timesteps", type=int, default=500_000, help="zoo timesteps per seed (action chunks for reinflow_ppo)"
+    )
     parser.add_argument("--eval-freq", type=int, default=12_500, help="zoo timesteps between evaluations")
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--n-eval-envs", type=int, default=5, help="evaluation envs (episodes run in parallel)")
