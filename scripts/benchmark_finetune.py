@@ -89,7 +89,7 @@ def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple
     model = ReinFlowPPO(
         "MlpPolicy", env, pretrained_policy=hyperparams["pretrained_policy"], policy_kwargs=policy_kwargs, device="cpu"
     )
-    returns = {protocol: evaluate_protocol(model, env, protocol, args.eval_episodes) for protocol in PROTOCOLS}
+    returns = {protocol: evaluate_protocol(model, env, protocol, args.eval_episodes).returns for protocol in PROTOCOLS}
     deployed = model.policy.deterministic_mode
     return deployed, returns
 

@@ -20,6 +20,7 @@ import gymnasium as gym
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
+import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
 from sb3_reinflow.common.datasets import (
     compute_normalization,
@@ -55,7 +56,7 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=256, help="minibatch size")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="initial learning rate of the cosine schedule")
     parser.add_argument("--t-sampling", choices=["uniform", "logitnormal", "beta"], default="uniform", help="flow times")
-    parser.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every this many gradient steps")
+    parser.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every this many gradient steps (0: only at the end)")
     parser.add_argument("--n-eval-episodes", type=int, default=10, help="episodes per evaluation")
     parser.add_argument(
         "--eval-x0",

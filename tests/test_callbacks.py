@@ -1,5 +1,6 @@
 """ProtocolEvalCallback: every evaluation protocol of a flow policy, logged next to SB3's own evaluation."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 from stable_baselines3.common.env_util import make_vec_env
@@ -30,3 +31,31 @@ def test_unknown_protocol_is_refused():
     eval_env = make_vec_env("Pendulum-v1", n_envs=1)
     with pytest.raises(ValueError, match="'x0'"):
         ProtocolEvalCallback(eval_env, protocols=("x0",))
+
+
+class ProgressInfo(gym.Wrapper):
+    """Reports, like the kitchen, ``n_completed`` and ``is_success`` in every info: here functions of the return."""
+
+    def reset(self, **kwargs):
+        self.episode_return = 0.0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        self.episode_return += float(reward)
+        info = dict(info, n_completed=float(np.floor(-self.episode_return / 500)), is_success=self.episode_return > -1000)
+        return observation, reward, terminated, truncated, info
+
+
+def test_success_and_subtasks_are_logged_per_protocol(tmp_path):
+    model = ReinFlowPPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=32, n_epochs=1, policy_kwargs=TINY, seed=0)
+    eval_env = make_vec_env("Pendulum-v1", n_envs=2, seed=1, wrapper_class=ProgressInfo)
+    callback = ProtocolEvalCallback(eval_env, n_eval_episodes=2, eval_freq=32, log_path=str(tmp_path), verbose=0)
+    model.learn(64, callback=callback)
+    data = np.load(tmp_path / "evaluations.npz")
+    for suffix in ("", "_zero", "_random", "_stochastic"):
+        returns = data[f"results{suffix}"]
+        assert returns.shape == (2, 2)
+        # the info of each episode's last step, stored beside the return of the same episode
+        np.testing.assert_allclose(data[f"n_completed{suffix}"], np.floor(-returns / 500), rtol=1e-6)
+        np.testing.assert_array_equal(data[f"successes{suffix}"], returns > -1000)

@@ -3,11 +3,14 @@
 import importlib.util
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
+import yaml
 
 pytest.importorskip("gymnasium_robotics", reason='pip install "sb3_reinflow[kitchen]" (gymnasium-robotics, mujoco<3.12)')
 pytest.importorskip("mink", reason="pip install mink (the kitchen expert's inverse kinematics)")
@@ -153,3 +156,34 @@ def test_doc_lists_script_options() -> None:
             assert expected in (None, False), option
         else:
             assert float(cell) == pytest.approx(expected), option
+
+
+def test_tiny_pretrain_then_zoo_finetune(tmp_path: Path) -> None:
+    """
+    The whole kitchen pipeline on a small scale: expert data, Shortcut pretraining on a ``sb3_reinflow/Kitchen-*``
+    id, then the literal ``rl_zoo3.train --env FrankaKitchen-v1 --gym-packages gymnasium_robotics`` fine-tuning it.
+    """
+    _load_script().main(["--dataset", "complete", "--n-episodes", "1", "--output", str(tmp_path / "data"), "--no-progress-bar"])  # type: ignore[attr-defined]
+    policy_file = tmp_path / "kitchen.safetensors"
+    tiny = json.dumps(dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], cond_net_arch=[8, 16]))
+    pretrain_args = f"--env {KITCHEN_ENV_IDS['complete']} --data {tmp_path / 'data'} --flow-model shortcut"
+    pretrain_args += f" --n-gradient-steps 20 --batch-size 32 --eval-freq 0 --no-progress-bar --output {policy_file}"
+    _run([str(ROOT / "scripts" / "pretrain.py"), *pretrain_args.split(), "--policy-kwargs", tiny], tmp_path)
+    zoo = "-m rl_zoo3.train --algo reinflow_ppo --env FrankaKitchen-v1 --gym-packages gymnasium_robotics --seed 3"
+    zoo += " -n 140 --eval-freq 70 --eval-episodes 1 --n-eval-envs 1 -f logs"
+    zoo += f" -params n_envs:1 n_steps:70 batch_size:70 n_epochs:1 pretrained_policy:'{policy_file}'"
+    _run(zoo.split(), tmp_path)
+    run_dir = tmp_path / "logs" / "reinflow_ppo" / "FrankaKitchen-v1_1"
+    config = yaml.load((run_dir / "FrankaKitchen-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
+    assert "sb3_reinflow.envs.kitchen.KitchenGoalWrapper" in dict(config)["env_wrapper"]
+    evaluations = np.load(run_dir / "evaluations.npz")
+    for suffix in ("", "_zero", "_random", "_stochastic"):
+        # one 280-step episode per evaluation; its return is the number of targets completed
+        np.testing.assert_array_equal(evaluations[f"n_completed{suffix}"], evaluations[f"results{suffix}"])
+        np.testing.assert_array_equal(evaluations[f"successes{suffix}"], evaluations[f"results{suffix}"] == 4)
+    assert np.all((evaluations["ep_lengths"] == 280) | evaluations["successes"])  # only success ends an episode early
+
+
+def _run(args: list[str], cwd: Path) -> None:
+    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

@@ -4,27 +4,59 @@ and, beside it, the other evaluation protocols of the same policy at the same po
 """
 
 import os
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from stable_baselines3.common.callbacks import EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
+from sb3_reinflow.common.save_util import atomic_write
+
 EvalProtocol = Literal["mean", "zero", "random", "stochastic"]
 EVAL_PROTOCOLS: tuple[str, ...] = ("mean", "zero", "random", "stochastic")
 
 
-def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int, warn: bool = True) -> list[float]:
+class EpisodeOutcomes(NamedTuple):
     """
-    Episode returns of a flow policy under one evaluation protocol; the policy's deterministic mode is restored after.
+    What the evaluation episodes of one protocol gave.
+
+    :param returns: one return per episode
+    :param successes: ``info["is_success"]`` at the end of each episode (empty when the env does not report it)
+    :param n_completed: ``info["n_completed"]`` (subtasks done, e.g. the kitchen's) at the end of each episode
+        (empty when the env does not report it)
+    """
+
+    returns: list[float]
+    successes: list[bool]
+    n_completed: list[float]
+
+
+def _final_info_recorder(successes: list[bool], n_completed: list[float]) -> Any:
+    """:return: an ``evaluate_policy`` callback appending each finished episode's ``is_success``/``n_completed``"""
+
+    def record(locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        if not locals_["done"]:
+            return
+        info = locals_["info"]
+        if "is_success" in info:
+            successes.append(bool(info["is_success"]))
+        if "n_completed" in info:
+            n_completed.append(float(info["n_completed"]))
+
+    return record
+
+
+def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int, warn: bool = True) -> EpisodeOutcomes:
+    """
+    Evaluation episodes of a flow policy under one protocol; the policy's deterministic mode is restored after.
 
     :param model: a model whose policy has ``deterministic_mode`` (ReinFlowPPO, or PPO with ReinFlowPolicy)
     :param env: the evaluation env
     :param protocol: one of :data:`EVAL_PROTOCOLS`
     :param n_eval_episodes: number of episodes
     :param warn: SB3's warning about a missing Monitor wrapper
-    :return: one return per episode
+    :return: returns, and success / subtasks completed where the env reports them
     """
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"protocol={protocol!r} is not one of {EVAL_PROTOCOLS}")
@@ -32,6 +64,8 @@ def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int,
     deployed = policy.deterministic_mode
     if protocol != "stochastic":
         policy.deterministic_mode = protocol
+    successes: list[bool] = []
+    n_completed: list[float] = []
     try:
         rewards, _ = evaluate_policy(
             model,
@@ -40,10 +74,11 @@ def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int,
             deterministic=protocol != "stochastic",
             return_episode_rewards=True,
             warn=warn,
+            callback=_final_info_recorder(successes, n_completed),
         )
     finally:
         policy.deterministic_mode = deployed
-    return [float(reward) for reward in rewards]  # type: ignore[union-attr]
+    return EpisodeOutcomes([float(reward) for reward in rewards], successes, n_completed)  # type: ignore[union-attr]
 
 
 class ProtocolEvalCallback(EvalCallback):
@@ -58,7 +93,11 @@ class ProtocolEvalCallback(EvalCallback):
 
     Each protocol other than the deployed one is logged as ``eval/mean_reward_<protocol>`` and stored in
     ``evaluations.npz`` as ``results_<protocol>`` (episode returns, shape (n_evaluations, n_eval_episodes)), next to
-    SB3's ``timesteps``/``results``/``ep_lengths`` and the deployed mode (``deterministic_mode``).
+    SB3's ``timesteps``/``results``/``ep_lengths``/``successes`` and the deployed mode (``deterministic_mode``).
+    Where the env reports them (the kitchen), success and subtasks completed are logged too: SB3's
+    ``eval/success_rate`` and ``eval/n_completed`` for the deployed mode, ``eval/success_rate_<protocol>`` and
+    ``eval/n_completed_<protocol>`` for the others, stored as ``successes[_<protocol>]`` and
+    ``n_completed[_<protocol>]``.
 
     :param eval_env: the evaluation env
     :param protocols: protocols to evaluate besides the deployed one (it is skipped if listed)
@@ -71,7 +110,9 @@ class ProtocolEvalCallback(EvalCallback):
             raise ValueError(f"protocols={protocols!r}: {unknown} not in {EVAL_PROTOCOLS}")
         super().__init__(eval_env, **kwargs)
         self.protocols = tuple(protocols)
-        self.protocol_results: dict[str, list[list[float]]] = {name: [] for name in self.protocols}
+        self.protocol_results: dict[str, list[EpisodeOutcomes]] = {name: [] for name in self.protocols}
+        self.evaluations_n_completed: list[list[float]] = []
+        self._n_completed_buffer: list[float] = []
 
     @classmethod
     def from_eval_callback(cls, callback: EvalCallback, protocols: tuple[str, ...] = EVAL_PROTOCOLS) -> "ProtocolEvalCallback":
@@ -101,10 +142,21 @@ class ProtocolEvalCallback(EvalCallback):
             if self.model.get_vec_normalize_env() is not None:
                 sync_envs_normalization(self.training_env, self.eval_env)
             self._evaluate_protocols()  # recorded before SB3's evaluation dumps the logger
+            self._n_completed_buffer = []
             continue_training = super()._on_step()
+            if self._n_completed_buffer:
+                self.evaluations_n_completed.append(self._n_completed_buffer)
             self._save_protocol_results()
             return continue_training
         return super()._on_step()
+
+    def _log_success_callback(self, locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        super()._log_success_callback(locals_, globals_)
+        info = locals_["info"]
+        if locals_["done"] and "n_completed" in info:
+            self._n_completed_buffer.append(float(info["n_completed"]))
+            # SB3 dumps the logger right after its evaluation: the last episode's record holds the mean of all
+            self.logger.record("eval/n_completed", float(np.mean(self._n_completed_buffer)))
 
     @property
     def deployed_mode(self) -> str:
@@ -115,24 +167,40 @@ class ProtocolEvalCallback(EvalCallback):
         for name in self.protocols:
             if name == self.deployed_mode:
                 continue
-            rewards = self._evaluate(name)
-            self.protocol_results[name].append(rewards)
-            self.logger.record(f"eval/mean_reward_{name}", float(np.mean(rewards)))
+            outcomes = self._evaluate(name)
+            self.protocol_results[name].append(outcomes)
+            self.logger.record(f"eval/mean_reward_{name}", float(np.mean(outcomes.returns)))
+            if outcomes.successes:
+                self.logger.record(f"eval/success_rate_{name}", float(np.mean(outcomes.successes)))
+            if outcomes.n_completed:
+                self.logger.record(f"eval/n_completed_{name}", float(np.mean(outcomes.n_completed)))
             if self.verbose >= 1:
-                print(f"Eval ({name}): episode_reward={np.mean(rewards):.2f} +/- {np.std(rewards):.2f}")
+                print(f"Eval ({name}): episode_reward={np.mean(outcomes.returns):.2f} +/- {np.std(outcomes.returns):.2f}")
 
-    def _evaluate(self, protocol: str) -> list[float]:
+    def _evaluate(self, protocol: str) -> EpisodeOutcomes:
         return evaluate_protocol(self.model, self.eval_env, protocol, self.n_eval_episodes, warn=self.warn)
 
     def _save_protocol_results(self) -> None:
         if self.log_path is None:
             return
-        arrays = {f"results_{name}": np.array(results) for name, results in self.protocol_results.items() if results}
-        np.savez(
-            self.log_path,
-            timesteps=self.evaluations_timesteps,
-            results=self.evaluations_results,
-            ep_lengths=self.evaluations_length,
-            deterministic_mode=self.deployed_mode,
-            **arrays,
-        )
+        arrays = {}
+        for name, outcomes in self.protocol_results.items():
+            if outcomes:
+                arrays[f"results_{name}"] = np.array([outcome.returns for outcome in outcomes])
+            if outcomes and outcomes[0].successes:
+                arrays[f"successes_{name}"] = np.array([outcome.successes for outcome in outcomes])
+            if outcomes and outcomes[0].n_completed:
+                arrays[f"n_completed_{name}"] = np.array([outcome.n_completed for outcome in outcomes])
+        if self.evaluations_successes:
+            arrays["successes"] = np.array(self.evaluations_successes)
+        if self.evaluations_n_completed:
+            arrays["n_completed"] = np.array(self.evaluations_n_completed)
+        with atomic_write(f"{self.log_path}.npz") as handle:  # SB3's own file name (np.savez adds .npz)
+            np.savez(
+                handle,
+                timesteps=self.evaluations_timesteps,
+                results=self.evaluations_results,
+                ep_lengths=self.evaluations_length,
+                deterministic_mode=self.deployed_mode,
+                **arrays,
+            )

@@ -396,6 +396,9 @@ def read_pretrained(path: str | Path, device: th.device | str = "cpu") -> Policy
 # checks against the target env
 
 
+KITCHEN_ID_PREFIX = "sb3_reinflow/Kitchen-"
+
+
 def env_id_of(env: Any) -> str | None:
     """
     :param env: a gymnasium env or an SB3 VecEnv (possibly wrapped)
@@ -405,7 +408,12 @@ def env_id_of(env: Any) -> str | None:
         spec = env.get_attr("spec", indices=[0])[0] if isinstance(env, VecEnv) else env.spec
     except (AttributeError, IndexError):
         return None
-    return getattr(spec, "id", None)
+    env_id = getattr(spec, "id", None)
+    if env_id is not None and env_id.startswith(KITCHEN_ID_PREFIX):
+        # sb3_reinflow.envs' kitchen ids are FrankaKitchen-v1 plus KitchenGoalWrapper with chosen targets (the
+        # targets are in the observation), so a policy trained on one runs on FrankaKitchen-v1 and the others
+        return "FrankaKitchen-v1"
+    return env_id
 
 
 def _base_name(env_id: str) -> str:

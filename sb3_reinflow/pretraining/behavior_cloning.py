@@ -206,7 +206,7 @@ def pretrain(
     :param ema_decay: decay of the exponential moving average of the weights
     :param t_sampling: distribution of flow times
     :param eval_env: env (with the action-chunk wrapper if horizon > 1) for periodic evaluation, or None
-    :param eval_freq: evaluate every this many gradient steps
+    :param eval_freq: evaluate every this many gradient steps (0: only at the end)
     :param n_eval_episodes: episodes per evaluation
     :param eval_deterministic_x0: initial noise of the evaluated noise-free chains: ``"random"`` (x_0 ~ N(0, I),
         ReinFlow's evaluation, which samples the cloned action distribution) or ``"zero"`` (the policy's
@@ -261,7 +261,7 @@ def pretrain(
                 _log(writer, {"pretrain/loss": result.losses[-1], "pretrain/learning_rate": learning_rate_now}, step)
                 bar.set_postfix(loss=f"{result.losses[-1]:.4g}", lr=f"{learning_rate_now:.2e}", refresh=False)
                 window = []
-            if eval_env is not None and (step % eval_freq == 0 or step == n_gradient_steps):
+            if eval_env is not None and ((eval_freq > 0 and step % eval_freq == 0) or step == n_gradient_steps):
                 mean, std = _evaluate_ema(policy, ema, eval_env, n_eval_episodes, eval_deterministic_x0)
                 result.eval_returns.append((step, mean, std))
                 _log(writer, {"pretrain/eval_return": mean}, step)
