@@ -56,7 +56,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=256, help="minibatch size")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="initial learning rate of the cosine schedule")
     parser.add_argument("--t-sampling", choices=["uniform", "logitnormal", "beta"], default="uniform", help="flow times")
-    parser.add_argument("--eval-freq", type=int, default=10_000, help="evaluate every this many gradient steps (0: only at the end)")
+    parser.add_argument(
+        "--eval-freq", type=int, default=10_000, help="evaluate every this many gradient steps (0: only at the end)"
+    )
     parser.add_argument("--n-eval-episodes", type=int, default=10, help="episodes per evaluation")
     parser.add_argument(
         "--eval-x0",

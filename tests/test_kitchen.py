@@ -163,7 +163,8 @@ def test_tiny_pretrain_then_zoo_finetune(tmp_path: Path) -> None:
     The whole kitchen pipeline on a small scale: expert data, Shortcut pretraining on a ``sb3_reinflow/Kitchen-*``
     id, then the literal ``rl_zoo3.train --env FrankaKitchen-v1 --gym-packages gymnasium_robotics`` fine-tuning it.
     """
-    _load_script().main(["--dataset", "complete", "--n-episodes", "1", "--output", str(tmp_path / "data"), "--no-progress-bar"])  # type: ignore[attr-defined]
+    data_args = ["--dataset", "complete", "--n-episodes", "1", "--output", str(tmp_path / "data"), "--no-progress-bar"]
+    _load_script().main(data_args)  # type: ignore[attr-defined]
     policy_file = tmp_path / "kitchen.safetensors"
     tiny = json.dumps(dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], cond_net_arch=[8, 16]))
     pretrain_args = f"--env {KITCHEN_ENV_IDS['complete']} --data {tmp_path / 'data'} --flow-model shortcut"
