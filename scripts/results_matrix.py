@@ -1,0 +1,174 @@
+"""
+The fine-tuning results matrix: one row per env and configuration, from every CSV that
+``scripts/benchmark_finetune.py`` wrote, and one figure with a panel per env (the deployed mode's mean curve of each
+configuration over its seeds, the min-max band, SB3 PPO from scratch, and ReinFlow's published final return).
+
+Each row gives the seeds (tuning seeds marked), the deployed mode's start and final return (final: mean of the last
+three evaluations) as the mean over seeds and the smallest seed, the final under ReinFlow's protocol (noise-free
+chain from random x_0), the interquartile mean of the deployed finals with a bootstrap 95% CI (as
+``scripts/plot_learning_curves.py``), the worst ratio deployed / stochastic from 0.5M env steps on over all runs,
+the lowest deployed evaluation after a run first passed 3000 (Hopper), and the mean wall-clock per run.
+
+Example:
+    python scripts/results_matrix.py docs/results/runs/*.csv --tuning-seeds 101 --output docs/images/matrix.png
+"""
+
+import argparse
+from pathlib import Path
+from typing import NamedTuple
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from plot_learning_curves import final_return, interquartile_mean, worst_ratio
+
+# ReinFlow's published fine-tuned returns (3-seed means at about 80M env steps; docs/finetuning.md cites them).
+PAPER_FINAL = {"Hopper": 3205, "Walker2d": 4109, "Ant": 4009}
+BASELINE_CONFIGS = ("ppo_scratch",)
+
+
+class MatrixRow(NamedTuple):
+    """
+    One configuration's summary.
+
+    :param env: env id
+    :param config: configuration label
+    :param seeds: the seeds, tuning seeds marked with ``*``
+    :param start: deployed return of the pretrained policy, mean over seeds (NaN for a from-scratch baseline)
+    :param final_mean: deployed final return, mean over seeds
+    :param final_min: smallest deployed final return over seeds
+    :param paper_final_mean: final return under ReinFlow's protocol (random x_0), mean over seeds
+    :param iqm: interquartile mean of the deployed finals and its bootstrap 95% CI (NaN with fewer than 2 seeds)
+    :param worst_ratio: smallest deployed / stochastic return ratio from 0.5M env steps on, over all runs
+    :param low_after_3000: lowest deployed evaluation after a run first passed 3000 (NaN if none did)
+    :param above_start: number of seeds whose deployed final exceeds their own start
+    :param wall_clock_min: mean wall-clock minutes per run
+    """
+
+    env: str
+    config: str
+    seeds: str
+    start: float
+    final_mean: float
+    final_min: float
+    paper_final_mean: float
+    iqm: tuple[float, float, float]
+    worst_ratio: float
+    low_after_3000: float
+    above_start: int
+    wall_clock_min: float
+
+
+def deployed_rows(data: pd.DataFrame) -> pd.DataFrame:
+    return data[data["deployed"].astype(bool)].sort_values("env_steps")
+
+
+def low_after(group: pd.DataFrame, threshold: float = 3000) -> float:
+    """Lowest return after the run first reached ``threshold`` (NaN if it never did)."""
+    passed = np.flatnonzero(group["mean_return"].to_numpy() >= threshold)
+    return float(group["mean_return"].iloc[passed[0] :].min()) if len(passed) else float("nan")
+
+
+def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
+    """:param data: the rows of one env and configuration"""
+    finals, starts, paper_finals, lows, ratios, walls, above = [], [], [], [], [], [], 0
+    for _, seed_data in data.groupby("seed"):
+        deployed = deployed_rows(seed_data)
+        protocol = str(deployed["protocol"].iloc[0])
+        finals.append(final_return(deployed))
+        start = deployed[deployed["env_steps"] == 0]["mean_return"]
+        starts.append(float(start.iloc[0]) if len(start) else float("nan"))
+        above += int(len(start) > 0 and finals[-1] > starts[-1])
+        random = seed_data[seed_data["protocol"] == "random"].sort_values("env_steps")
+        paper_finals.append(final_return(random) if len(random) else float("nan"))
+        lows.append(low_after(deployed))
+        ratios.append(worst_ratio(seed_data, protocol))
+        walls.append(seed_data["wall_clock_s"].max() / 60)
+    seeds = sorted(data["seed"].unique())
+    finals_array = np.array(finals)
+    nan3 = (float("nan"),) * 3
+    return MatrixRow(
+        env=str(data["env"].iloc[0]),
+        config=str(data["config"].iloc[0]),
+        seeds=" ".join(f"{seed}*" if seed in tuning_seeds else str(seed) for seed in seeds),
+        start=float(np.nanmean(starts)) if not np.all(np.isnan(starts)) else float("nan"),
+        final_mean=float(finals_array.mean()),
+        final_min=float(finals_array.min()),
+        paper_final_mean=float(np.nanmean(paper_finals)) if not np.all(np.isnan(paper_finals)) else float("nan"),
+        iqm=interquartile_mean(finals_array) if len(finals_array) >= 2 else nan3,
+        worst_ratio=float(np.nanmin(ratios)) if not np.all(np.isnan(ratios)) else float("nan"),
+        low_after_3000=float(np.nanmin(lows)) if not np.all(np.isnan(lows)) else float("nan"),
+        above_start=above,
+        wall_clock_min=float(np.mean(walls)),
+    )
+
+
+def fmt(value: float, digits: int = 0) -> str:
+    return "-" if np.isnan(value) else f"{value:.{digits}f}"
+
+
+def print_table(rows: list[MatrixRow]) -> None:
+    print(
+        "| env | config | seeds (* tuning) | start | final, mean | final, min seed | final, paper protocol | "
+        "IQM [95% CI] | worst deployed/stochastic after 0.5M | lowest after passing 3000 | seeds above start | "
+        "min per run |"
+    )
+    print("|---" * 12 + "|")
+    for row in rows:
+        iqm = "-" if np.isnan(row.iqm[0]) else f"{row.iqm[0]:.0f} [{row.iqm[1]:.0f}, {row.iqm[2]:.0f}]"
+        n_seeds = len(row.seeds.split())
+        above = "-" if np.isnan(row.start) else f"{row.above_start}/{n_seeds}"
+        print(
+            f"| {row.env} | {row.config} | {row.seeds} | {fmt(row.start)} | {fmt(row.final_mean)} | {fmt(row.final_min)} | "
+            f"{fmt(row.paper_final_mean)} | {iqm} | {fmt(row.worst_ratio, 2)} | {fmt(row.low_after_3000)} | {above} | "
+            f"{fmt(row.wall_clock_min)} |"
+        )
+    print()
+
+
+def plot_matrix(data: pd.DataFrame, output: Path) -> None:
+    envs = sorted(data["env"].unique())
+    fig, axes = plt.subplots(1, len(envs), figsize=(4.6 * len(envs), 3.8), squeeze=False)
+    for ax, env in zip(axes[0], envs, strict=True):
+        env_data = data[data["env"] == env]
+        for index, (config, config_data) in enumerate(sorted(env_data.groupby("config"))):
+            curves = [deployed_rows(seed_data) for _, seed_data in config_data.groupby("seed")]
+            end = min(curve["env_steps"].max() for curve in curves)
+            grid = np.linspace(0, end, 100)
+            values = np.stack([np.interp(grid, c["env_steps"], c["mean_return"], left=np.nan) for c in curves])
+            style = "--" if config in BASELINE_CONFIGS else "-"
+            color = "0.4" if config in BASELINE_CONFIGS else f"C{index}"
+            mean = np.nanmean(values, axis=0)
+            ax.plot(grid / 1e6, mean, style, color=color, lw=1.6, label=f"{config} ({len(curves)} seeds)")
+            ax.fill_between(grid / 1e6, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.12)
+        paper = PAPER_FINAL.get(env.split("-")[0])
+        if paper is not None:
+            ax.axhline(paper, color="k", ls=":", lw=1, label="ReinFlow paper final (80M steps)")
+        ax.set(title=env, xlabel="env steps (millions)", ylabel="return, deployed mode")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6.5, loc="lower right")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(output, dpi=110)
+    print(f"wrote {output}\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("csv", nargs="+", help="CSV files written by benchmark_finetune.py")
+    parser.add_argument("--tuning-seeds", type=int, nargs="*", default=[], help="seeds used while tuning")
+    parser.add_argument("--exclude-config", nargs="*", default=[], help="configurations to leave out")
+    parser.add_argument("--output", required=True, help="PNG file of the curves")
+    args = parser.parse_args()
+    data = pd.concat([pd.read_csv(path) for path in args.csv])
+    data = data[~data["config"].isin(args.exclude_config)]
+    rows = [summarize(group, set(args.tuning_seeds)) for _, group in data.groupby(["env", "config"])]
+    print_table(rows)
+    plot_matrix(data, Path(args.output))
+
+
+if __name__ == "__main__":
+    main()
