@@ -2,6 +2,7 @@
 
 import importlib.util
 import json
+import os
 import re
 import subprocess
 import sys
@@ -158,23 +159,29 @@ def test_doc_lists_script_options() -> None:
             assert float(cell) == pytest.approx(expected), option
 
 
-def test_tiny_pretrain_then_zoo_finetune(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def kitchen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     The whole kitchen pipeline on a small scale: expert data, Shortcut pretraining on a ``sb3_reinflow/Kitchen-*``
     id, then the literal ``rl_zoo3.train --env FrankaKitchen-v1 --gym-packages gymnasium_robotics`` fine-tuning it.
     """
-    data_args = ["--dataset", "complete", "--n-episodes", "1", "--output", str(tmp_path / "data"), "--no-progress-bar"]
+    folder = tmp_path_factory.mktemp("kitchen")
+    data_args = ["--dataset", "complete", "--n-episodes", "1", "--output", str(folder / "data"), "--no-progress-bar"]
     _load_script().main(data_args)  # type: ignore[attr-defined]
-    policy_file = tmp_path / "kitchen.safetensors"
+    policy_file = folder / "kitchen.safetensors"
     tiny = json.dumps(dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], cond_net_arch=[8, 16]))
-    pretrain_args = f"--env {KITCHEN_ENV_IDS['complete']} --data {tmp_path / 'data'} --flow-model shortcut"
+    pretrain_args = f"--env {KITCHEN_ENV_IDS['complete']} --data {folder / 'data'} --flow-model shortcut"
     pretrain_args += f" --n-gradient-steps 20 --batch-size 32 --eval-freq 0 --no-progress-bar --output {policy_file}"
-    _run([str(ROOT / "scripts" / "pretrain.py"), *pretrain_args.split(), "--policy-kwargs", tiny], tmp_path)
+    _run([str(ROOT / "scripts" / "pretrain.py"), *pretrain_args.split(), "--policy-kwargs", tiny], folder)
     zoo = "-m rl_zoo3.train --algo reinflow_ppo --env FrankaKitchen-v1 --gym-packages gymnasium_robotics --seed 3"
     zoo += " -n 140 --eval-freq 70 --eval-episodes 1 --n-eval-envs 1 -f logs"
     zoo += f" -params n_envs:1 n_steps:70 batch_size:70 n_epochs:1 pretrained_policy:'{policy_file}'"
-    _run(zoo.split(), tmp_path)
-    run_dir = tmp_path / "logs" / "reinflow_ppo" / "FrankaKitchen-v1_1"
+    _run(zoo.split(), folder)
+    return folder
+
+
+def test_tiny_pretrain_then_zoo_finetune(kitchen_run: Path) -> None:
+    run_dir = kitchen_run / "logs" / "reinflow_ppo" / "FrankaKitchen-v1_1"
     config = yaml.load((run_dir / "FrankaKitchen-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
     assert "sb3_reinflow.envs.kitchen.KitchenGoalWrapper" in dict(config)["env_wrapper"]
     evaluations = np.load(run_dir / "evaluations.npz")
@@ -185,6 +192,25 @@ def test_tiny_pretrain_then_zoo_finetune(tmp_path: Path) -> None:
     assert np.all((evaluations["ep_lengths"] == 280) | evaluations["successes"])  # only success ends an episode early
 
 
-def _run(args: list[str], cwd: Path) -> None:
-    result = subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False)
+def test_zoo_record_video_without_gym_packages(kitchen_run: Path) -> None:
+    """rl_zoo3.record_video has no --gym-packages: the hook registers FrankaKitchen-v1; frames at real time 1 / dt."""
+    probe = "import gymnasium as gym; e = gym.make('Hopper-v4', render_mode='rgb_array'); e.reset(); e.render()"
+    egl = {**os.environ, "MUJOCO_GL": "egl"}
+    if subprocess.run([sys.executable, "-c", probe], env=egl, capture_output=True, timeout=120, check=False).returncode:
+        pytest.skip("no headless EGL rendering here (install libegl1 / libegl-mesa0 and set MUJOCO_GL=egl)")
+    import imageio.v2 as imageio
+
+    n_steps = 6
+    args = f"-m rl_zoo3.record_video --algo reinflow_ppo --env FrankaKitchen-v1 -f logs -n {n_steps} -o videos"
+    _run(args.split(), kitchen_run, env=egl)
+    (video,) = (kitchen_run / "videos").glob("*.mp4")
+    reader = imageio.get_reader(video, format="FFMPEG")
+    assert sum(1 for _ in reader) == n_steps + 1  # the reset state, then one frame per env step
+    assert reader.get_meta_data()["fps"] == pytest.approx(12.5)  # dt = 0.08 s
+
+
+def _run(args: list[str], cwd: Path, env: dict | None = None) -> None:
+    result = subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False, env=env
+    )
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"

@@ -104,7 +104,8 @@ class MujocoVideoCamera(gym.Wrapper):
     """
     Video settings for a MuJoCo env rendered with ``render_mode="rgb_array"``: frames come from the model's
     tracking camera (``"track"`` in Hopper, Walker2d, HalfCheetah, Ant and Humanoid, which follows the robot;
-    gymnasium's default free camera stays put), with a smaller shadow map and no multisampling. MuJoCo's
+    gymnasium's default free camera stays put; FrankaKitchen-v1 keeps its default view of the arm), with a smaller
+    shadow map and no multisampling. MuJoCo's
     defaults (a 4096-pixel shadow map, 4x multisampling) make software rendering, such as EGL on a machine
     without GPU, about 3.5x slower (0.12 s against 0.03 s per 480x480 frame on one CPU core), for slightly
     smoother edges. Any other env passes through unchanged. Apply it before the first ``render()``.
@@ -120,6 +121,8 @@ class MujocoVideoCamera(gym.Wrapper):
     ) -> None:
         super().__init__(env)
         renderer = getattr(env.unwrapped, "mujoco_renderer", None)
+        if renderer is None:  # gymnasium-robotics' FrankaKitchen-v1 keeps its MuJoCo env in robot_env
+            renderer = getattr(getattr(env.unwrapped, "robot_env", None), "mujoco_renderer", None)
         if renderer is None:
             return
         import mujoco

@@ -14,6 +14,7 @@ hook-free entry points ``python -m sb3_reinflow.zoo.train``, ``.enjoy`` and ``.r
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import warnings
 from importlib import resources
@@ -23,6 +24,9 @@ from typing import Any
 ALGO_NAME = "reinflow_ppo"
 _PATCHED = "_sb3_reinflow_patched"
 _VIDEO_WRAPPER = "sb3_reinflow.common.wrappers.MujocoVideoCamera"
+# Packages that register env ids when imported, tried for an id that is not registered: rl_zoo3.record_video has no
+# --gym-packages option (train and enjoy have), so `--env FrankaKitchen-v1` would fail there.
+ENV_PROVIDERS = ("sb3_reinflow.envs", "gymnasium_robotics")
 
 
 def hyperparams_path() -> Path:
@@ -54,6 +58,8 @@ def register() -> None:
         manager.read_hyperparameters = _with_registry_checks(manager.read_hyperparameters)
     if not getattr(manager._maybe_normalize, _PATCHED, False):
         manager._maybe_normalize = _with_atomic_vec_normalize(manager._maybe_normalize)
+    if not getattr(manager.entry_point, _PATCHED, False):
+        manager.entry_point = staticmethod(_with_env_providers(manager.entry_point))
     # enjoy and record_video import create_test_env from rl_zoo3.utils when they start, after this has run
     if not getattr(rl_zoo3.utils.create_test_env, "_sb3_reinflow_watch", False):
         rl_zoo3.utils.create_test_env = rl_zoo3.create_test_env = _watching_in_env_steps(rl_zoo3.utils.create_test_env)
@@ -246,6 +252,34 @@ def _resolve(name: str) -> Any:
         return getattr(importlib.import_module(module_name), attribute, None)
     except ImportError:
         return None
+
+
+def import_env_provider(env_id: str) -> None:
+    """
+    Import the installed packages of :data:`ENV_PROVIDERS` until ``env_id`` is registered (nothing happens for a
+    registered id; an id no provider registers is left for gymnasium's own error).
+
+    :param env_id: a gymnasium env id
+    """
+    import gymnasium as gym
+
+    for package in ENV_PROVIDERS:
+        if env_id in gym.envs.registry:
+            return
+        if importlib.util.find_spec(package.split(".")[0]) is not None:
+            importlib.import_module(package)
+
+
+def _with_env_providers(entry_point: Any) -> Any:
+    """rl_zoo3's ``ExperimentManager.entry_point`` (its first lookup of the env id), importing providers first."""
+
+    @functools.wraps(entry_point)
+    def wrapped(env_id: str) -> str:
+        import_env_provider(env_id)
+        return entry_point(env_id)
+
+    setattr(wrapped, _PATCHED, True)
+    return wrapped
 
 
 def _watching_in_env_steps(create_test_env: Any) -> Any:
