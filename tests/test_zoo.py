@@ -233,3 +233,17 @@ def test_startup_does_not_import_torch_or_zoo() -> None:
     code = "import sys; print('torch' in sys.modules, 'rl_zoo3' in sys.modules, 'sb3_reinflow' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False", "False"]
+
+
+def test_test_envs_get_the_registry_env_kwargs() -> None:
+    """record_video builds its env without the entry's saved env_kwargs (enjoy passes them); the hook adds them."""
+    import rl_zoo3.utils
+
+    from sb3_reinflow.zoo import register
+
+    register()
+    hyperparams = {"env_kwargs": {"g": 5.0}, "env_wrapper": None}
+    env = rl_zoo3.utils.create_test_env("Pendulum-v1", n_envs=1, hyperparams=hyperparams, env_kwargs={"max_episode_steps": 7})
+    assert env.get_attr("g")[0] == 5.0 and env.get_attr("spec")[0].max_episode_steps == 7
+    env = rl_zoo3.utils.create_test_env("Pendulum-v1", n_envs=1, hyperparams={"env_kwargs": {"g": 5.0}}, env_kwargs={"g": 9.0})
+    assert env.get_attr("g")[0] == 9.0  # the command line's env_kwargs win

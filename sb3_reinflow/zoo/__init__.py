@@ -283,7 +283,10 @@ def _with_env_providers(entry_point: Any) -> Any:
 
 
 def _watching_in_env_steps(create_test_env: Any) -> Any:
-    """Make rl_zoo3's ``create_test_env`` build its env with :func:`watch_env_wrappers`."""
+    """
+    Make rl_zoo3's ``create_test_env`` build its env with :func:`watch_env_wrappers` and the registry entry's
+    ``env_kwargs`` (explicit ``env_kwargs`` win; rl_zoo3.record_video does not pass the saved ones itself).
+    """
     signature = inspect.signature(create_test_env)
 
     @functools.wraps(create_test_env)
@@ -291,6 +294,10 @@ def _watching_in_env_steps(create_test_env: Any) -> Any:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         hyperparams = bound.arguments["hyperparams"]
+        if hyperparams is not None and "env_kwargs" in hyperparams:
+            # the registry's env_kwargs, saved in config.yml: enjoy passes them, record_video forgot them
+            saved = hyperparams.pop("env_kwargs") or {}
+            bound.arguments["env_kwargs"] = {**saved, **(bound.arguments["env_kwargs"] or {})}
         if hyperparams is not None and "env_wrapper" in hyperparams:
             env_kwargs = bound.arguments["env_kwargs"] or {}
             record = env_kwargs.get("render_mode") == "rgb_array" and not {"camera_id", "camera_name"} & set(env_kwargs)
