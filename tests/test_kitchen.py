@@ -214,3 +214,27 @@ def _run(args: list[str], cwd: Path, env: dict | None = None) -> None:
         [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=600, check=False, env=env
     )
     assert result.returncode == 0, f"{' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+
+
+def test_shipped_checkpoint_fits_the_registry_env() -> None:
+    """The registry's FrankaKitchen-v1 entry (targets, KitchenGoalWrapper, Ta=4) loads the shipped policy silently."""
+    import warnings
+
+    import gymnasium_robotics  # noqa: F401  (registers FrankaKitchen-v1, as --gym-packages does)
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
+    from sb3_reinflow.pretrained import available_pretrained
+
+    assert "FrankaKitchen-v1_shortcut" in available_pretrained()
+
+    def make() -> gym.Env:
+        return ActionChunkWrapper(KitchenGoalWrapper(gym.make("FrankaKitchen-v1", tasks_to_complete=list(COMPLETE))), 4)
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*trained on another env.*")
+        model = ReinFlowPPO("MlpPolicy", DummyVecEnv([make]), pretrained_policy="FrankaKitchen-v1_shortcut", device="cpu")
+    assert model.policy.flow_model == "shortcut" and model.policy.n_flow_steps == 4
+    observation = model.get_env().reset()
+    action, _ = model.predict(observation, deterministic=True)
+    assert action.shape == (1, 4, 9) and np.all(np.abs(action) <= 1.0)
