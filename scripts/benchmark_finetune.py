@@ -8,6 +8,8 @@ to a CSV file (one row per evaluation and protocol):
 - ``random``: the noise-free chain from x_0 ~ N(0, I) (ReinFlow's own evaluation protocol);
 - ``stochastic``: the noisy chain that PPO trains.
 
+``success_rate`` is filled where the env reports ``is_success`` (the kitchen: all targets done). The CSV is
+replaced atomically at each append.
 The ``deployed`` column marks the protocol of the run's deterministic mode (what ``eval/mean_reward``,
 ``best_model.zip`` and ``rl_zoo3.enjoy`` use). Env steps are 4 x zoo timesteps (one timestep is one Ta=4 action
 chunk; an episode's last chunk may stop early, so this overcounts by at most 3 steps per episode). Wall-clock time
@@ -30,13 +32,15 @@ Example (about 2M env steps per seed, evaluations every 50k env steps):
 """
 
 import argparse
-import csv
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
+
+from sb3_reinflow.common.save_util import atomic_write
 
 CHUNK = 4
 PROTOCOLS = ("mean", "zero", "random", "stochastic")
@@ -51,6 +55,7 @@ FIELDS = [
     "deployed",
     "mean_return",
     "std_return",
+    "success_rate",
 ]
 
 
@@ -67,14 +72,15 @@ def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> Path:
     return runs[-1]
 
 
-def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple[str, dict[str, list[float]]]:
+def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """
-    Returns of the pretrained policy before any update, under every protocol: the run's saved env config and
-    registry entry, pretrained weights.
+    Episodes of the pretrained policy before any update, under every protocol (``EpisodeOutcomes``: returns, and
+    successes where the env reports them): the run's saved env config and registry entry, pretrained weights.
     """
-    from sb3_reinflow.zoo import register
+    from sb3_reinflow.zoo import import_env_provider, register
 
     register()
+    import_env_provider(args.env)  # e.g. gymnasium_robotics for FrankaKitchen-v1
     from rl_zoo3.utils import create_test_env, get_saved_hyperparams
     from sb3_reinflow import ReinFlowPPO
     from sb3_reinflow.common.callbacks import evaluate_protocol
@@ -89,9 +95,7 @@ def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> tuple
     model = ReinFlowPPO(
         "MlpPolicy", env, pretrained_policy=hyperparams["pretrained_policy"], policy_kwargs=policy_kwargs, device="cpu"
     )
-    returns = {protocol: evaluate_protocol(model, env, protocol, args.eval_episodes).returns for protocol in PROTOCOLS}
-    deployed = model.policy.deterministic_mode
-    return deployed, returns
+    return {protocol: evaluate_protocol(model, env, protocol, args.eval_episodes) for protocol in PROTOCOLS}
 
 
 def wall_clock_at(run_dir: Path, env_steps: np.ndarray) -> np.ndarray:
@@ -108,50 +112,77 @@ def wall_clock_at(run_dir: Path, env_steps: np.ndarray) -> np.ndarray:
     return np.interp(env_steps, lengths, times)
 
 
-def evaluation_returns(run_dir: Path) -> tuple[str, np.ndarray, dict[str, np.ndarray]]:
+class RunEvaluations(NamedTuple):
     """
-    :param run_dir: an rl_zoo3 run folder with ``evaluations.npz`` (written by ProtocolEvalCallback)
-    :return: the deployed protocol, the evaluation timesteps and the episode returns per protocol
+    A run's ``evaluations.npz``.
+
+    :param deployed: the protocol of the run's deterministic mode
+    :param timesteps: zoo timesteps of the evaluations
+    :param returns: per protocol, episode returns, shape (n_evaluations, n_episodes)
+    :param successes: per protocol, episode successes where the env reports them (the kitchen)
     """
+
+    deployed: str
+    timesteps: np.ndarray
+    returns: dict[str, np.ndarray]
+    successes: dict[str, np.ndarray]
+
+
+def evaluation_returns(run_dir: Path) -> RunEvaluations:
+    """:param run_dir: an rl_zoo3 run folder with ``evaluations.npz`` (written by ProtocolEvalCallback)"""
     evaluations = np.load(run_dir / "evaluations.npz")
     deployed = str(evaluations["deterministic_mode"]) if "deterministic_mode" in evaluations else "zero"
-    results = {deployed: evaluations["results"]}
+    returns, successes = {deployed: evaluations["results"]}, {}
+    if "successes" in evaluations:
+        successes[deployed] = evaluations["successes"]
     for protocol in PROTOCOLS:
         if f"results_{protocol}" in evaluations:
-            results[protocol] = evaluations[f"results_{protocol}"]
-    return deployed, evaluations["timesteps"], results
+            returns[protocol] = evaluations[f"results_{protocol}"]
+        if f"successes_{protocol}" in evaluations:
+            successes[protocol] = evaluations[f"successes_{protocol}"]
+    return RunEvaluations(deployed, evaluations["timesteps"], returns, successes)
+
+
+def csv_row(
+    base: dict, step: int, chunk: int, wall: float, protocol: str, deployed: str, returns: Any, successes: Any
+) -> dict:
+    """One CSV row: an evaluation of one protocol (success rate empty where the env reports none)."""
+    success_rate = float(np.mean(successes)) if successes is not None and len(successes) else ""
+    return dict(**base, timesteps=int(step), env_steps=int(chunk * step), wall_clock_s=float(wall), protocol=protocol,
+                deployed=protocol == deployed, mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
+                success_rate=success_rate)  # fmt: skip
 
 
 def curve_rows(run_dir: Path, args: argparse.Namespace, seed: int) -> list[dict]:
     chunk = CHUNK if args.algo == "reinflow_ppo" else 1
-    deployed, timesteps, results = evaluation_returns(run_dir)
-    if args.algo != "reinflow_ppo":
-        deployed, results = "mean", {"mean": results[deployed]}  # rl_zoo3's EvalCallback: the Gaussian's mean action
-    walls = wall_clock_at(run_dir, chunk * timesteps)
-    start = initial_returns(run_dir, args, seed)[1] if args.algo == "reinflow_ppo" else {}
+    run = evaluation_returns(run_dir)
+    deployed, returns, successes = run.deployed, run.returns, run.successes
+    if args.algo != "reinflow_ppo":  # rl_zoo3's EvalCallback: the Gaussian's mean action
+        deployed, returns, successes = "mean", {"mean": returns[deployed]}, {"mean": successes.get(deployed)}
+    walls = wall_clock_at(run_dir, chunk * run.timesteps)
+    start = initial_returns(run_dir, args, seed) if args.algo == "reinflow_ppo" else {}
     base = dict(env=args.env, config=args.config, seed=seed)
     rows = [
-        dict(**base, timesteps=0, env_steps=0, wall_clock_s=0.0, protocol=protocol, deployed=protocol == deployed,
-             mean_return=float(np.mean(returns)), std_return=float(np.std(returns)))
-        for protocol, returns in start.items()
-    ]  # fmt: skip
-    for index, (step, wall) in enumerate(zip(timesteps, walls, strict=True)):
-        for protocol, returns in results.items():
+        csv_row(base, 0, chunk, 0.0, protocol, deployed, outcomes.returns, outcomes.successes)
+        for protocol, outcomes in start.items()
+    ]
+    for index, (step, wall) in enumerate(zip(run.timesteps, walls, strict=True)):
+        for protocol, protocol_returns in returns.items():
+            protocol_successes = successes.get(protocol)
             rows.append(
-                dict(**base, timesteps=int(step), env_steps=int(chunk * step), wall_clock_s=float(wall), protocol=protocol,
-                     deployed=protocol == deployed, mean_return=float(np.mean(returns[index])),
-                     std_return=float(np.std(returns[index])))
+                csv_row(base, step, chunk, wall, protocol, deployed, protocol_returns[index],
+                    None if protocol_successes is None else protocol_successes[index])
             )  # fmt: skip
     return rows
 
 
 def append_rows(output: Path, rows: list[dict]) -> None:
-    new_file = not output.exists()
-    with output.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        if new_file:
-            writer.writeheader()
-        writer.writerows(rows)
+    """Add rows to the CSV (created if missing), replacing the file atomically."""
+    table = pd.DataFrame(rows, columns=FIELDS)
+    if output.exists():
+        table = pd.concat([pd.read_csv(output), table], ignore_index=True)
+    with atomic_write(output) as handle:
+        handle.write(table.to_csv(index=False).encode())
 
 
 def main() -> None:
