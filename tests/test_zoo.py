@@ -20,7 +20,17 @@ from sb3_reinflow.zoo import hyperparams_path, watch_env_wrappers
 
 ROOT = Path(__file__).resolve().parents[1]
 # Keys rl_zoo3's ExperimentManager consumes itself (the rest must be ReinFlowPPO arguments).
-ZOO_KEYS = {"n_timesteps", "n_envs", "normalize", "env_wrapper", "vec_env_wrapper", "frame_stack", "callback", "policy"}
+ZOO_KEYS = {
+    "n_timesteps",
+    "n_envs",
+    "normalize",
+    "env_wrapper",
+    "vec_env_wrapper",
+    "frame_stack",
+    "callback",
+    "policy",
+    "env_kwargs",
+}
 TINY_POLICY = "dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], n_flow_steps=2)"
 
 
