@@ -345,3 +345,32 @@ def test_predict(horizon):
         obs_tensor = th.as_tensor(obs)
         chains, _, _ = model.policy(obs_tensor, deterministic=True)
     np.testing.assert_array_equal(model.policy.unscale_action(chains.numpy()), det_a)
+
+
+@pytest.mark.parametrize("flow_model", ["reflow", "shortcut"])
+def test_consistency_loss_vanishes_without_injected_noise(flow_model):
+    """
+    The consistency term compares the noise-free chain from each stored chain's own x_0 with that chain's final
+    action: with (almost) no injected noise they are the same chain, so it is ~0; with ReinFlow's noise it is not.
+    """
+    losses = {}
+    for name, (low, high) in {"silent": (1e-6, 2e-6), "noisy": (0.1, 0.24)}.items():
+        kwargs = dict(TINY, flow_model=flow_model, n_flow_steps=3, min_noise_std=low, max_noise_std=high)
+        model = ReinFlowPPO(
+            "MlpPolicy",
+            "Pendulum-v1",
+            n_steps=64,
+            batch_size=64,
+            n_epochs=1,
+            learning_rate=0.0,
+            consistency_coef=1.0,
+            policy_kwargs=kwargs,
+            seed=0,
+        )
+        model.learn(64)  # one rollout, and an update that leaves the actor as it was (learning rate 0)
+        data = next(model.rollout_buffer.get(64))
+        with th.no_grad():
+            losses[name] = model._consistency_loss(data.observations, data.actions).item()
+    assert losses["silent"] < 1e-9 < 1e-3 < losses["noisy"]
+    with pytest.raises(ValueError, match="consistency_coef"):
+        ReinFlowPPO("MlpPolicy", "Pendulum-v1", consistency_coef=-1.0, policy_kwargs=TINY)

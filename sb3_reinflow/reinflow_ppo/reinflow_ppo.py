@@ -98,9 +98,16 @@ def policy_chain_length(policy_class: type[BasePolicy], policy_kwargs: dict[str,
 
 
 def check_reinflow_arguments(
-    noise_std_schedule: str, noise_decay_ratio: float, critic_warmup_iterations: int, bc_coef: float, use_sde: bool
+    noise_std_schedule: str,
+    noise_decay_ratio: float,
+    critic_warmup_iterations: int,
+    bc_coef: float,
+    use_sde: bool,
+    consistency_coef: float = 0.0,
 ) -> None:
     """Raise a ``ValueError`` naming the bad ReinFlowPPO argument and its valid range."""
+    if consistency_coef < 0:
+        raise ValueError(f"consistency_coef={consistency_coef} must be >= 0")
     if noise_std_schedule not in NOISE_STD_SCHEDULES:
         raise ValueError(f"noise_std_schedule={noise_std_schedule!r} is not one of {NOISE_STD_SCHEDULES}")
     if critic_warmup_iterations < 0:
@@ -184,6 +191,12 @@ class ReinFlowPPO(PPO):
         start of ``learn`` (0 disables it), added to the PPO loss of every minibatch, on its observations. The
         frozen reference (actor and its features extractor) is saved with the model, so ``load`` +
         ``learn(reset_num_timesteps=False)`` keeps it; ``reset_num_timesteps=True`` takes a new one
+    :param consistency_coef: weight of a self-distillation term (0 disables it) that keeps the noise-free chain on
+        the policy PPO trains: ``MSE(a_free(s, x_0), sg(x_K))`` over the minibatch's stored chains, where ``a_free``
+        runs the chain from the stored chain's own x_0 without noise and ``x_K`` is that chain's final (noisy)
+        action. Its minimiser is the noisy chain's mean action given x_0, so the noise-free policies (ReinFlow's
+        evaluation, ``deterministic_mode="zero"`` or ``"random"``) follow the trained one. Logged as
+        ``train/consistency_loss``
     :param pretrained_policy: start from this pretrained policy: a policy file (``.safetensors``, written by
         ``scripts/pretrain.py`` or ``ReinFlowPolicy.save``; read without unpickling), or the name of a checkpoint
         shipped with the package (``sb3_reinflow.pretrained.available_pretrained()``, e.g. ``"Hopper-v4_reflow"``).
@@ -238,16 +251,20 @@ class ReinFlowPPO(PPO):
         noise_std_schedule: NoiseStdSchedule = "constant",
         noise_decay_ratio: float = 0.7,
         bc_coef: float = 0.0,
+        consistency_coef: float = 0.0,
         pretrained_policy: str | None = None,
         allow_env_mismatch: bool = False,
         _init_setup_model: bool = True,
     ) -> None:
-        check_reinflow_arguments(noise_std_schedule, noise_decay_ratio, critic_warmup_iterations, bc_coef, use_sde)
+        check_reinflow_arguments(
+            noise_std_schedule, noise_decay_ratio, critic_warmup_iterations, bc_coef, use_sde, consistency_coef
+        )
         self.critic_learning_rate = critic_learning_rate
         self.critic_warmup_iterations = critic_warmup_iterations
         self.noise_std_schedule = noise_std_schedule
         self.noise_decay_ratio = noise_decay_ratio
         self.bc_coef = bc_coef
+        self.consistency_coef = consistency_coef
         self._n_iterations = 0
         self._num_env_steps = 0
         self._bc_reference: nn.ModuleDict | None = None
@@ -545,11 +562,26 @@ class ReinFlowPPO(PPO):
         action = self.policy.actor.sample(features, deterministic=True, x0=x0).chains[:, -1]
         return F.mse_loss(action, target)
 
+    def _consistency_loss(self, obs: th.Tensor, actions: th.Tensor) -> th.Tensor:
+        """
+        The self-distillation term of ``consistency_coef``: the mean squared distance between the noise-free chain's
+        action from each stored chain's x_0 and that chain's final action (a fixed target).
+
+        :param obs: raw observations of the minibatch
+        :param actions: the minibatch's flattened stored chains
+        :return: the (differentiable) loss, a scalar
+        """
+        chains = self.policy._unflatten_chains(actions)
+        features = self.policy.normalize_obs(obs)
+        action = self.policy.actor.sample(features, deterministic=True, x0=chains[:, 0]).chains[:, -1]
+        return F.mse_loss(action, chains[:, -1].detach())
+
     def _ppo_update(self) -> None:
         """
         SB3's ``PPO.train`` (stable-baselines3 2.x, Box actions), unchanged but for the lines marked ``# ReinFlow:``:
-        the W2 behaviour-cloning term joins the loss before the gradient is clipped, and is logged as
-        ``train/bc_loss``. Its minibatch is PPO's own, so SB3's seeding covers it.
+        the W2 behaviour-cloning term and the consistency term join the loss before the gradient is clipped, and are
+        logged as ``train/bc_loss`` and ``train/consistency_loss``. Their minibatch is PPO's own, so SB3's seeding
+        covers them.
         """
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
@@ -564,7 +596,7 @@ class ReinFlowPPO(PPO):
         entropy_losses = []
         pg_losses, value_losses = [], []
         clip_fractions = []
-        bc_losses = []  # ReinFlow
+        bc_losses, consistency_losses = [], []  # ReinFlow
 
         continue_training = True
         # train for n_epochs epochs
@@ -622,6 +654,11 @@ class ReinFlowPPO(PPO):
                     bc_loss = self._bc_loss(rollout_data.observations)
                     bc_losses.append(bc_loss.item())
                     loss = loss + self.bc_coef * bc_loss
+                # ReinFlow: the noise-free chain's self-distillation toward the stored noisy chains
+                if self.consistency_coef > 0:
+                    consistency_loss = self._consistency_loss(rollout_data.observations, rollout_data.actions)
+                    consistency_losses.append(consistency_loss.item())
+                    loss = loss + self.consistency_coef * consistency_loss
 
                 # Calculate approximate form of reverse KL Divergence for early stopping
                 # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
@@ -657,6 +694,8 @@ class ReinFlowPPO(PPO):
         self.logger.record("train/value_loss", np.mean(value_losses))
         if bc_losses:  # ReinFlow
             self.logger.record("train/bc_loss", np.mean(bc_losses))
+        if consistency_losses:  # ReinFlow
+            self.logger.record("train/consistency_loss", np.mean(consistency_losses))
         self.logger.record("train/approx_kl", np.mean(approx_kl_divs))
         self.logger.record("train/clip_fraction", np.mean(clip_fractions))
         self.logger.record("train/loss", loss.item())
