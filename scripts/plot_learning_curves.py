@@ -31,6 +31,23 @@ PAPER_POINTS = {
     "HalfCheetah": [],
     "Ant": [(0, 1231), (80e6, 4009)],
 }
+# ReinFlow's Shortcut policies (K=4), start and end; the kitchen's complete data (subtasks out of 4, about 9.6M steps).
+PAPER_POINTS_SHORTCUT = {
+    "Hopper": [(0, 1528), (80e6, 3283)],
+    "Walker2d": [(0, 2739), (80e6, 4255)],
+    "Ant": [(0, 2088), (80e6, 4106)],
+    "FrankaKitchen": [(0, 2.93), (9.6e6, 3.94)],
+}
+
+
+def paper_points(env: str, config: str) -> list[tuple[float, float]]:
+    """ReinFlow's published points for an env name (``Hopper``) and a configuration label; none for baselines."""
+    if config.startswith("ppo") or config.startswith("paper"):
+        return []
+    table = PAPER_POINTS_SHORTCUT if "shortcut" in config or env == "FrankaKitchen" else PAPER_POINTS
+    return table.get(env, [])
+
+
 MILESTONES = (0, 500_000, 1_000_000, 2_000_000)
 PROTOCOL_LABELS = {
     "mean": "mean of noisy chains (deployed)",
@@ -45,6 +62,11 @@ def value_at(group: pd.DataFrame, env_steps: float) -> float:
     if env_steps > group["env_steps"].max():
         return float("nan")
     return float(np.interp(env_steps, group["env_steps"], group["mean_return"]))
+
+
+def ret(value: float) -> str:
+    """A return for a table: whole numbers for locomotion, two decimals for small ones (the kitchen's 0-4 subtasks)."""
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"
 
 
 def final_return(group: pd.DataFrame) -> float:
@@ -65,13 +87,14 @@ def plot(data: pd.DataFrame, title: str, output: Path) -> None:
         ax.plot(grid / 1e6, curves.mean(0), color=f"C{index}", lw=2.2 if deployed else 1.2, label=f"{label}, mean")
         ax.fill_between(grid / 1e6, curves.min(0), curves.max(0), color=f"C{index}", alpha=0.15 if deployed else 0.07)
     env = data["env"].iloc[0].split("-")[0]
-    points = [(s, r) for s, r in PAPER_POINTS.get(env, []) if s <= end * 1.05]
+    published = paper_points(env, str(data["config"].iloc[0]))
+    points = [(s, r) for s, r in published if s <= end * 1.05]
     if points:
         steps, returns = zip(*points, strict=True)
         ax.plot(np.array(steps) / 1e6, returns, "ks--", ms=4, label="ReinFlow paper")
-    if PAPER_POINTS.get(env):
-        last = PAPER_POINTS[env][-1]
-        ax.axhline(last[1], color="k", ls=":", lw=1, label=f"paper final ({last[0] / 1e6:.0f}M steps)")
+    if published:
+        last = published[-1]
+        ax.axhline(last[1], color="k", ls=":", lw=1, label=f"paper final ({last[0] / 1e6:g}M steps)")
     n_seeds = data["seed"].nunique()
     ax.set(xlabel="env steps (millions)", ylabel="return (10 episodes)", title=f"{title} ({n_seeds} seeds; band: min-max)")
     ax.grid(alpha=0.3)
@@ -104,9 +127,9 @@ def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
             group = seed_data[seed_data["protocol"] == protocol].sort_values("env_steps")
             if group.empty:
                 continue
-            values = " | ".join(f"{value_at(group, m):.0f}" for m in MILESTONES)
+            values = " | ".join(ret(value_at(group, m)) for m in MILESTONES)
             extra = f"{ratio:.2f} | {wall:.1f}" if protocol == deployed else " | "
-            print(f"| {seed} | {use} | {protocol} | {values} | {final_return(group):.0f} | {extra} |")
+            print(f"| {seed} | {use} | {protocol} | {values} | {ret(final_return(group))} | {extra} |")
     print()
 
 
@@ -132,7 +155,8 @@ def aggregate_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
             if len(finals) < 2:
                 continue
             iqm, low, high = interquartile_mean(finals)
-            rows.append(f"| {use} | {protocol} | {len(finals)} | {iqm:.0f} | [{low:.0f}, {high:.0f}] | {finals.min():.0f} |")
+            interval = f"[{ret(low)}, {ret(high)}]"
+            rows.append(f"| {use} | {protocol} | {len(finals)} | {ret(iqm)} | {interval} | {ret(finals.min())} |")
     if not rows:
         print("(fewer than 2 seeds: no interquartile mean)\n")
         return

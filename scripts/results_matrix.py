@@ -23,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from plot_learning_curves import final_return, interquartile_mean, worst_ratio
+from plot_learning_curves import final_return, interquartile_mean, ret, worst_ratio
 
 # ReinFlow's published fine-tuned returns (3-seed means at about 80M env steps; docs/finetuning.md cites them).
 PAPER_FINAL = {"Hopper": 3205, "Walker2d": 4109, "Ant": 4009}
@@ -106,8 +106,11 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
     )
 
 
-def fmt(value: float, digits: int = 0) -> str:
-    return "-" if np.isnan(value) else f"{value:.{digits}f}"
+def fmt(value: float, digits: int | None = None) -> str:
+    """:param digits: decimals (None: as :func:`ret` writes returns)"""
+    if np.isnan(value):
+        return "-"
+    return ret(value) if digits is None else f"{value:.{digits}f}"
 
 
 def print_table(rows: list[MatrixRow]) -> None:
@@ -118,13 +121,13 @@ def print_table(rows: list[MatrixRow]) -> None:
     )
     print("|---" * 12 + "|")
     for row in rows:
-        iqm = "-" if np.isnan(row.iqm[0]) else f"{row.iqm[0]:.0f} [{row.iqm[1]:.0f}, {row.iqm[2]:.0f}]"
+        iqm = "-" if np.isnan(row.iqm[0]) else f"{ret(row.iqm[0])} [{ret(row.iqm[1])}, {ret(row.iqm[2])}]"
         n_seeds = len(row.seeds.split())
         above = "-" if np.isnan(row.start) else f"{row.above_start}/{n_seeds}"
         print(
             f"| {row.env} | {row.config} | {row.seeds} | {fmt(row.start)} | {fmt(row.final_mean)} | {fmt(row.final_min)} | "
             f"{fmt(row.paper_final_mean)} | {iqm} | {fmt(row.worst_ratio, 2)} | {fmt(row.low_after_3000)} | {above} | "
-            f"{fmt(row.wall_clock_min)} |"
+            f"{fmt(row.wall_clock_min, 0)} |"
         )
     print()
 
