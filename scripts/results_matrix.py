@@ -139,14 +139,15 @@ def plot_matrix(data: pd.DataFrame, output: Path) -> None:
         env_data = data[data["env"] == env]
         for index, (config, config_data) in enumerate(sorted(env_data.groupby("config"))):
             curves = [deployed_rows(seed_data) for _, seed_data in config_data.groupby("seed")]
+            start = max(curve["env_steps"].min() for curve in curves)  # a from-scratch baseline has no step-0 row
             end = min(curve["env_steps"].max() for curve in curves)
-            grid = np.linspace(0, end, 100)
-            values = np.stack([np.interp(grid, c["env_steps"], c["mean_return"], left=np.nan) for c in curves])
+            grid = np.linspace(start, end, 100)
+            values = np.stack([np.interp(grid, c["env_steps"], c["mean_return"]) for c in curves])
             style = "--" if config in BASELINE_CONFIGS else "-"
             color = "0.4" if config in BASELINE_CONFIGS else f"C{index}"
-            mean = np.nanmean(values, axis=0)
+            mean = values.mean(axis=0)
             ax.plot(grid / 1e6, mean, style, color=color, lw=1.6, label=f"{config} ({len(curves)} seeds)")
-            ax.fill_between(grid / 1e6, np.nanmin(values, 0), np.nanmax(values, 0), color=color, alpha=0.12)
+            ax.fill_between(grid / 1e6, values.min(0), values.max(0), color=color, alpha=0.12)
         paper = PAPER_FINAL.get(env.split("-")[0])
         if paper is not None:
             ax.axhline(paper, color="k", ls=":", lw=1, label="ReinFlow paper final (80M steps)")
