@@ -170,6 +170,22 @@ def split_first_linear(linear: nn.Linear, sizes: list[int]) -> tuple[th.Tensor, 
     return th.split(linear.weight, sizes, dim=1)
 
 
+def _first_layer_context(
+    first: nn.Linear, time: th.Tensor, weight_time: th.Tensor, cond: th.Tensor, weight_cond: th.Tensor
+) -> th.Tensor:
+    """
+    The part of a head's first Linear that does not depend on x: bias + cond @ W_cond.T + time @ W_time.T.
+
+    :param first: the head's first Linear (for its bias)
+    :param time: time embeddings, shape (n_times, time_dim)
+    :param weight_time: the first layer's columns read by the time embedding
+    :param cond: observation features, shape (batch, cond_dim)
+    :param weight_cond: the first layer's columns read by the observation features
+    :return: shape (n_times, batch, width)
+    """
+    return th.addmm(first.bias, cond, weight_cond.t()) + (time @ weight_time.t()).unsqueeze(1)
+
+
 def _head_from_context(head: "MLP | ResidualMLP", action_dim: int, x: th.Tensor, context: th.Tensor) -> th.Tensor:
     """
     :param head: a velocity head whose input starts with the ``action_dim`` entries of x
@@ -355,9 +371,7 @@ class ReFlowVelocityNet(VelocityNet):
     def context(self, time: th.Tensor, cond: th.Tensor) -> th.Tensor:
         # mlp_mean reads cat([x, time, cond]): its first Linear is x @ W_x.T + time @ W_t.T + cond @ W_c.T + bias
         _, weight_time, weight_cond = self._weight_blocks()
-        first = self.mlp_mean.first_linear
-        cond_part = th.addmm(first.bias, cond, weight_cond.t())  # type: ignore[arg-type]
-        return cond_part + (time @ weight_time.t()).unsqueeze(1)
+        return _first_layer_context(self.mlp_mean.first_linear, time, weight_time, cond, weight_cond)  # type: ignore[arg-type]
 
     def velocity_from_context(self, x: th.Tensor, context: "th.Tensor | FlowEmbedding") -> th.Tensor:
         assert isinstance(context, th.Tensor)
@@ -427,9 +441,7 @@ class ShortcutVelocityNet(VelocityNet):
     def context(self, time: th.Tensor, cond: th.Tensor) -> th.Tensor:
         # vel_head reads cat([x, time + cond]): (time + cond) @ W_e.T = time @ W_e.T + cond @ W_e.T
         weight = self._embedding_weight()
-        first = self.vel_head.first_linear
-        cond_part = th.addmm(first.bias, cond, weight.t())  # type: ignore[arg-type]
-        return cond_part + (time @ weight.t()).unsqueeze(1)
+        return _first_layer_context(self.vel_head.first_linear, time, weight, cond, weight)  # type: ignore[arg-type]
 
     def velocity_from_context(self, x: th.Tensor, context: "th.Tensor | FlowEmbedding") -> th.Tensor:
         assert isinstance(context, th.Tensor)
