@@ -238,3 +238,18 @@ def test_shipped_checkpoint_fits_the_registry_env() -> None:
     observation = model.get_env().reset()
     action, _ = model.predict(observation, deterministic=True)
     assert action.shape == (1, 4, 9) and np.all(np.abs(action) <= 1.0)
+
+
+def test_kitchen_ids_record_the_underlying_env_id() -> None:
+    """A policy trained on a sb3_reinflow/Kitchen-* id records FrankaKitchen-v1 (the wrapper declares it)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_reinflow import ActionChunkWrapper
+    from sb3_reinflow.common.policy_files import env_id_of
+
+    kitchen = make_vec_env(
+        KITCHEN_ENV_IDS["mixed"], n_envs=1, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=4)
+    )
+    assert env_id_of(kitchen) == "FrankaKitchen-v1"
+    assert env_id_of(gym.make(KITCHEN_ENV_IDS["complete"])) == "FrankaKitchen-v1"
+    assert env_id_of(make_vec_env("Pendulum-v1", n_envs=1)) == "Pendulum-v1"  # no declaration: the spec's id

@@ -32,6 +32,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -396,24 +397,28 @@ def read_pretrained(path: str | Path, device: th.device | str = "cpu") -> Policy
 # checks against the target env
 
 
-KITCHEN_ID_PREFIX = "sb3_reinflow/Kitchen-"
-
-
 def env_id_of(env: Any) -> str | None:
     """
     :param env: a gymnasium env or an SB3 VecEnv (possibly wrapped)
-    :return: the id of its registered spec, or None (custom envs made without ``gym.make``)
+    :return: the env id a policy trained on it records: a wrapper's ``policy_env_id`` attribute when one declares it
+        (e.g. ``KitchenGoalWrapper``: the ``sb3_reinflow/Kitchen-*`` ids are ``FrankaKitchen-v1`` with chosen
+        targets), else the id of its registered spec, or None (custom envs made without ``gym.make``)
     """
+    declared = _wrapper_attr(env, "policy_env_id")
+    if declared is not None:
+        return declared
+    spec = _wrapper_attr(env, "spec")
+    return getattr(spec, "id", None)
+
+
+def _wrapper_attr(env: Any, name: str) -> Any:
+    """The attribute ``name`` of the (first) env, looked up through its wrappers, or None."""
     try:
-        spec = env.get_attr("spec", indices=[0])[0] if isinstance(env, VecEnv) else env.spec
+        if isinstance(env, VecEnv):
+            return env.get_attr(name, indices=[0])[0]
+        return env.get_wrapper_attr(name) if isinstance(env, gym.Env) else getattr(env, name)
     except (AttributeError, IndexError):
         return None
-    env_id = getattr(spec, "id", None)
-    if env_id is not None and env_id.startswith(KITCHEN_ID_PREFIX):
-        # sb3_reinflow.envs' kitchen ids are FrankaKitchen-v1 plus KitchenGoalWrapper with chosen targets (the
-        # targets are in the observation), so a policy trained on one runs on FrankaKitchen-v1 and the others
-        return "FrankaKitchen-v1"
-    return env_id
 
 
 def _base_name(env_id: str) -> str:

@@ -63,6 +63,10 @@ class KitchenGoalWrapper(gym.Wrapper):
         subtasks are its ``tasks_to_complete``
     """
 
+    # The env id a policy trained through this wrapper records (policy_files.env_id_of): the registered
+    # sb3_reinflow/Kitchen-* ids are FrankaKitchen-v1 with chosen targets, and the targets are in the observation.
+    policy_env_id = "FrankaKitchen-v1"
+
     def __init__(self, env: gym.Env) -> None:
         super().__init__(env)
         kitchen = env.unwrapped
