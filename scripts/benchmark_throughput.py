@@ -8,12 +8,15 @@ alternating (the machine may be shared, so only same-run comparisons are meaning
 - ``evaluate_actions`` plus backward on 512 and 50,000 samples, and sampling (``policy.forward``) of 40
   observations, K=4;
 - the memory of a 2M-env-step fine-tuning run with the zoo's Hopper-v4 settings (rollout buffer and model),
-  computed from the buffer's arrays and the parameter count.
+  computed from the buffer's arrays and the parameter count;
+- with ``--compile``: ``compile_chain=True`` against the eager chain (same weights, alternating, after the one-off
+  compilation): ``predict`` at K=4 in both modes, sampling of 40 observations, ``evaluate_actions`` plus backward on
+  512 samples, and training throughput at K=4, with the largest action and log-probability differences.
 
 Env steps are counted under the chunking wrapper, so early chunk stops are not over-counted. All sides use the
 same n_envs, n_steps (policy steps per env), batch size and epochs.
 
-Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2]
+Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2] [--compile]
 """
 
 import argparse
@@ -67,9 +70,11 @@ def make_model(side: str, args: argparse.Namespace) -> Any:
     if side == "ppo":
         env = make_vec_env(ENV_ID, n_envs=args.n_envs, seed=0, wrapper_class=StepCounter)
         return PPO("MlpPolicy", env, **common)
-    n_flow_steps = int(side.removeprefix("reinflow_k"))
+    compile_chain = side.endswith("_compiled")
+    n_flow_steps = int(side.removeprefix("reinflow_k").removesuffix("_compiled"))
     env = make_vec_env(ENV_ID, n_envs=args.n_envs, seed=0, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=HORIZON))
-    return ReinFlowPPO("MlpPolicy", env, policy_kwargs=dict(n_flow_steps=n_flow_steps), **common)
+    policy_kwargs = dict(n_flow_steps=n_flow_steps, compile_chain=compile_chain)
+    return ReinFlowPPO("MlpPolicy", env, policy_kwargs=policy_kwargs, **common)
 
 
 def bare_env_steps_per_s(args: argparse.Namespace) -> float:
@@ -105,9 +110,10 @@ def time_calls(fn: Callable[[], Any], n_calls: int, n_warmup: int = 10) -> Laten
     return Latency(statistics.median(timings) * 1e3, float(np.percentile(timings, 95)) * 1e3)
 
 
-def make_flow_model(n_flow_steps: int) -> ReinFlowPPO:
+def make_flow_model(n_flow_steps: int, compile_chain: bool = False) -> ReinFlowPPO:
     env = ActionChunkWrapper(gym.make(ENV_ID), horizon=HORIZON)
-    return ReinFlowPPO("MlpPolicy", env, policy_kwargs=dict(n_flow_steps=n_flow_steps), device="cpu", seed=0)
+    policy_kwargs = dict(n_flow_steps=n_flow_steps, compile_chain=compile_chain)
+    return ReinFlowPPO("MlpPolicy", env, policy_kwargs=policy_kwargs, device="cpu", seed=0)
 
 
 def predict_latency(model: ReinFlowPPO, mode: str, n_calls: int) -> Latency:
@@ -184,6 +190,54 @@ def latency_table(args: argparse.Namespace) -> dict[str, Latency]:
     return {key: Latency(_median([r.median_ms for r in rs]), _median([r.p95_ms for r in rs])) for key, rs in runs.items()}
 
 
+def compile_table(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """
+    ``compile_chain=True`` against eager, same weights, alternating; 1 thread for ``predict``, 2 for the rest.
+
+    :return: per measurement, (eager, compiled), in ms (throughput: env steps/s)
+    """
+    eager, compiled = make_flow_model(4), make_flow_model(4, compile_chain=True)
+    compiled.policy.load_state_dict(eager.policy.state_dict())
+    obs = th.as_tensor(np.stack([eager.observation_space.sample() for _ in range(40)]))
+    with th.no_grad():
+        noise = th.randn(40, eager.policy.chain_length, eager.policy.flat_action_dim)
+        reference = eager.policy.actor.sample(eager.policy.normalize_obs(obs), noise=noise)
+        fast = compiled.policy.actor.sample(compiled.policy.normalize_obs(obs), noise=noise)
+    chain_error = (fast.chains - reference.chains).abs().max()
+    log_prob_error = (fast.log_prob - reference.log_prob).abs().max()
+    print(
+        f"  compiled against eager, 40 chains with the same noise: chains differ by at most {chain_error:.1e}, "
+        f"log-probabilities by {log_prob_error:.1e}"
+    )
+    measurements: dict[str, Callable[[ReinFlowPPO], float]] = {
+        "predict K=4 mean (1 thread)": lambda m: predict_latency(m, "mean", args.predict_calls).median_ms,
+        "predict K=4 zero (1 thread)": lambda m: predict_latency(m, "zero", args.predict_calls).median_ms,
+        "sampling 40 obs (2 threads)": lambda m: sampling_latency(m, 40, args.predict_calls).median_ms,
+        "evaluate_actions + backward 512 (2 threads)": lambda m: evaluate_backward_s(m, 512, 10) * 1e3,
+    }
+    results: dict[str, list[tuple[float, float]]] = {}
+    for _ in range(args.repeats):
+        for name, measure in measurements.items():
+            th.set_num_threads(1 if name.startswith("predict") else 2)
+            pair = (measure(eager), measure(compiled))
+            results.setdefault(name, []).append(pair)
+            print(f"  {name}: eager {pair[0]:.3f} ms, compiled {pair[1]:.3f} ms", flush=True)
+        for n_threads in args.threads:
+            th.set_num_threads(n_threads)
+            pair = (training_steps_per_s("reinflow_k4", args), training_steps_per_s("reinflow_k4_compiled", args))
+            results.setdefault(f"training K=4, env steps/s ({n_threads} threads)", []).append(pair)
+            print(f"  training K=4, {n_threads} threads: eager {pair[0]:.0f}, compiled {pair[1]:.0f} env steps/s", flush=True)
+    return {name: (_median([p[0] for p in pairs]), _median([p[1] for p in pairs])) for name, pairs in results.items()}
+
+
+def print_compile_table(table: dict[str, tuple[float, float]]) -> None:
+    print("\n| compile_chain | eager | compiled | speedup |")
+    print("|---|---|---|---|")
+    for name, (eager, compiled) in table.items():
+        speedup = eager / compiled if "env steps/s" not in name else compiled / eager
+        print(f"| {name} | {eager:.3f} | {compiled:.3f} | {speedup:.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=16384, help="policy steps timed per training run")
@@ -196,12 +250,20 @@ def main() -> None:
     parser.add_argument("--large-batch", type=int, default=50_000, help="samples of the large evaluate_actions batch")
     parser.add_argument("--quick", action="store_true", help="small budgets (about 1.5 minutes on 2 busy cores)")
     parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS), help="torch thread counts to compare")
+    parser.add_argument("--compile", action="store_true", help="also compare compile_chain=True against eager")
+    parser.add_argument("--compile-only", action="store_true", help="only the compile_chain comparison")
     args = parser.parse_args()
     if args.quick:
         args.timesteps, args.n_steps, args.predict_calls = 1024, 256, 200
     if args.repeats is None:
         args.repeats = 1 if args.quick else 2
 
+    if args.compile or args.compile_only:
+        print("compile_chain=True against eager (the first calls compile; they are not timed)")
+        compile_results = compile_table(args)
+        print_compile_table(compile_results)
+        if args.compile_only:
+            return
     print(f"training throughput, {ENV_ID}, n_envs {args.n_envs}, n_steps {args.n_steps}, {args.timesteps} policy steps")
     training = training_table(args)
     th.set_num_threads(1)

@@ -19,7 +19,8 @@ log-probability recomputed by PPO equals the one stored at rollout time (ratio =
 """
 
 import math
-from typing import Literal, NamedTuple
+from collections.abc import Callable
+from typing import Any, Literal, NamedTuple
 
 import torch as th
 from torch import nn
@@ -248,6 +249,14 @@ def check_chain_config(config: ChainConfig) -> None:
         raise ValueError(f"log_prob_bounds={bounds} must be (low, high) with low < high, or None")
 
 
+def _standard_normal(shape: tuple[int, ...] | th.Size, device: th.device, generator: th.Generator | None) -> th.Tensor:
+    """``th.randn``, passing ``generator`` only when there is one (``torch.compile`` fails on ``generator=None`` with
+    dynamic shapes)."""
+    if generator is None:
+        return th.randn(shape, device=device)
+    return th.randn(shape, device=device, generator=generator)
+
+
 def _rows(context: "th.Tensor | FlowEmbedding", step: int | None = None) -> "th.Tensor | FlowEmbedding":
     """
     :param context: leading shape (K, batch)
@@ -272,6 +281,9 @@ class FlowChain(nn.Module):
         ``"random"``, the noise-free chain from x_0 ~ N(0, I) (the official ReinFlow evaluation)
     :param n_mean_chains: number of noisy chains averaged by ``deterministic_mode="mean"``
     :param mean_seed: seed of the fixed noise of ``deterministic_mode="mean"``
+    :param compile_chain: run sampling, ``act`` and evaluation through ``torch.compile`` (compiled on first use of
+        each; same math, float rounding may differ by about 1e-6, and compiled sampling draws its noise from
+        inductor's random stream instead of eager PyTorch's)
     """
 
     def __init__(
@@ -282,6 +294,7 @@ class FlowChain(nn.Module):
         deterministic_mode: DeterministicMode = "mean",
         n_mean_chains: int = N_MEAN_CHAINS,
         mean_seed: int = 0,
+        compile_chain: bool = False,
     ) -> None:
         super().__init__()
         config = ChainConfig() if config is None else config
@@ -294,7 +307,27 @@ class FlowChain(nn.Module):
         self.deterministic_mode = deterministic_mode
         self.n_mean_chains = n_mean_chains
         self.mean_seed = mean_seed
+        self.compile_chain = compile_chain
+        self._compiled: dict[str, Callable[..., Any]] = {}
+        self._mean_noise: dict[tuple[Any, ...], th.Tensor] = {}
         self.register_buffer("times", time_grid(config.n_flow_steps, config.time_grid), persistent=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # compiled functions hold references to this module and cannot be pickled or deep-copied: rebuilt on use
+        return {**self.__dict__, "_compiled": {}, "_mean_noise": {}}
+
+    def _maybe_compiled(self, method: Callable[..., Any]) -> Callable[..., Any]:
+        """
+        :param method: a bound method of this chain
+        :return: the method itself, or its ``torch.compile``d version when ``compile_chain`` is set (inside a
+            compiled call, the method itself: it is traced into the caller's graph)
+        """
+        if not self.compile_chain or th.compiler.is_compiling():
+            return method
+        name = method.__name__
+        if name not in self._compiled:
+            self._compiled[name] = th.compile(method)
+        return self._compiled[name]
 
     # the chain's options, read from ``config`` (stored once)
     @property
@@ -383,7 +416,7 @@ class FlowChain(nn.Module):
         device = self.times.device
         if deterministic and self.deterministic_mode == "zero":
             return th.zeros(batch_size, self.action_dim, device=device)
-        return th.randn(batch_size, self.action_dim, device=device, generator=generator)
+        return _standard_normal((batch_size, self.action_dim), device, generator)
 
     def sample(
         self,
@@ -406,6 +439,19 @@ class FlowChain(nn.Module):
             ``noise[:, 0]`` is x_0 and ``noise[:, k + 1]`` scales the std of transition k (before truncation)
         :return: the chains and their log-probability
         """
+        if generator is not None:  # torch.compile cannot trace a generator: run it eagerly
+            return self._sample(obs, deterministic, x0, generator, noise)
+        return self._maybe_compiled(self._sample)(obs, deterministic, x0, None, noise)
+
+    def _sample(
+        self,
+        obs: th.Tensor,
+        deterministic: bool,
+        x0: th.Tensor | None,
+        generator: th.Generator | None,
+        noise: th.Tensor | None,
+    ) -> ChainSample:
+        """:meth:`sample`, eager (see there)."""
         if deterministic and x0 is None and self.deterministic_mode == "mean":
             chains = self._mean_chains(obs)
             return ChainSample(chains, self.evaluate(obs, chains).log_prob)
@@ -418,7 +464,7 @@ class FlowChain(nn.Module):
             if deterministic:
                 x = mean
             else:
-                eps = noise[:, k + 1] if noise is not None else th.randn(mean.shape, device=mean.device, generator=generator)
+                eps = noise[:, k + 1] if noise is not None else _standard_normal(mean.shape, mean.device, generator)
                 x = self._add_noise(mean, std, eps)
             if k == self.n_flow_steps - 1:
                 x = x.clamp(-1.0, 1.0)
@@ -437,9 +483,13 @@ class FlowChain(nn.Module):
         :param deterministic: deterministic actions, as defined by ``deterministic_mode``
         :return: x_K, shape (batch, action_dim)
         """
+        return self._maybe_compiled(self._act)(obs, deterministic)
+
+    def _act(self, obs: th.Tensor, deterministic: bool) -> th.Tensor:
+        """:meth:`act`, eager."""
         if deterministic and self.deterministic_mode == "mean":
             return self._mean_chains(obs)[:, -1]
-        return self.sample(obs, deterministic=deterministic).chains[:, -1]
+        return self._sample(obs, deterministic, None, None, None).chains[:, -1]
 
     def _mean_chains(self, obs: th.Tensor) -> th.Tensor:
         """
@@ -451,10 +501,26 @@ class FlowChain(nn.Module):
         :return: the averaged chains, shape (batch, K + 1, action_dim); the last point is the mean action
         """
         n_chains, batch = self.n_mean_chains, obs.shape[0]
-        generator = th.Generator(device=obs.device).manual_seed(self.mean_seed)
-        shared = th.randn(n_chains, self.n_flow_steps + 1, self.action_dim, device=obs.device, generator=generator)
-        chains = self.sample(obs.repeat_interleave(n_chains, dim=0), noise=shared.repeat(batch, 1, 1)).chains
+        shared = self.mean_noise(obs.device)
+        chains = self._sample(obs.repeat_interleave(n_chains, dim=0), False, None, None, shared.repeat(batch, 1, 1)).chains
         return chains.reshape(batch, n_chains, *chains.shape[1:]).mean(dim=1)
+
+    @th.compiler.disable
+    def mean_noise(self, device: th.device | str = "cpu") -> th.Tensor:
+        """
+        The fixed standard normal draws of ``deterministic_mode="mean"``: drawn on the CPU from a generator seeded
+        with ``mean_seed`` (so they are the same on every device), cached per (``n_mean_chains``, ``mean_seed``,
+        device).
+
+        :param device: where the draws are needed
+        :return: shape (n_mean_chains, K + 1, action_dim)
+        """
+        key = (self.n_mean_chains, self.mean_seed, str(device))
+        if key not in self._mean_noise:
+            generator = th.Generator().manual_seed(self.mean_seed)
+            shape = (self.n_mean_chains, self.n_flow_steps + 1, self.action_dim)
+            self._mean_noise[key] = th.randn(shape, generator=generator).to(device)
+        return self._mean_noise[key]
 
     def _add_noise(self, mean: th.Tensor, std: th.Tensor, eps: th.Tensor) -> th.Tensor:
         noise = std * eps
@@ -476,6 +542,10 @@ class FlowChain(nn.Module):
         :param chains: shape (batch, K + 1, action_dim)
         :return: log-probability, entropy and the transition stds
         """
+        return self._maybe_compiled(self._evaluate)(obs, chains)
+
+    def _evaluate(self, obs: th.Tensor, chains: th.Tensor) -> ChainEvaluation:
+        """:meth:`evaluate`, eager."""
         batch, n_steps = chains.shape[0], self.n_flow_steps
         if chains.shape[1:] != (n_steps + 1, self.action_dim):
             raise ValueError(

@@ -174,6 +174,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
     :param deterministic_x0: deprecated alias of ``deterministic_mode`` (older models saved it)
     :param check_finite_obs: raise an error when an observation holds NaN or inf (at ``predict`` and in rollouts);
         False skips the check, for speed
+    :param compile_chain: run the chain (rollout sampling, ``predict``, ``evaluate_actions``) through
+        ``torch.compile``: faster after a one-off compilation of about a minute per call shape on a CPU; same math,
+        float rounding within about 1e-6 (docs/benchmarks.md). Off by default
     :param net_arch: SB3's ``dict(pi=[...], vf=[...])``: ``pi`` sizes the velocity net as a plain MLP (instead of the
         residual ``velocity_net_arch``), ``vf`` the critic; a list sizes both (``velocity_net_arch``, when given,
         takes precedence for the velocity net); a missing key keeps the default (see :func:`resolve_net_arch`).
@@ -223,6 +226,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         n_mean_chains: int = N_MEAN_CHAINS,
         deterministic_x0: DeterministicMode | None = None,
         check_finite_obs: bool = True,
+        compile_chain: bool = False,
         net_arch: NetArch | None = None,
         activation_fn: type[nn.Module] = nn.Mish,
         use_sde: bool = False,
@@ -274,6 +278,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         check_n_mean_chains(n_mean_chains)
         # only read by _build: afterwards the chain (self.actor) holds these settings
         self._initial_deterministic = (deterministic_mode, n_mean_chains)
+        self._initial_compile_chain = compile_chain
         self.check_finite_obs = check_finite_obs
         self.horizon = action_space.shape[0] if len(action_space.shape) == 2 else 1
         self.flat_action_dim = get_action_dim(action_space)
@@ -309,6 +314,18 @@ class ReinFlowPolicy(ActorCriticPolicy):
     def deterministic_mode(self, value: DeterministicMode) -> None:
         check_deterministic_mode(value)
         self.actor.deterministic_mode = value
+
+    @property
+    def compile_chain(self) -> bool:
+        """
+        Whether the chain runs through ``torch.compile`` (see the class docstring). Settable, e.g. on a loaded model
+        (``model.policy.compile_chain = True``); saved with the model.
+        """
+        return self.actor.compile_chain
+
+    @compile_chain.setter
+    def compile_chain(self, value: bool) -> None:
+        self.actor.compile_chain = bool(value)
 
     @property
     def deterministic_x0(self) -> DeterministicMode:
@@ -354,6 +371,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
             deterministic_mode=self.deterministic_mode,
             n_mean_chains=self.actor.n_mean_chains,
             check_finite_obs=self.check_finite_obs,
+            compile_chain=self.compile_chain,
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
             features_extractor_class=self.features_extractor_class,
@@ -412,6 +430,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
             self.chain_config,
             deterministic_mode=self._initial_deterministic[0],
             n_mean_chains=self._initial_deterministic[1],
+            compile_chain=self._initial_compile_chain,
         )
         self.value_net = nn.Sequential(*create_mlp(self.features_dim, 1, arch.critic, self.activation_fn))
         self._build_normalization(get_flattened_obs_dim(self.observation_space))
