@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 from stable_baselines3.common.env_util import make_vec_env
-from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.policy_files import METADATA_KEY, read_policy_config
@@ -271,6 +271,28 @@ def test_other_version_of_the_same_env_only_warns():
 def test_spaces_mismatch_raises():
     with pytest.raises(ValueError, match=r"action space: checkpoint Box\(-1.0, 1.0, \(4, 3\)"):
         ReinFlowPPO("MlpPolicy", chunked("Hopper-v4", horizon=2), pretrained_policy="Hopper-v4_reflow", device="cpu")
+
+
+def test_pretrained_policy_into_subprocess_envs():
+    """
+    The env-id check asks the envs for attributes they may not have: a SubprocVecEnv worker asked for a missing
+    one dies (rl_zoo3's evaluation envs are SubprocVecEnvs). The model builds, and the envs still step.
+    """
+    env = make_vec_env(
+        "Hopper-v4",
+        n_envs=2,
+        vec_env_cls=SubprocVecEnv,
+        wrapper_class=ActionChunkWrapper,
+        wrapper_kwargs=dict(horizon=4),
+        vec_env_kwargs=dict(start_method="fork"),
+    )
+    try:
+        model = ReinFlowPPO("MlpPolicy", env, pretrained_policy="Hopper-v4_reflow", n_steps=8, batch_size=16, device="cpu")
+        assert model.env_id == "Hopper-v4"
+        env.reset()
+        env.step(np.stack([env.action_space.sample() for _ in range(2)]))
+    finally:
+        env.close()
 
 
 def test_model_zip_loaded_into_another_env_raises(tmp_path):

@@ -415,7 +415,8 @@ def _wrapper_attr(env: Any, name: str) -> Any:
     """The attribute ``name`` of the (first) env, looked up through its wrappers, or None."""
     try:
         if isinstance(env, VecEnv):
-            return env.get_attr(name, indices=[0])[0]
+            # ask first: a SubprocVecEnv worker asked for a missing attribute raises and dies (the env is lost)
+            return env.get_attr(name, indices=[0])[0] if env.has_attr(name) else None
         return env.get_wrapper_attr(name) if isinstance(env, gym.Env) else getattr(env, name)
     except (AttributeError, IndexError):
         return None
