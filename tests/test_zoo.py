@@ -257,3 +257,40 @@ def test_test_envs_get_the_registry_env_kwargs() -> None:
     assert env.get_attr("g")[0] == 5.0 and env.get_attr("spec")[0].max_episode_steps == 7
     env = rl_zoo3.utils.create_test_env("Pendulum-v1", n_envs=1, hyperparams={"env_kwargs": {"g": 5.0}}, env_kwargs={"g": 9.0})
     assert env.get_attr("g")[0] == 9.0  # the command line's env_kwargs win
+
+
+@pytest.mark.parametrize("eval_env_kwargs", [None, {"g": 2.0}])
+def test_evaluation_envs_get_the_registry_env_kwargs(tmp_path: Path, tiny_conf: Path, eval_env_kwargs) -> None:
+    """
+    rl_zoo3 2.9 evaluates on the env's defaults when env_kwargs come from the registry (it binds eval_env_kwargs
+    before reading them): the Franka Kitchen entry's 4 targets were lost in evaluation. The hook gives the
+    evaluation envs the entry's env_kwargs, unless --eval-env-kwargs is given.
+    """
+    import argparse
+
+    import rl_zoo3.exp_manager
+
+    from sb3_reinflow.common.callbacks import ProtocolEvalCallback
+    from sb3_reinflow.zoo import register
+
+    register()
+    conf = yaml.safe_load(tiny_conf.read_text())
+    conf["Pendulum-v1"]["env_kwargs"] = {"g": 5.0}
+    path = tmp_path / "conf.yml"
+    path.write_text(yaml.safe_dump(conf))
+    manager = rl_zoo3.exp_manager.ExperimentManager(
+        argparse.Namespace(),
+        "reinflow_ppo",
+        "Pendulum-v1",
+        str(tmp_path / "logs"),
+        eval_freq=100,
+        n_eval_episodes=1,
+        eval_env_kwargs=eval_env_kwargs,
+        config=str(path),
+        device="cpu",
+    )
+    with pytest.warns(UserWarning, match="no pretrained_policy"):
+        model, _ = manager.setup_experiment()  # type: ignore[misc]
+    (callback,) = [c for c in manager.callbacks if isinstance(c, ProtocolEvalCallback)]
+    assert model.env.get_attr("g")[0] == 5.0
+    assert callback.eval_env.get_attr("g")[0] == (5.0 if eval_env_kwargs is None else 2.0)

@@ -83,10 +83,17 @@ def _with_protocol_evaluation(create_callbacks: Any) -> Any:
     For ``reinflow_ppo``, replace rl_zoo3's ``EvalCallback`` by a :class:`ProtocolEvalCallback` with the same settings:
     ``eval/mean_reward`` and ``best_model.zip`` still follow the policy's deterministic mode, and the other
     evaluation protocols (noise-free chain from x_0 = 0 and from random x_0, the stochastic chain) are logged beside it.
+
+    Also give the evaluation envs the registry entry's ``env_kwargs``: rl_zoo3 2.9 binds ``eval_env_kwargs`` to the
+    command line's ``--env-kwargs`` (empty by default) before it reads the entry's ``env_kwargs``, so without
+    ``--eval-env-kwargs`` it evaluates on the env's defaults (for ``FrankaKitchen-v1``: all 7 subtasks as targets
+    instead of the entry's 4, an observation the policy never saw).
     """
 
     @functools.wraps(create_callbacks)
     def wrapped(self: Any) -> None:
+        if self.algo == ALGO_NAME:
+            use_registry_env_kwargs_for_evaluation(self)
         create_callbacks(self)
         if self.algo != ALGO_NAME:
             return
@@ -101,6 +108,16 @@ def _with_protocol_evaluation(create_callbacks: Any) -> Any:
 
     setattr(wrapped, _PATCHED, True)
     return wrapped
+
+
+def use_registry_env_kwargs_for_evaluation(manager: Any) -> None:
+    """
+    :param manager: an rl_zoo3 ``ExperimentManager`` whose hyperparameters have been read; unless
+        ``--eval-env-kwargs`` was given, its evaluation envs get the training envs' ``env_kwargs`` (the registry
+        entry's, or ``--env-kwargs``), as rl_zoo3 intends (its comment: "Use env-kwargs if eval_env_kwargs was not specified")
+    """
+    if getattr(manager, "_eval_env_kwargs_args", None) is None:
+        manager.eval_env_kwargs = dict(manager.env_kwargs)
 
 
 def _with_registry_checks(read_hyperparameters: Any) -> Any:
