@@ -294,3 +294,5 @@ def test_evaluation_envs_get_the_registry_env_kwargs(tmp_path: Path, tiny_conf: 
     (callback,) = [c for c in manager.callbacks if isinstance(c, ProtocolEvalCallback)]
     assert model.env.get_attr("g")[0] == 5.0
     assert callback.eval_env.get_attr("g")[0] == (5.0 if eval_env_kwargs is None else 2.0)
+    # hyperparameter tuning builds its evaluation envs later, from the same attribute
+    assert manager.eval_env_kwargs == ({"g": 5.0} if eval_env_kwargs is None else eval_env_kwargs)

@@ -56,6 +56,8 @@ def register() -> None:
         manager.create_callbacks = _with_protocol_evaluation(manager.create_callbacks)
     if not getattr(manager.read_hyperparameters, _PATCHED, False):
         manager.read_hyperparameters = _with_registry_checks(manager.read_hyperparameters)
+    if not getattr(manager._preprocess_hyperparams, _PATCHED, False):
+        manager._preprocess_hyperparams = _with_evaluation_env_kwargs(manager._preprocess_hyperparams)
     if not getattr(manager._maybe_normalize, _PATCHED, False):
         manager._maybe_normalize = _with_atomic_vec_normalize(manager._maybe_normalize)
     if not getattr(manager.entry_point, _PATCHED, False):
@@ -83,17 +85,10 @@ def _with_protocol_evaluation(create_callbacks: Any) -> Any:
     For ``reinflow_ppo``, replace rl_zoo3's ``EvalCallback`` by a :class:`ProtocolEvalCallback` with the same settings:
     ``eval/mean_reward`` and ``best_model.zip`` still follow the policy's deterministic mode, and the other
     evaluation protocols (noise-free chain from x_0 = 0 and from random x_0, the stochastic chain) are logged beside it.
-
-    Also give the evaluation envs the registry entry's ``env_kwargs``: rl_zoo3 2.9 binds ``eval_env_kwargs`` to the
-    command line's ``--env-kwargs`` (empty by default) before it reads the entry's ``env_kwargs``, so without
-    ``--eval-env-kwargs`` it evaluates on the env's defaults (for ``FrankaKitchen-v1``: all 7 subtasks as targets
-    instead of the entry's 4, an observation the policy never saw).
     """
 
     @functools.wraps(create_callbacks)
     def wrapped(self: Any) -> None:
-        if self.algo == ALGO_NAME:
-            use_registry_env_kwargs_for_evaluation(self)
         create_callbacks(self)
         if self.algo != ALGO_NAME:
             return
@@ -105,6 +100,26 @@ def _with_protocol_evaluation(create_callbacks: Any) -> Any:
             ProtocolEvalCallback.from_eval_callback(callback) if type(callback) is EvalCallback else callback
             for callback in self.callbacks
         ]
+
+    setattr(wrapped, _PATCHED, True)
+    return wrapped
+
+
+def _with_evaluation_env_kwargs(preprocess_hyperparams: Any) -> Any:
+    """
+    For ``reinflow_ppo``, give the evaluation envs (training's evaluations and those of hyperparameter tuning) the
+    registry entry's ``env_kwargs``: rl_zoo3 2.9 binds ``eval_env_kwargs`` to the command line's ``--env-kwargs``
+    (empty by default) before ``_preprocess_hyperparams`` reads the entry's, so without ``--eval-env-kwargs`` it
+    evaluated on the env's defaults (for ``FrankaKitchen-v1``: all 7 subtasks as targets instead of the entry's 4, an
+    observation the policy never saw, so every evaluation scored 0).
+    """
+
+    @functools.wraps(preprocess_hyperparams)
+    def wrapped(self: Any, *args: Any, **kwargs: Any) -> Any:
+        result = preprocess_hyperparams(self, *args, **kwargs)
+        if self.algo == ALGO_NAME:
+            use_registry_env_kwargs_for_evaluation(self)
+        return result
 
     setattr(wrapped, _PATCHED, True)
     return wrapped
