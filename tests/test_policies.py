@@ -277,6 +277,28 @@ def test_set_normalization_observations():
         th.testing.assert_close(policy.predict_values(th.as_tensor(obs)), policy.value_net(th.as_tensor(expected).float()))
 
 
+def test_obs_clip_bounds_dimensions_constant_in_the_data(tmp_path):
+    """
+    A dimension constant in the data (a kitchen subtask mask that is always 1 there) gets scale 2 / 1e-6: when it
+    changes in the env, the unclipped input is about -2e6. ``obs_clip`` bounds it and leaves the data's range as is.
+    """
+    obs_min, obs_max = np.array([-2.0, 1.0, 0.0]), np.array([2.0, 1.0, 5.0])
+    data = np.array([[-2.0, 1.0, 0.0], [0.5, 1.0, 2.5], [2.0, 1.0, 5.0]], dtype=np.float32)
+    changed = np.array([[0.5, 0.0, 2.5]], dtype=np.float32)  # the constant dimension moved
+    plain, clipped = make_policy(obs_dim=3), make_policy(obs_dim=3, obs_clip=5.0)
+    for policy in (plain, clipped):
+        policy.set_normalization(obs_min=obs_min, obs_max=obs_max)
+    with th.no_grad():
+        assert plain.normalize_obs(th.as_tensor(changed))[0, 1] < -1e6
+        np.testing.assert_allclose(clipped.normalize_obs(th.as_tensor(changed)).numpy(), [[0.25, -5.0, 0.0]], atol=1e-5)
+        th.testing.assert_close(clipped.normalize_obs(th.as_tensor(data)), plain.normalize_obs(th.as_tensor(data)))
+        assert abs(clipped.predict_values(th.as_tensor(changed)).item()) < 1e3
+    clipped.save(tmp_path / "policy.safetensors")
+    assert ReinFlowPolicy.load(tmp_path / "policy.safetensors").obs_clip == 5.0
+    with pytest.raises(ValueError, match=r"obs_clip=0\.5 must be None or >= 1"):
+        make_policy(obs_dim=3, obs_clip=0.5)
+
+
 @pytest.mark.parametrize("horizon", [1, 3])
 def test_set_normalization_actions(horizon):
     shape = (horizon, 1) if horizon > 1 else (1,)

@@ -174,6 +174,11 @@ class ReinFlowPolicy(ActorCriticPolicy):
     :param deterministic_x0: deprecated alias of ``deterministic_mode`` (older models saved it)
     :param check_finite_obs: raise an error when an observation holds NaN or inf (at ``predict`` and in rollouts);
         False skips the check, for speed
+    :param obs_clip: clip the normalised observations to [-obs_clip, obs_clip] (None: no clip, the default and
+        ReinFlow's rule). The data's range maps to [-1, 1]; a dimension that is (nearly) constant in the data gets a
+        huge scale (``2 / (max - min + 1e-6)``), so any change of it in the env (a kitchen subtask done out of the
+        data's order, an object nudged) becomes an input of up to about 1e6 for the actor and the critic. A clip
+        bounds that (like SB3's ``VecNormalize(clip_obs=10)``) and leaves the data's own range untouched
     :param compile_chain: run the chain (rollout sampling, ``predict``, ``evaluate_actions``) through
         ``torch.compile``: faster after a one-off compilation of about a minute per call shape on a CPU; same math,
         float rounding within about 1e-6 (docs/benchmarks.md). Off by default
@@ -226,6 +231,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         n_mean_chains: int = N_MEAN_CHAINS,
         deterministic_x0: DeterministicMode | None = None,
         check_finite_obs: bool = True,
+        obs_clip: float | None = None,
         compile_chain: bool = False,
         net_arch: NetArch | None = None,
         activation_fn: type[nn.Module] = nn.Mish,
@@ -280,6 +286,11 @@ class ReinFlowPolicy(ActorCriticPolicy):
         self._initial_deterministic = (deterministic_mode, n_mean_chains)
         self._initial_compile_chain = compile_chain
         self.check_finite_obs = check_finite_obs
+        if obs_clip is not None and not obs_clip >= 1.0:
+            raise ValueError(
+                f"obs_clip={obs_clip!r} must be None or >= 1 (the data's range maps to [-1, 1]); e.g. obs_clip=5.0"
+            )
+        self.obs_clip = None if obs_clip is None else float(obs_clip)
         self.horizon = action_space.shape[0] if len(action_space.shape) == 2 else 1
         self.flat_action_dim = get_action_dim(action_space)
         super().__init__(
@@ -371,6 +382,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
             deterministic_mode=self.deterministic_mode,
             n_mean_chains=self.actor.n_mean_chains,
             check_finite_obs=self.check_finite_obs,
+            obs_clip=self.obs_clip,
             compile_chain=self.compile_chain,
             net_arch=self.net_arch,
             activation_fn=self.activation_fn,
@@ -544,6 +556,8 @@ class ReinFlowPolicy(ActorCriticPolicy):
         if self.check_finite_obs:
             check_finite_obs(flat)
         normalized = (flat - self.obs_offset) * self.obs_scale
+        if self.obs_clip is not None:
+            normalized = normalized.clamp(-self.obs_clip, self.obs_clip)
         extractor = self.pi_features_extractor if features_extractor is None else features_extractor
         return extractor(normalized.reshape(preprocessed.shape))
 
