@@ -180,7 +180,7 @@ class ReinFlowPolicy(ActorCriticPolicy):
         data's order, an object nudged) becomes an input of up to about 1e6 for the actor and the critic. A clip
         bounds that (like SB3's ``VecNormalize(clip_obs=10)``) and leaves the data's own range untouched
     :param compile_chain: run the chain (rollout sampling, ``predict``, ``evaluate_actions``) through
-        ``torch.compile``: faster after a one-off compilation of about a minute per call shape on a CPU; same math,
+        ``torch.compile``: faster after a one-off compilation of 10-60 s per call shape on a CPU; same math,
         float rounding within about 1e-6 (docs/benchmarks.md). Off by default
     :param net_arch: SB3's ``dict(pi=[...], vf=[...])``: ``pi`` sizes the velocity net as a plain MLP (instead of the
         residual ``velocity_net_arch``), ``vf`` the critic; a list sizes both (``velocity_net_arch``, when given,
