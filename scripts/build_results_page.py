@@ -1,0 +1,200 @@
+"""
+Regenerate the generated parts of ``docs/finetuning.md`` from the CSVs in ``docs/results/runs/``.
+
+Three regions of the page are generated, each between a pair of HTML comments (``<!-- begin:NAME -->`` and
+``<!-- end:NAME -->``); the prose around them is written by hand and left as it is:
+
+- ``matrix``: the results matrix table (``scripts/results_matrix.py``, figure ``docs/images/matrix.png``);
+- ``configurations``: one section per env and configuration with its curves and per-seed tables
+  (``scripts/plot_learning_curves.py``, figures ``docs/images/<env>_<config>.png``);
+- ``kitchen``: the Franka Kitchen table, subtasks completed per protocol and evaluation.
+
+CSV files are named ``<env>_<config>_<seed>.csv``. Configurations listed in ``EXPERIMENTS`` are remedy experiments
+on tuning seeds: they get their own section but stay out of the matrix. The page is written atomically.
+
+Example:
+    python scripts/build_results_page.py
+"""
+
+import argparse
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+from sb3_reinflow.common.save_util import atomic_write
+
+ROOT = Path(__file__).resolve().parent.parent
+TUNING_SEEDS = ("101",)
+# Remedy experiments (tuning seeds only): a section each, left out of the matrix
+EXPERIMENTS = {
+    "reflow_K4_decay0.1": "remedy experiment, tuning seed",
+    "reflow_K4_consistency1": "remedy experiment, tuning seed",
+    "reflow_K4_consistency0.1": "remedy experiment, tuning seed",
+}
+# Kitchen diagnostics runs: in the kitchen table only
+KITCHEN_RUNS = {
+    "shortcut_K4": "registry (obs_clip 5.0)",
+    "shortcut_K4_actorlr0": "actor frozen (lr 0), before the evaluation fix",
+    "shortcut_K4_noclip": "no obs_clip, evaluation fixed (stopped at 50k)",
+}
+KITCHEN_ENV = "FrankaKitchen-v1"
+PROTOCOLS = ("mean", "zero", "random", "stochastic")
+
+
+def group_runs(csvs: list[Path]) -> dict[tuple[str, str], list[Path]]:
+    """
+    Group CSV files by (env, configuration), from names ``<env>_<config>_<seed>.csv``.
+
+    :param csvs: the CSV files
+    :return: the files of each (env, configuration)
+    """
+    groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    for csv in csvs:
+        env, rest = csv.stem.split("_", 1)
+        config, _seed = rest.rsplit("_", 1)
+        groups[(env, config)].append(csv)
+    return dict(sorted(groups.items()))
+
+
+def run_script(script: str, *args: str) -> str:
+    """
+    Run one of the project's scripts and return what it printed, without its "wrote ..." lines.
+
+    :param script: script file name in ``scripts/``
+    :param args: its arguments
+    :return: the printed text
+    """
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return "\n".join(line for line in out.splitlines() if not line.startswith("wrote ")).strip()
+
+
+def matrix_region(csvs: list[Path]) -> str:
+    """
+    The matrix table, and its figure written to ``docs/images/matrix.png``.
+
+    :param csvs: every CSV file
+    :return: the table
+    """
+    excluded = sorted(set(EXPERIMENTS) | (set(KITCHEN_RUNS) - {"shortcut_K4"}))
+    return run_script(
+        "results_matrix.py",
+        *[str(c.relative_to(ROOT)) for c in csvs],
+        "--tuning-seeds",
+        *TUNING_SEEDS,
+        "--exclude-config",
+        *excluded,
+        "--output",
+        "docs/images/matrix.png",
+    )
+
+
+def configuration_region(groups: dict[tuple[str, str], list[Path]]) -> str:
+    """
+    One section per env and configuration: curves figure and per-seed tables.
+
+    :param groups: the CSV files of each (env, configuration)
+    :return: the sections
+    """
+    sections = []
+    for (env, config), files in groups.items():
+        if env == KITCHEN_ENV and config != "shortcut_K4":
+            continue
+        image = f"images/{env}_{config}.png"
+        tables = run_script(
+            "plot_learning_curves.py",
+            *[str(f.relative_to(ROOT)) for f in files],
+            "--env",
+            env,
+            "--config",
+            config,
+            "--tuning-seeds",
+            *TUNING_SEEDS,
+            "--output",
+            f"docs/{image}",
+        )
+        suffix = f" ({EXPERIMENTS[config]})" if config in EXPERIMENTS else ""
+        sections.append(f"#### {env}, {config}{suffix}\n\n![{env} {config}]({image})\n\n{tables}\n")
+    return "\n".join(sections)
+
+
+def kitchen_cell(row: pd.Series) -> str:
+    """
+    One kitchen evaluation: subtasks completed, and the success rate in brackets when above 0.
+
+    :param row: a CSV row
+    :return: the cell text
+    """
+    cell = f"{row.mean_return:.1f}"
+    if row.success_rate > 0:
+        cell += f" ({100 * row.success_rate:.0f}%)"
+    return cell
+
+
+def kitchen_region(groups: dict[tuple[str, str], list[Path]]) -> str:
+    """
+    The kitchen table: one row per run and protocol, one column per evaluation.
+
+    :param groups: the CSV files of each (env, configuration)
+    :return: the table and its legend
+    """
+    frames = [pd.read_csv(f) for (env, config), files in groups.items() if env == KITCHEN_ENV for f in files]
+    data = pd.concat(frames)
+    steps = sorted(data.env_steps.unique())
+    lines = [
+        "| run | seed | protocol | " + " | ".join(f"{s / 1e3:.0f}k" for s in steps) + " |",
+        "|" + "---|" * (3 + len(steps)),
+    ]
+    for (config, seed), run in data.groupby(["config", "seed"], sort=False):
+        for protocol in PROTOCOLS:
+            cells = {r.env_steps: kitchen_cell(r) for r in run[run.protocol == protocol].itertuples()}
+            label = KITCHEN_RUNS.get(config, config)
+            lines.append(f"| {label} | {seed} | {protocol} | " + " | ".join(cells.get(s, "") for s in steps) + " |")
+    legend = (
+        "(subtasks completed, mean of 10 episodes; success rate, all 4 done, in brackets where above 0. Column 0k is "
+        "the pretrained policy, evaluated by `benchmark_finetune.py` in an env built with the entry's targets; the "
+        "later columns are the zoo's own evaluations.)"
+    )
+    return "\n".join(lines) + "\n\n" + legend
+
+
+def replace_region(page: str, name: str, content: str) -> str:
+    """
+    Replace the text between ``<!-- begin:name -->`` and ``<!-- end:name -->``.
+
+    :param page: the page
+    :param name: the region's name
+    :param content: its new text
+    :return: the new page
+    """
+    pattern = re.compile(rf"(<!-- begin:{name} -->\n).*?(\n<!-- end:{name} -->)", re.DOTALL)
+    if not pattern.search(page):
+        raise ValueError(f"region {name!r} not found: add <!-- begin:{name} --> and <!-- end:{name} --> to the page")
+    return pattern.sub(lambda m: m.group(1) + content + m.group(2), page, count=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--page", default=str(ROOT / "docs" / "finetuning.md"), help="the page to update")
+    parser.add_argument("--runs", default=str(ROOT / "docs" / "results" / "runs"), help="folder of the CSV files")
+    args = parser.parse_args()
+    csvs = sorted(Path(args.runs).resolve().glob("*.csv"))
+    if not csvs:
+        parser.error(f"no CSV files in {args.runs}: run scripts/benchmark_finetune.py first")
+    groups = group_runs(csvs)
+    page = Path(args.page).read_text()
+    page = replace_region(page, "matrix", matrix_region(csvs))
+    page = replace_region(page, "configurations", configuration_region(groups))
+    page = replace_region(page, "kitchen", kitchen_region(groups))
+    with atomic_write(args.page) as f:
+        f.write(page.encode())
+    print(f"wrote {args.page} ({len(groups)} configurations)")
+
+
+if __name__ == "__main__":
+    main()
