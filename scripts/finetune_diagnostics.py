@@ -20,6 +20,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from sb3_reinflow.common.save_util import atomic_write
+
 CHUNK = 4
 PANELS = {
     "critic: explained variance": ["train/explained_variance"],
@@ -58,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="TensorBoard run folder")
     parser.add_argument("--output", required=True, help="PNG file")
+    parser.add_argument("--title", default=None, help="figure title (default: the run folder's last two parts)")
     args = parser.parse_args()
     scalars = read_scalars(Path(args.run))
     fig, axes = plt.subplots(2, 2, figsize=(11, 7))
@@ -69,10 +72,10 @@ def main() -> None:
         ax.set(title=title, xlabel="env steps (millions)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(args.run)
+    fig.suptitle(args.title or "/".join(Path(args.run).resolve().parts[-2:]))
     fig.tight_layout()
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.output, dpi=110)
+    with atomic_write(args.output) as handle:
+        fig.savefig(handle, format="png", dpi=110)
     print(f"wrote {args.output}")
     print("| quantity | Q1 | Q2 | Q3 | Q4 |\n|---|---|---|---|---|")
     for tag in ("train/explained_variance", "train/noise_free_gap", "train/noise_std", "eval/mean_reward"):

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from sb3_reinflow.common.save_util import atomic_write
+
 # ReinFlow (K=4, D4RL data), mean of 3 seeds read off the published curves: (env steps, return).
 PAPER_POINTS = {
     "Hopper": [(0, 1432), (0.8e6, 1940), (1.6e6, 2697), (80e6, 3206)],
@@ -99,9 +101,9 @@ def plot(data: pd.DataFrame, title: str, output: Path) -> None:
     ax.set(xlabel="env steps (millions)", ylabel="return (10 episodes)", title=f"{title} ({n_seeds} seeds; band: min-max)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    output.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(output, dpi=120)
+    with atomic_write(output) as handle:
+        fig.savefig(handle, format="png", dpi=120)
     print(f"wrote {output}\n")
 
 

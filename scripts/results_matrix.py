@@ -23,6 +23,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+
+from sb3_reinflow.common.save_util import atomic_write
 from plot_learning_curves import final_return, interquartile_mean, ret, worst_ratio
 
 # ReinFlow's published fine-tuned returns (3-seed means at about 80M env steps; docs/finetuning.md cites them).
@@ -154,9 +156,9 @@ def plot_matrix(data: pd.DataFrame, output: Path) -> None:
         ax.set(title=env, xlabel="env steps (millions)", ylabel="return, deployed mode")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6.5, loc="lower right")
-    output.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(output, dpi=110)
+    with atomic_write(output) as handle:
+        fig.savefig(handle, format="png", dpi=110)
     print(f"wrote {output}\n")
 
 
