@@ -11,12 +11,14 @@ alternating (the machine may be shared, so only same-run comparisons are meaning
   computed from the buffer's arrays and the parameter count;
 - with ``--compile``: ``compile_chain=True`` against the eager chain (same weights, alternating, after the one-off
   compilation): ``predict`` at K=4 in both modes, sampling of 40 observations, ``evaluate_actions`` plus backward on
-  512 samples, and training throughput at K=4, with the largest action and log-probability differences.
+  512 samples, and training throughput at K=4, with the largest action and log-probability differences;
+- with ``--bf16``: ``evaluate_actions`` plus backward on 512 samples in float32 against the same under
+  ``torch.autocast(dtype=torch.bfloat16)`` (the issue's reduced-precision idea), with the PPO ratio error it brings.
 
 Env steps are counted under the chunking wrapper, so early chunk stops are not over-counted. All sides use the
 same n_envs, n_steps (policy steps per env), batch size and epochs.
 
-Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2] [--compile]
+Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2] [--compile] [--bf16]
 """
 
 import argparse
@@ -122,8 +124,12 @@ def predict_latency(model: ReinFlowPPO, mode: str, n_calls: int) -> Latency:
     return time_calls(lambda: model.predict(obs, deterministic=True), n_calls)
 
 
-def evaluate_backward_s(model: ReinFlowPPO, n_samples: int, n_calls: int) -> float:
-    """Seconds of ``evaluate_actions`` plus backward of the summed outputs on ``n_samples`` stored chains."""
+def evaluate_backward_s(model: ReinFlowPPO, n_samples: int, n_calls: int, bf16: bool = False) -> float:
+    """
+    Seconds of ``evaluate_actions`` plus backward of the summed outputs on ``n_samples`` stored chains.
+
+    :param bf16: run ``evaluate_actions`` under ``torch.autocast(dtype=torch.bfloat16)``
+    """
     policy = model.policy
     obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(n_samples)]))
     with th.no_grad():
@@ -131,8 +137,9 @@ def evaluate_backward_s(model: ReinFlowPPO, n_samples: int, n_calls: int) -> flo
 
     def step() -> None:
         policy.optimizer.zero_grad(set_to_none=True)
-        values, log_prob, entropy = policy.evaluate_actions(obs, chains)
-        (values.sum() + log_prob.sum() + entropy.sum()).backward()  # type: ignore[union-attr]
+        with th.autocast("cpu", dtype=th.bfloat16, enabled=bf16):
+            values, log_prob, entropy = policy.evaluate_actions(obs, chains)
+        (values.float().sum() + log_prob.float().sum() + entropy.float().sum()).backward()  # type: ignore[union-attr]
 
     return time_calls(step, n_calls, n_warmup=1).median_ms / 1e3
 
@@ -230,6 +237,30 @@ def compile_table(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
     return {name: (_median([p[0] for p in pairs]), _median([p[1] for p in pairs])) for name, pairs in results.items()}
 
 
+def bf16_table(args: argparse.Namespace) -> None:
+    """
+    ``evaluate_actions`` plus backward on 512 samples, float32 against bfloat16 autocast, alternating, 2 threads; and
+    the PPO ratio error of bfloat16: exp(log-prob under autocast - float32 log-prob of the rollout) - 1.
+    """
+    th.set_num_threads(2)
+    model = make_flow_model(4)
+    obs = th.as_tensor(np.stack([model.observation_space.sample() for _ in range(512)]))
+    with th.no_grad():
+        chains, _, rollout_log_prob = model.policy(obs)
+        with th.autocast("cpu", dtype=th.bfloat16):
+            bf16_log_prob = model.policy.evaluate_actions(obs, chains)[1].float()
+    ratio_error = (bf16_log_prob - rollout_log_prob).exp().sub(1).abs().max()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(args.repeats):
+        for bf16 in (False, True):
+            times[bf16].append(evaluate_backward_s(model, 512, 5, bf16=bf16) * 1e3)
+            print(f"  evaluate_actions + backward 512, {'bfloat16' if bf16 else 'float32'}: {times[bf16][-1]:.1f} ms")
+    fp32, bf16 = _median(times[False]), _median(times[True])
+    print("\n| evaluate_actions + backward, 512 samples, 2 threads | float32 | bfloat16 autocast | speedup | ratio error |")
+    print("|---|---|---|---|---|")
+    print(f"| K=4 | {fp32:.1f} ms | {bf16:.1f} ms | {fp32 / bf16:.2f}x | {ratio_error:.1e} |")
+
+
 def print_compile_table(table: dict[str, tuple[float, float]]) -> None:
     print("\n| compile_chain | eager | compiled | speedup |")
     print("|---|---|---|---|")
@@ -252,12 +283,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=list(THREADS), help="torch thread counts to compare")
     parser.add_argument("--compile", action="store_true", help="also compare compile_chain=True against eager")
     parser.add_argument("--compile-only", action="store_true", help="only the compile_chain comparison")
+    parser.add_argument("--bf16", action="store_true", help="only the bfloat16 autocast comparison of the loss")
     args = parser.parse_args()
     if args.quick:
         args.timesteps, args.n_steps, args.predict_calls = 1024, 256, 200
     if args.repeats is None:
         args.repeats = 1 if args.quick else 2
 
+    if args.bf16:
+        bf16_table(args)
+        return
     if args.compile or args.compile_only:
         print("compile_chain=True against eager (the first calls compile; they are not timed)")
         compile_results = compile_table(args)
