@@ -3,7 +3,9 @@ Franka Kitchen simulation throughput against the whole fine-tuning loop, in one 
 (issue 11; the machine may be shared, so only same-run comparisons are meaningful):
 
 - ``bare env``: ``FrankaKitchen-v1`` with the registry's targets and ``KitchenGoalWrapper``, in the same vectorised
-  env as training (``DummyVecEnv``, the entry's ``n_envs``), stepped with uniform random actions;
+  env as training (``DummyVecEnv``, the entry's ``n_envs``), stepped with uniform random actions and with zero actions
+  (the simulation's cost depends on the motion: random joint velocities drive the arm into contacts, which is slower
+  than what the policy does, so zero actions, the arm holding still, are the fair upper bound);
 - ``fine-tuning``: ``ReinFlowPPO.learn`` with the registry's ``FrankaKitchen-v1`` entry (its pretrained Shortcut
   policy, ``policy_kwargs``, ``n_envs``, ``n_steps``, ``batch_size``, ``n_epochs``, action chunks, reward
   normalisation; its other PPO settings are the registry's defaults, which are ``ReinFlowPPO``'s), timed after one
@@ -74,13 +76,16 @@ def make_env(entry: dict[str, Any], chunked: bool, seed: int = 0) -> VecEnv:
     return make_vec_env(ENV_ID, n_envs=entry["n_envs"], seed=seed, env_kwargs=entry["env_kwargs"], wrapper_class=wrap)
 
 
-def bare_env_steps_per_s(entry: dict[str, Any], n_steps: int) -> float:
-    """:return: env steps/s of the bare vectorised env under random actions"""
+def bare_env_steps_per_s(entry: dict[str, Any], n_steps: int, zero_actions: bool = False) -> float:
+    """
+    :param zero_actions: step with zero actions instead of uniform random ones
+    :return: env steps/s of the bare vectorised env
+    """
     env = make_env(entry, chunked=False)
     env.reset()
     rng = np.random.default_rng(0)
     shape = (n_steps, env.num_envs, *env.action_space.shape)  # type: ignore[misc]
-    actions = rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
+    actions = np.zeros(shape, np.float32) if zero_actions else rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
     StepCounter.total = 0
     start = time.perf_counter()
     for action in actions:
@@ -127,16 +132,21 @@ def main() -> None:
     th.set_num_threads(args.threads)
     import_env_provider(ENV_ID)
     entry = registry_entry()
-    bare, loop = [], []
+    bare, still, loop = [], [], []
     for repeat in range(args.repeats):
         bare.append(bare_env_steps_per_s(entry, args.bare_steps))
+        still.append(bare_env_steps_per_s(entry, args.bare_steps, zero_actions=True))
         loop.append(fine_tuning_steps_per_s(entry, args.iterations))
-        print(f"repeat {repeat + 1}: bare env {bare[-1]:.0f} env steps/s, fine-tuning {loop[-1]:.0f} env steps/s", flush=True)
-    bare_median, loop_median = statistics.median(bare), statistics.median(loop)
+        print(
+            f"repeat {repeat + 1}: bare env {bare[-1]:.0f} (random actions), {still[-1]:.0f} (zero actions), "
+            f"fine-tuning {loop[-1]:.0f} env steps/s",
+            flush=True,
+        )
+    bare_median, still_median, loop_median = (statistics.median(values) for values in (bare, still, loop))
     print(f"\n{ENV_ID}, n_envs {entry['n_envs']}, {args.threads} torch thread(s), medians of {args.repeats} repeats")
-    print("| bare env (env steps/s) | fine-tuning loop (env steps/s) | loop / bare |")
-    print("|---|---|---|")
-    print(f"| {bare_median:.0f} | {loop_median:.0f} | {loop_median / bare_median:.2f} |")
+    print("| bare env, random actions | bare env, zero actions | fine-tuning loop | loop / bare (zero actions) |")
+    print("|---|---|---|---|")
+    print(f"| {bare_median:.0f} | {still_median:.0f} | {loop_median:.0f} | {loop_median / still_median:.2f} |")
 
 
 if __name__ == "__main__":
