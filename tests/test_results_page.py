@@ -1,0 +1,62 @@
+"""The results page's generator (scripts/build_results_page.py): its regions, grouping and kitchen table."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "build_results_page.py"
+COLUMNS = "env,config,seed,timesteps,env_steps,wall_clock_s,protocol,deployed,mean_return,std_return,success_rate"
+
+
+@pytest.fixture(scope="module")
+def page_builder():
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("build_results_page", SCRIPT)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path.remove(str(SCRIPT.parent))
+
+
+def test_the_committed_page_has_every_generated_region(page_builder):
+    page = (ROOT / "docs" / "finetuning.md").read_text()
+    for name in ("matrix", "configurations", "kitchen"):
+        assert page.count(f"<!-- begin:{name} -->") == 1 and page.count(f"<!-- end:{name} -->") == 1
+        assert page.index(f"<!-- begin:{name} -->") < page.index(f"<!-- end:{name} -->")
+
+
+def test_replace_region_keeps_the_text_around_it(page_builder):
+    page = "intro\n<!-- begin:kitchen -->\nold\ntable\n<!-- end:kitchen -->\noutro\n"
+    expected = "intro\n<!-- begin:kitchen -->\nnew\n<!-- end:kitchen -->\noutro\n"
+    assert page_builder.replace_region(page, "kitchen", "new") == expected
+    with pytest.raises(ValueError, match="region 'matrix' not found"):
+        page_builder.replace_region(page, "matrix", "new")
+
+
+def test_runs_are_grouped_by_env_and_configuration(page_builder, tmp_path):
+    names = ["Hopper-v4_reflow_K4_201", "Hopper-v4_reflow_K4_202", "Hopper-v4_reflow_K4_consistency0.1_101"]
+    files = [tmp_path / f"{name}.csv" for name in names]
+    groups = page_builder.group_runs(files)
+    assert groups == {("Hopper-v4", "reflow_K4"): files[:2], ("Hopper-v4", "reflow_K4_consistency0.1"): files[2:]}
+
+
+def test_kitchen_table_has_a_row_per_run_and_protocol(page_builder, tmp_path):
+    rows = [COLUMNS]
+    for steps, (subtasks, success) in zip((0, 25_000), ((1.4, 0.0), (2.1, 0.1)), strict=True):
+        for protocol in page_builder.PROTOCOLS:
+            rows.append(f"FrankaKitchen-v1,shortcut_K4,202,{steps // 4},{steps},1.0,{protocol},False,{subtasks},0.5,{success}")
+    csv = tmp_path / "FrankaKitchen-v1_shortcut_K4_202.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    table = page_builder.kitchen_region(page_builder.group_runs([csv]))
+    lines = table.splitlines()
+    assert lines[0] == "| run | seed | protocol | 0k | 25k |"
+    assert lines[2] == "| registry (obs_clip 5.0) | 202 | mean | 1.4 | 2.1 (10%) |"
+    assert len([line for line in lines if line.startswith("| registry")]) == len(page_builder.PROTOCOLS)
