@@ -1,0 +1,58 @@
+"""The results matrix runner (scripts/run_matrix.py): which runs it plans and the commands it builds."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_matrix.py"
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    spec = importlib.util.spec_from_file_location("run_matrix", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_runs_with_a_csv_are_skipped_unless_forced(matrix, tmp_path):
+    only = ["Hopper-v4/reflow_K2"]
+    planned = matrix.planned_runs(only, None, tmp_path, force=False)
+    assert [run.name for run in planned] == ["Hopper-v4_reflow_K2_201", "Hopper-v4_reflow_K2_202", "Hopper-v4_reflow_K2_203"]
+    (tmp_path / "Hopper-v4_reflow_K2_202.csv").write_text("env\n")
+    assert [run.name for run in matrix.planned_runs(only, None, tmp_path, force=False)] == [
+        "Hopper-v4_reflow_K2_201",
+        "Hopper-v4_reflow_K2_203",
+    ]
+    assert len(matrix.planned_runs(only, None, tmp_path, force=True)) == 3
+
+
+def test_commands_carry_the_configuration_and_the_seed(matrix, tmp_path):
+    run = matrix.make_run("Hopper-v4", "shortcut_K1", 202, tmp_path)
+    command = run.command
+    assert command[command.index("--seeds") + 1] == "202"
+    assert command[command.index("--output") + 1] == str(tmp_path / "Hopper-v4_shortcut_K1_202.csv")
+    zoo_args = command[command.index("--") + 1 :]
+    assert zoo_args[:3] == [
+        "-params",
+        "pretrained_policy:'Hopper-v4_shortcut'",
+        "policy_kwargs:dict(n_flow_steps=1, min_noise_std=0.1, max_noise_std=0.24)",
+    ]
+    ppo = matrix.make_run("Ant-v4", "ppo_scratch", 201, tmp_path).command
+    assert ppo[ppo.index("--algo") + 1] == "ppo" and ppo[ppo.index("--n-timesteps") + 1] == "2000000"
+
+
+def test_paper_hyperparameters_use_each_envs_learning_rates(matrix, tmp_path):
+    walker = matrix.make_run("Walker2d-v4", "paper_hparams", 201, tmp_path).command
+    hopper = matrix.make_run("Hopper-v4", "paper_hparams", 201, tmp_path).command
+    assert "learning_rate:4e-4" in walker and "critic_warmup_iterations:5" in walker
+    assert "learning_rate:4.5e-5" in hopper and "critic_warmup_iterations:0" in hopper
+    with pytest.raises(ValueError, match="no paper learning rates for Ant-v4"):
+        matrix.make_run("Ant-v4", "paper_hparams", 201, tmp_path)
+
+
+def test_unknown_keys_name_the_known_configurations(matrix, tmp_path):
+    with pytest.raises(ValueError, match="reflow_K4"):
+        matrix.planned_runs(["Hopper-v4/reflow_K3"], None, tmp_path, force=False)
