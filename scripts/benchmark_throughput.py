@@ -12,13 +12,16 @@ alternating (the machine may be shared, so only same-run comparisons are meaning
 - with ``--compile``: ``compile_chain=True`` against the eager chain (same weights, alternating, after the one-off
   compilation): ``predict`` at K=4 in both modes, sampling of 40 observations, ``evaluate_actions`` plus backward on
   512 samples, and training throughput at K=4, with the largest action and log-probability differences;
+- with ``--roofline``: the machine's float32 matrix-product rate (GFLOP/s, 1 and 2 threads) and, from the policy's
+  512x512 hidden layers alone, the least time the loss + backward on 50,000 samples and ``predict`` could take at
+  that rate (a bound on what any exact-math speed-up can reach);
 - with ``--bf16``: ``evaluate_actions`` plus backward on 512 samples in float32 against the same under
   ``torch.autocast(dtype=torch.bfloat16)`` (the issue's reduced-precision idea), with the PPO ratio error it brings.
 
 Env steps are counted under the chunking wrapper, so early chunk stops are not over-counted. All sides use the
 same n_envs, n_steps (policy steps per env), batch size and epochs.
 
-Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2] [--compile] [--bf16]
+Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2] [--compile] [--bf16] [--roofline]
 """
 
 import argparse
@@ -261,6 +264,37 @@ def bf16_table(args: argparse.Namespace) -> None:
     print(f"| K=4 | {fp32:.1f} ms | {bf16:.1f} ms | {fp32 / bf16:.2f}x | {ratio_error:.1e} |")
 
 
+def matmul_gflops(n_threads: int, rows: int = 8192, width: int = 512) -> float:
+    """:return: float32 GFLOP/s of a (rows x width) @ (width x width) product, best of 5 timings of 10 products"""
+    th.set_num_threads(n_threads)
+    a, b = th.randn(rows, width), th.randn(width, width)
+    for _ in range(3):
+        a @ b
+    best = min(time_calls(lambda: [a @ b for _ in range(10)], 1, n_warmup=0).median_ms for _ in range(5)) / 10 / 1e3
+    return 2 * rows * width * width / best / 1e9
+
+
+def hidden_macs_per_row(model: ReinFlowPPO) -> int:
+    """:return: multiply-adds of the velocity net's square hidden Linear layers (512x512) per chain row and step"""
+    layers = [m for m in model.policy.actor.velocity_net.modules() if isinstance(m, th.nn.Linear)]
+    return sum(m.in_features * m.out_features for m in layers if m.in_features == m.out_features >= 256)
+
+
+def roofline(args: argparse.Namespace) -> None:
+    """Matrix-product rate of this machine, and the least time the targets' computations could take at it."""
+    model = make_flow_model(4)
+    macs, n_steps = hidden_macs_per_row(model), model.policy.n_flow_steps
+    rates = {n: matmul_gflops(n) for n in args.threads}
+    print(f"velocity net hidden layers: {macs / 1e6:.3f}M multiply-adds per chain row and step, K={n_steps}")
+    print("| torch threads | matmul GFLOP/s | loss + backward, 50,000 samples: least time | predict (16 chains): least time |")
+    print("|---|---|---|---|")
+    for n_threads, gflops in rates.items():
+        # backward costs about twice the forward (gradients of the inputs and of the weights)
+        loss_flop = 3 * 2 * macs * n_steps * args.large_batch
+        predict_flop = 2 * macs * n_steps * model.policy.actor.n_mean_chains
+        print(f"| {n_threads} | {gflops:.0f} | {loss_flop / gflops / 1e9:.2f} s | {predict_flop / gflops / 1e6:.3f} ms |")
+
+
 def print_compile_table(table: dict[str, tuple[float, float]]) -> None:
     print("\n| compile_chain | eager | compiled | speedup |")
     print("|---|---|---|---|")
@@ -284,6 +318,7 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also compare compile_chain=True against eager")
     parser.add_argument("--compile-only", action="store_true", help="only the compile_chain comparison")
     parser.add_argument("--bf16", action="store_true", help="only the bfloat16 autocast comparison of the loss")
+    parser.add_argument("--roofline", action="store_true", help="only the matrix-product rate and the least times")
     args = parser.parse_args()
     if args.quick:
         args.timesteps, args.n_steps, args.predict_calls = 1024, 256, 200
@@ -292,6 +327,9 @@ def main() -> None:
 
     if args.bf16:
         bf16_table(args)
+        return
+    if args.roofline:
+        roofline(args)
         return
     if args.compile or args.compile_only:
         print("compile_chain=True against eager (the first calls compile; they are not timed)")
