@@ -1,15 +1,18 @@
 """
-Evaluate shipped (or given) pretrained checkpoints: mean deterministic (noise-free) return over N episodes for
-several K, time grids and initial noises x_0, next to the mean return of the demonstrations they were trained on.
-Prints a Markdown table.
+Evaluate shipped (or given) pretrained checkpoints: mean return over N episodes for several K, time grids and
+evaluation protocols, next to the mean return of the demonstrations they were trained on. Prints a Markdown table.
 
-``--deterministic-x0 random`` is the official ReinFlow evaluation (x_0 ~ N(0, I), no injected noise), which samples
-the cloned action distribution; ``zero`` (SB3's reproducible ``predict(deterministic=True)``) starts every chain
-at x_0 = 0, near the centre of that distribution.
+Protocols (``--protocols``): ``random`` is the official ReinFlow evaluation (noise-free chain from x_0 ~ N(0, I)),
+which samples the cloned action distribution; ``zero`` starts every noise-free chain at x_0 = 0, near the centre of
+that distribution; ``mean`` is the package's default deterministic mode (the expected action of the noisy chain);
+``stochastic`` is the noisy chain PPO fine-tunes (``predict(deterministic=False)``).
 
 Example:
     python scripts/evaluate_pretrained.py --checkpoint Hopper-v4_reflow --env Hopper-v4 --data data/Hopper-v4-medium \
-        --n-flow-steps 4 1 --time-grids euler reinflow_linspace --deterministic-x0 random zero --n-episodes 10
+        --n-flow-steps 4 1 --time-grids euler reinflow_linspace --protocols random zero --n-episodes 10
+    # the kitchen policy under all four protocols, 20 episodes on 5 envs
+    python scripts/evaluate_pretrained.py --checkpoint FrankaKitchen-v1_shortcut --env sb3_reinflow/Kitchen-complete-v0 \
+        --n-flow-steps 4 1 --protocols mean zero random stochastic --n-episodes 20 --n-envs 5 --seed 1000
 """
 
 import argparse
@@ -25,6 +28,14 @@ from sb3_reinflow.common.datasets import episode_returns, load_reinflow_dataset,
 from sb3_reinflow.pretrained import resolve_pretrained
 
 
+PROTOCOLS = ("mean", "zero", "random", "stochastic")
+
+
+def _ret(value: float) -> str:
+    """A return: whole numbers for locomotion, two decimals for small returns (kitchen subtasks)."""
+    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
 def _chunked(env: gym.Env, horizon: int) -> gym.Env:
     return ActionChunkWrapper(env, horizon=horizon)
 
@@ -36,10 +47,13 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="dataset folder, to print the demonstrations' mean return")
     parser.add_argument("--n-flow-steps", type=int, nargs="+", default=[4])
     parser.add_argument("--time-grids", nargs="+", default=["euler"], choices=["euler", "reinflow_linspace"])
-    parser.add_argument("--deterministic-x0", nargs="+", default=["random"], choices=["random", "zero"])
+    parser.add_argument("--protocols", nargs="+", default=["random"], choices=list(PROTOCOLS), help="see above")
+    parser.add_argument("--deterministic-x0", nargs="+", choices=["random", "zero"], help="older name of --protocols")
     parser.add_argument("--n-episodes", type=int, default=10)
+    parser.add_argument("--n-envs", type=int, default=1, help="evaluation envs (episodes run in parallel)")
     parser.add_argument("--seed", type=int, default=12345)
     args = parser.parse_args()
+    protocols = args.deterministic_x0 or args.protocols
 
     data_return = "n/a"
     if args.data:
@@ -47,22 +61,23 @@ def main() -> None:
         data_return = f"{episode_returns(unnormalized(dataset, stats)).mean():.0f}"
     path = resolve_pretrained(args.checkpoint)
     base = ReinFlowPolicy.load(path, device="cpu")
-    print("| checkpoint | data mean return | K | time grid | x_0 | deterministic return (mean +- std) | % of data |")
+    print("| checkpoint | data mean return | K | time grid | protocol | return (mean +- std) | % of data |")
     print("|---|---|---|---|---|---|---|")
-    for n_flow_steps, grid, x0 in itertools.product(args.n_flow_steps, args.time_grids, args.deterministic_x0):
-        overrides = {"n_flow_steps": n_flow_steps, "time_grid": grid, "deterministic_x0": x0}
+    for n_flow_steps, grid, protocol in itertools.product(args.n_flow_steps, args.time_grids, protocols):
+        deterministic = protocol != "stochastic"
+        overrides = {"n_flow_steps": n_flow_steps, "time_grid": grid}
+        if deterministic:
+            overrides["deterministic_mode"] = protocol
         policy = ReinFlowPolicy(**{**base._get_constructor_parameters(), **overrides})
         policy.load_state_dict(base.state_dict())
         env = make_vec_env(
-            args.env, n_envs=1, seed=args.seed, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=policy.horizon)
+            args.env, n_envs=args.n_envs, seed=args.seed, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=policy.horizon)
         )
         th.manual_seed(args.seed)
-        mean, std = evaluate_policy(policy, env, n_eval_episodes=args.n_episodes, deterministic=True)
+        mean, std = evaluate_policy(policy, env, n_eval_episodes=args.n_episodes, deterministic=deterministic)
         ratio = f"{100 * mean / float(data_return):.0f}%" if args.data else "n/a"
-        print(
-            f"| {args.checkpoint} | {data_return} | {n_flow_steps} | {grid} | {x0} | {mean:.0f} +- {std:.0f} | {ratio} |",
-            flush=True,
-        )
+        result = f"{_ret(mean)} +- {_ret(std)}"
+        print(f"| {args.checkpoint} | {data_return} | {n_flow_steps} | {grid} | {protocol} | {result} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":
