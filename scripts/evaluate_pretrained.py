@@ -17,6 +17,7 @@ Example:
 
 import argparse
 import itertools
+import json
 
 import gymnasium as gym
 import torch as th
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument("--deterministic-x0", nargs="+", choices=["random", "zero"], help="older name of --protocols")
     parser.add_argument("--n-episodes", type=int, default=10)
     parser.add_argument("--n-envs", type=int, default=1, help="evaluation envs (episodes run in parallel)")
+    parser.add_argument(
+        "--policy-kwargs", type=json.loads, default={}, help="policy options to override (JSON), e.g. '{\"obs_clip\": 5.0}'"
+    )
     parser.add_argument("--seed", type=int, default=12345)
     args = parser.parse_args()
     protocols = args.deterministic_x0 or args.protocols
@@ -65,7 +69,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for n_flow_steps, grid, protocol in itertools.product(args.n_flow_steps, args.time_grids, protocols):
         deterministic = protocol != "stochastic"
-        overrides = {"n_flow_steps": n_flow_steps, "time_grid": grid}
+        overrides = {**args.policy_kwargs, "n_flow_steps": n_flow_steps, "time_grid": grid}
         if deterministic:
             overrides["deterministic_mode"] = protocol
         policy = ReinFlowPolicy(**{**base._get_constructor_parameters(), **overrides})
