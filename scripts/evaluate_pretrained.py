@@ -24,6 +24,7 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
+import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy
 from sb3_reinflow.common.datasets import episode_returns, load_reinflow_dataset, unnormalized
 from sb3_reinflow.pretrained import resolve_pretrained
