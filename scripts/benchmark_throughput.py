@@ -286,12 +286,16 @@ def roofline(args: argparse.Namespace) -> None:
     macs, n_steps = hidden_macs_per_row(model), model.policy.n_flow_steps
     rates = {n: matmul_gflops(n) for n in args.threads}
     print(f"velocity net hidden layers: {macs / 1e6:.3f}M multiply-adds per chain row and step, K={n_steps}")
-    print("| torch threads | matmul GFLOP/s | loss + backward, 50,000 samples: least time | predict (16 chains): least time |")
+    n_chains = model.policy.actor.n_mean_chains
+    print(
+        f"| torch threads | matmul GFLOP/s | loss + backward, {args.large_batch} samples: least time "
+        f"| predict ({n_chains} chains): least time |"
+    )
     print("|---|---|---|---|")
     for n_threads, gflops in rates.items():
         # backward costs about twice the forward (gradients of the inputs and of the weights)
         loss_flop = 3 * 2 * macs * n_steps * args.large_batch
-        predict_flop = 2 * macs * n_steps * model.policy.actor.n_mean_chains
+        predict_flop = 2 * macs * n_steps * n_chains
         print(f"| {n_threads} | {gflops:.0f} | {loss_flop / gflops / 1e9:.2f} s | {predict_flop / gflops / 1e6:.3f} ms |")
 
 

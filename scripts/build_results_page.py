@@ -43,6 +43,7 @@ KITCHEN_RUNS = {
 }
 KITCHEN_ENV = "FrankaKitchen-v1"
 PROTOCOLS = ("mean", "zero", "random", "stochastic")
+RUN_NAME = re.compile(r"(?P<env>[^_]+)_(?P<config>.+)_(?P<seed>\d+)")
 
 
 def group_runs(csvs: list[Path]) -> dict[tuple[str, str], list[Path]]:
@@ -54,9 +55,11 @@ def group_runs(csvs: list[Path]) -> dict[tuple[str, str], list[Path]]:
     """
     groups: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for csv in csvs:
-        env, rest = csv.stem.split("_", 1)
-        config, _seed = rest.rsplit("_", 1)
-        groups[(env, config)].append(csv)
+        match = RUN_NAME.fullmatch(csv.stem)
+        if match is None:
+            print(f"skipped {csv.name}: not named <env>_<config>_<seed>.csv", file=sys.stderr)
+            continue
+        groups[(match["env"], match["config"])].append(csv)
     return dict(sorted(groups.items()))
 
 
@@ -68,8 +71,8 @@ def run_script(script: str, *args: str) -> str:
     :param args: its arguments
     :return: the printed text
     """
-    out = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, capture_output=True, text=True, check=True
+    out = subprocess.run(  # stderr is not captured: a failing script's traceback reaches the terminal
+        [sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True
     ).stdout
     return "\n".join(line for line in out.splitlines() if not line.startswith("wrote ")).strip()
 
@@ -84,7 +87,7 @@ def matrix_region(csvs: list[Path]) -> str:
     excluded = sorted(set(EXPERIMENTS) | (set(KITCHEN_RUNS) - {"shortcut_K4"}))
     return run_script(
         "results_matrix.py",
-        *[str(c.relative_to(ROOT)) for c in csvs],
+        *[str(c) for c in csvs],
         "--tuning-seeds",
         *TUNING_SEEDS,
         "--exclude-config",
@@ -108,7 +111,7 @@ def configuration_region(groups: dict[tuple[str, str], list[Path]]) -> str:
         image = f"images/{env}_{config}.png"
         tables = run_script(
             "plot_learning_curves.py",
-            *[str(f.relative_to(ROOT)) for f in files],
+            *[str(f) for f in files],
             "--env",
             env,
             "--config",
@@ -144,6 +147,8 @@ def kitchen_region(groups: dict[tuple[str, str], list[Path]]) -> str:
     :return: the table and its legend
     """
     frames = [pd.read_csv(f) for (env, config), files in groups.items() if env == KITCHEN_ENV for f in files]
+    if not frames:
+        return "(no kitchen runs yet)"
     data = pd.concat(frames)
     steps = sorted(data.env_steps.unique())
     lines = [
@@ -172,10 +177,10 @@ def replace_region(page: str, name: str, content: str) -> str:
     :param content: its new text
     :return: the new page
     """
-    pattern = re.compile(rf"(<!-- begin:{name} -->\n).*?(\n<!-- end:{name} -->)", re.DOTALL)
+    pattern = re.compile(rf"(<!-- begin:{name} -->\n)(?:.*?\n)?(<!-- end:{name} -->)", re.DOTALL)
     if not pattern.search(page):
         raise ValueError(f"region {name!r} not found: add <!-- begin:{name} --> and <!-- end:{name} --> to the page")
-    return pattern.sub(lambda m: m.group(1) + content + m.group(2), page, count=1)
+    return pattern.sub(lambda m: m.group(1) + content + "\n" + m.group(2), page, count=1)
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ PROTOCOLS = ("mean", "zero", "random", "stochastic")
 
 def _ret(value: float) -> str:
     """A return: whole numbers for locomotion, two decimals for small returns (kitchen subtasks)."""
-    return f"{value:.0f}" if abs(value) >= 100 else f"{value:.2f}"
+    return f"{value:.0f}" if abs(value) >= 10 else f"{value:.2f}"
 
 
 def _chunked(env: gym.Env, horizon: int) -> gym.Env:
@@ -49,8 +49,9 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="dataset folder, to print the demonstrations' mean return")
     parser.add_argument("--n-flow-steps", type=int, nargs="+", default=[4])
     parser.add_argument("--time-grids", nargs="+", default=["euler"], choices=["euler", "reinflow_linspace"])
-    parser.add_argument("--protocols", nargs="+", default=["random"], choices=list(PROTOCOLS), help="see above")
-    parser.add_argument("--deterministic-x0", nargs="+", choices=["random", "zero"], help="older name of --protocols")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--protocols", nargs="+", default=["random"], choices=list(PROTOCOLS), help="see above")
+    which.add_argument("--deterministic-x0", nargs="+", choices=["random", "zero"], help="older name of --protocols")
     parser.add_argument("--n-episodes", type=int, default=10)
     parser.add_argument("--n-envs", type=int, default=1, help="evaluation envs (episodes run in parallel)")
     parser.add_argument(
@@ -60,10 +61,10 @@ def main() -> None:
     args = parser.parse_args()
     protocols = args.deterministic_x0 or args.protocols
 
-    data_return = "n/a"
+    data_return = float("nan")
     if args.data:
         dataset, stats = load_reinflow_dataset(args.data)
-        data_return = f"{episode_returns(unnormalized(dataset, stats)).mean():.0f}"
+        data_return = float(episode_returns(unnormalized(dataset, stats)).mean())
     path = resolve_pretrained(args.checkpoint)
     base = ReinFlowPolicy.load(path, device="cpu")
     print("| checkpoint | data mean return | K | time grid | protocol | return (mean +- std) | % of data |")
@@ -80,9 +81,10 @@ def main() -> None:
         )
         th.manual_seed(args.seed)
         mean, std = evaluate_policy(policy, env, n_eval_episodes=args.n_episodes, deterministic=deterministic)
-        ratio = f"{100 * mean / float(data_return):.0f}%" if args.data else "n/a"
+        ratio = f"{100 * mean / data_return:.0f}%" if data_return > 0 else "n/a"
         result = f"{_ret(mean)} +- {_ret(std)}"
-        print(f"| {args.checkpoint} | {data_return} | {n_flow_steps} | {grid} | {protocol} | {result} | {ratio} |", flush=True)
+        data = _ret(data_return) if args.data else "n/a"
+        print(f"| {args.checkpoint} | {data} | {n_flow_steps} | {grid} | {protocol} | {result} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,8 @@ def value_at(group: pd.DataFrame, env_steps: float) -> float:
 
 def ret(value: float) -> str:
     """A return for a table: whole numbers for locomotion, two decimals for small ones (the kitchen's 0-4 subtasks)."""
+    if np.isnan(value):
+        return "-"
     return f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"
 
 
@@ -130,7 +132,8 @@ def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
             if group.empty:
                 continue
             values = " | ".join(ret(value_at(group, m)) for m in MILESTONES)
-            extra = f"{ratio:.2f} | {wall:.1f}" if protocol == deployed else " | "
+            shown_ratio = "-" if np.isnan(ratio) else f"{ratio:.2f}"
+            extra = f"{shown_ratio} | {wall:.1f}" if protocol == deployed else " | "
             print(f"| {seed} | {use} | {protocol} | {values} | {ret(final_return(group))} | {extra} |")
     print()
 

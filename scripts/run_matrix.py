@@ -125,19 +125,20 @@ def planned_runs(only: list[str], seeds: list[int] | None, runs_folder: Path, fo
     :param only: ``env/config`` keys to run (empty: the whole matrix)
     :param seeds: seeds overriding the matrix's (None: the matrix's)
     :param runs_folder: folder of the CSV files
-    :param force: also run those whose CSV exists (it is appended to)
+    :param force: also run those whose CSV exists (main() moves it aside first)
     :return: the runs to do, in the matrix's order
     """
     known = {f"{env}/{config}" for env, config in MATRIX}
-    unknown = [key for key in only if "/" not in key or key.split("/", 1)[1] not in CONFIGS]
+    unknown = [key for key in only if key not in known]
     if unknown:
-        raise ValueError(f"--only {unknown}: use env/config keys with a config of {sorted(CONFIGS)}, e.g. {sorted(known)[0]}")
+        # the configurations' -params are the matrix's (e.g. Hopper's Shortcut checkpoint): other pairs are not defined
+        raise ValueError(f"--only {unknown}: not in the matrix; one of {sorted(known)}")
     keys = [tuple(key.split("/", 1)) for key in only] if only else list(MATRIX)
     runs = []
     for env, config in keys:
         for seed in seeds or MATRIX.get((env, config), HELD_OUT_SEEDS[:1]):
             run = make_run(env, config, seed, runs_folder)
-            if force or not run.csv.exists():
+            if force or not run.csv.exists():  # main() moves an existing CSV aside before a forced run
                 runs.append(run)
     return runs
 
@@ -156,6 +157,13 @@ def execute(run: Run, log_folder: Path) -> int:
     return status
 
 
+def move_aside(csv: Path) -> None:
+    """Rename an existing CSV to ``<name>.csv.old`` (replacing an older one) so that a forced run starts a new file."""
+    if csv.exists():
+        os.replace(csv, csv.with_suffix(".csv.old"))
+        print(f"moved {csv.name} to {csv.name}.old", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="*", default=[], help="env/config keys, e.g. Hopper-v4/reflow_K2")
@@ -163,13 +171,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each uses one thread)")
     parser.add_argument("--runs-folder", default=str(ROOT / "docs" / "results" / "runs"), help="folder of the CSVs")
     parser.add_argument("--log-folder", default=str(ROOT / "logs" / "matrix"), help="one log file per run")
-    parser.add_argument("--force", action="store_true", help="also run those whose CSV exists (appends)")
+    parser.add_argument("--force", action="store_true", help="also run those whose CSV exists (keeps the old CSV as .csv.old)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: must be at least 1")
     try:
-        runs = planned_runs(args.only, args.seeds, Path(args.runs_folder), args.force)
+        runs = planned_runs(args.only, args.seeds, Path(args.runs_folder).resolve(), args.force)
     except ValueError as error:
         parser.error(str(error))
     if args.dry_run or not runs:
@@ -177,8 +185,11 @@ def main() -> None:
             print(shlex.join(run.command))
         print(f"{len(runs)} runs to do")
         return
+    for run in runs:
+        move_aside(run.csv)  # only with --force: otherwise no planned run has a CSV
+    log_folder = Path(args.log_folder).resolve()
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        statuses = list(pool.map(lambda run: execute(run, Path(args.log_folder)), runs))
+        statuses = list(pool.map(lambda run: execute(run, log_folder), runs))
     failed = sum(status != 0 for status in statuses)
     print(f"{len(runs) - failed} of {len(runs)} runs done; next: python scripts/build_results_page.py")
     sys.exit(1 if failed else 0)

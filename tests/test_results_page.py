@@ -60,3 +60,10 @@ def test_kitchen_table_has_a_row_per_run_and_protocol(page_builder, tmp_path):
     assert lines[0] == "| run | seed | protocol | 0k | 25k |"
     assert lines[2] == "| registry (obs_clip 5.0) | 202 | mean | 1.4 | 2.1 (10%) |"
     assert len([line for line in lines if line.startswith("| registry")]) == len(page_builder.PROTOCOLS)
+
+
+def test_an_empty_region_is_filled_and_a_folder_without_kitchen_runs_builds(page_builder, tmp_path):
+    page = "<!-- begin:kitchen -->\n<!-- end:kitchen -->\n"
+    assert page_builder.replace_region(page, "kitchen", "table") == "<!-- begin:kitchen -->\ntable\n<!-- end:kitchen -->\n"
+    csv = tmp_path / "Hopper-v4_reflow_K4_201.csv"
+    assert page_builder.kitchen_region(page_builder.group_runs([csv, tmp_path / "notes.csv"])) == "(no kitchen runs yet)"

@@ -56,3 +56,10 @@ def test_paper_hyperparameters_use_each_envs_learning_rates(matrix, tmp_path):
 def test_unknown_keys_name_the_known_configurations(matrix, tmp_path):
     with pytest.raises(ValueError, match="reflow_K4"):
         matrix.planned_runs(["Hopper-v4/reflow_K3"], None, tmp_path, force=False)
+
+
+def test_a_forced_run_keeps_the_old_csv(matrix, tmp_path):
+    csv = tmp_path / "Hopper-v4_reflow_K2_201.csv"
+    csv.write_text("old rows\n")
+    matrix.move_aside(csv)
+    assert not csv.exists() and (tmp_path / "Hopper-v4_reflow_K2_201.csv.old").read_text() == "old rows\n"
