@@ -1,5 +1,10 @@
 """Shared test settings and fixtures."""
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 from collections.abc import Callable
 from typing import Any
 
@@ -35,3 +40,25 @@ def record_logs() -> Callable[[BaseAlgorithm], list[dict[str, Any]]]:
         return writer.dumps
 
     return attach
+
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """
+    Import ``scripts/<name>.py`` as a module, with ``scripts/`` on ``sys.path`` while it loads (scripts import each
+    other, e.g. ``results_matrix`` imports ``plot_learning_curves``).
+
+    :param name: the script's file name without ``.py``
+    :return: the module
+    """
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(SCRIPTS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(SCRIPTS))
+    return module

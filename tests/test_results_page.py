@@ -1,29 +1,19 @@
 """The results page's generator (scripts/build_results_page.py): its regions, grouping and kitchen table."""
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_script
 
 pd = pytest.importorskip("pandas")
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "build_results_page.py"
 COLUMNS = "env,config,seed,timesteps,env_steps,wall_clock_s,protocol,deployed,mean_return,std_return,success_rate"
 
 
 @pytest.fixture(scope="module")
 def page_builder():
-    sys.path.insert(0, str(SCRIPT.parent))
-    try:
-        spec = importlib.util.spec_from_file_location("build_results_page", SCRIPT)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        sys.path.remove(str(SCRIPT.parent))
+    return load_script("build_results_page")
 
 
 def test_the_committed_page_has_every_generated_region(page_builder):

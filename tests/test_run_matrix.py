@@ -1,20 +1,12 @@
 """The results matrix runner (scripts/run_matrix.py): which runs it plans and the commands it builds."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_matrix.py"
+from conftest import load_script
 
 
 @pytest.fixture(scope="module")
 def matrix():
-    spec = importlib.util.spec_from_file_location("run_matrix", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("run_matrix")
 
 
 def test_runs_with_a_csv_are_skipped_unless_forced(matrix, tmp_path):

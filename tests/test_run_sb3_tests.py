@@ -1,19 +1,9 @@
 """The SB3-test runner's offline parts: unpacking the sdist's tests and choosing the PPO test files."""
 
-import importlib.util
 import io
 import tarfile
-from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "run_sb3_tests.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("run_sb3_tests", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_script
 
 
 def add_file(tar: tarfile.TarFile, name: str, text: str) -> None:
@@ -24,7 +14,7 @@ def add_file(tar: tarfile.TarFile, name: str, text: str) -> None:
 
 
 def test_unpacks_only_tests_and_pytest_settings(tmp_path):
-    script = load_script()
+    script = load_script("run_sb3_tests")
     archive = tmp_path / "stable_baselines3-9.9.9.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         add_file(tar, "stable_baselines3-9.9.9/pyproject.toml", "[tool.pytest.ini_options]\n")
