@@ -7,6 +7,8 @@ Each row gives the seeds (tuning seeds marked), the deployed mode's start and fi
 three evaluations) as the mean over seeds and the smallest seed, the final under ReinFlow's protocol (noise-free
 chain from random x_0), the interquartile mean of the deployed finals with a bootstrap 95% CI (as
 ``scripts/plot_learning_curves.py``), the worst ratio deployed / stochastic from 0.5M env steps on over all runs,
+how many of those evaluations were below 0.95 x the stochastic return by more than evaluation noise (one-sided
+Welch t-test at 5% on the two 10-episode evaluations; out of all compared),
 the lowest deployed evaluation after a run first passed 3000 (Hopper), and the mean wall-clock per run.
 
 Example:
@@ -25,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from sb3_reinflow.common.save_util import atomic_write
-from plot_learning_curves import final_return, interquartile_mean, ret, worst_ratio
+from plot_learning_curves import final_return, interquartile_mean, ratio_shortfalls, ret, worst_ratio
 
 # ReinFlow's published fine-tuned returns (3-seed means at about 80M env steps; docs/finetuning.md cites them).
 PAPER_FINAL = {"Hopper": 3205, "Walker2d": 4109, "Ant": 4009}
@@ -59,6 +61,7 @@ class MatrixRow(NamedTuple):
     paper_final_mean: float
     iqm: tuple[float, float, float]
     worst_ratio: float
+    shortfalls: tuple[int, int]
     low_after_3000: float
     above_start: int
     wall_clock_min: float
@@ -76,7 +79,7 @@ def low_after(group: pd.DataFrame, threshold: float = 3000) -> float:
 
 def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
     """:param data: the rows of one env and configuration"""
-    finals, starts, paper_finals, lows, ratios, walls, above = [], [], [], [], [], [], 0
+    finals, starts, paper_finals, lows, ratios, walls, above, below, compared = [], [], [], [], [], [], 0, 0, 0
     for _, seed_data in data.groupby("seed"):
         deployed = deployed_rows(seed_data)
         protocol = str(deployed["protocol"].iloc[0])
@@ -88,6 +91,8 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
         paper_finals.append(final_return(random) if len(random) else float("nan"))
         lows.append(low_after(deployed))
         ratios.append(worst_ratio(seed_data, protocol))
+        run_below, run_compared = ratio_shortfalls(seed_data, protocol)
+        below, compared = below + run_below, compared + run_compared
         walls.append(seed_data["wall_clock_s"].max() / 60)
     seeds = sorted(data["seed"].unique())
     finals_array = np.array(finals)
@@ -102,6 +107,7 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
         paper_final_mean=float(np.nanmean(paper_finals)) if not np.all(np.isnan(paper_finals)) else float("nan"),
         iqm=interquartile_mean(finals_array) if len(finals_array) >= 2 else nan3,
         worst_ratio=float(np.nanmin(ratios)) if not np.all(np.isnan(ratios)) else float("nan"),
+        shortfalls=(below, compared),
         low_after_3000=float(np.nanmin(lows)) if not np.all(np.isnan(lows)) else float("nan"),
         above_start=above,
         wall_clock_min=float(np.mean(walls)),
@@ -118,18 +124,19 @@ def fmt(value: float, digits: int | None = None) -> str:
 def print_table(rows: list[MatrixRow]) -> None:
     print(
         "| env | config | seeds (* tuning) | start | final, mean | final, min seed | final, paper protocol | "
-        "IQM [95% CI] | worst deployed/stochastic after 0.5M | lowest after passing 3000 | seeds above start | "
-        "min per run |"
+        "IQM [95% CI] | worst deployed/stochastic after 0.5M | below 0.95 beyond noise | lowest after passing 3000 | "
+        "seeds above start | min per run |"
     )
-    print("|---" * 12 + "|")
+    print("|---" * 13 + "|")
     for row in rows:
         iqm = "-" if np.isnan(row.iqm[0]) else f"{ret(row.iqm[0])} [{ret(row.iqm[1])}, {ret(row.iqm[2])}]"
         n_seeds = len(row.seeds.split())
         above = "-" if np.isnan(row.start) else f"{row.above_start}/{n_seeds}"
+        below = "-" if row.shortfalls[1] == 0 else f"{row.shortfalls[0]}/{row.shortfalls[1]}"
         print(
             f"| {row.env} | {row.config} | {row.seeds} | {fmt(row.start)} | {fmt(row.final_mean)} | {fmt(row.final_min)} | "
-            f"{fmt(row.paper_final_mean)} | {iqm} | {fmt(row.worst_ratio, 2)} | {fmt(row.low_after_3000)} | {above} | "
-            f"{fmt(row.wall_clock_min, 0)} |"
+            f"{fmt(row.paper_final_mean)} | {iqm} | {fmt(row.worst_ratio, 2)} | {below} | {fmt(row.low_after_3000)} | "
+            f"{above} | {fmt(row.wall_clock_min, 0)} |"
         )
     print()
 

@@ -57,3 +57,26 @@ def test_an_empty_region_is_filled_and_a_folder_without_kitchen_runs_builds(page
     assert page_builder.replace_region(page, "kitchen", "table") == "<!-- begin:kitchen -->\ntable\n<!-- end:kitchen -->\n"
     csv = tmp_path / "Hopper-v4_reflow_K4_201.csv"
     assert page_builder.kitchen_region(page_builder.group_runs([csv, tmp_path / "notes.csv"])) == "(no kitchen runs yet)"
+
+
+def _two_protocols(deployed: tuple[float, float], stochastic: tuple[float, float]) -> "pd.DataFrame":
+    rows = [
+        dict(env_steps=600_000, protocol="mean", mean_return=deployed[0], std_return=deployed[1]),
+        dict(env_steps=600_000, protocol="stochastic", mean_return=stochastic[0], std_return=stochastic[1]),
+        # before 0.5M env steps: never counted
+        dict(env_steps=100_000, protocol="mean", mean_return=10.0, std_return=1.0),
+        dict(env_steps=100_000, protocol="stochastic", mean_return=3000.0, std_return=1.0),
+    ]
+    return pd.DataFrame(rows)
+
+
+def test_ratio_shortfall_counts_only_gaps_beyond_evaluation_noise():
+    curves = load_script("plot_learning_curves")
+    # far below 0.95 with tight evaluations: t = (2000 - 2850) / sqrt((100^2 + 95^2) / 10) = -19.5
+    assert curves.ratio_shortfalls(_two_protocols((2000, 100), (3000, 100)), "mean") == (1, 1)
+    # the Shortcut K=1 evaluation at 0.7M (ratio 0.82, spreads 705 and 832): t = -1.04, p = 0.16, within noise
+    assert curves.ratio_shortfalls(_two_protocols((2281, 705), (2769, 832)), "mean") == (0, 1)
+    # above 0.95 x stochastic: never a shortfall, however tight
+    assert curves.ratio_shortfalls(_two_protocols((2900, 1), (3000, 1)), "mean") == (0, 1)
+    # with 100 episodes the same 0.82 gap is significant
+    assert curves.ratio_shortfalls(_two_protocols((2281, 705), (2769, 832)), "mean", n_episodes=100) == (1, 1)
