@@ -40,10 +40,11 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from sb3_reinflow.common.callbacks import EVAL_PROTOCOLS
 from sb3_reinflow.common.save_util import atomic_write
 
 CHUNK = 4
-PROTOCOLS = ("mean", "zero", "random", "stochastic")
+PROTOCOLS = EVAL_PROTOCOLS
 FIELDS = [
     "env",
     "config",

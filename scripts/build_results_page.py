@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from sb3_reinflow.common.callbacks import EVAL_PROTOCOLS
 from sb3_reinflow.common.save_util import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +43,7 @@ KITCHEN_RUNS = {
     "shortcut_K4_noclip": "no obs_clip, evaluation fixed (stopped at 50k)",
 }
 KITCHEN_ENV = "FrankaKitchen-v1"
-PROTOCOLS = ("mean", "zero", "random", "stochastic")
+PROTOCOLS = EVAL_PROTOCOLS
 RUN_NAME = re.compile(r"(?P<env>[^_]+)_(?P<config>.+)_(?P<seed>\d+)")
 
 
@@ -158,6 +159,8 @@ def kitchen_region(groups: dict[tuple[str, str], list[Path]]) -> str:
     for (config, seed), run in data.groupby(["config", "seed"], sort=False):
         for protocol in PROTOCOLS:
             cells = {r.env_steps: kitchen_cell(r) for r in run[run.protocol == protocol].itertuples()}
+            if not cells:  # runs made before a protocol existed
+                continue
             label = KITCHEN_RUNS.get(config, config)
             lines.append(f"| {label} | {seed} | {protocol} | " + " | ".join(cells.get(s, "") for s in steps) + " |")
     legend = (

@@ -4,8 +4,9 @@ evaluation protocols, next to the mean return of the demonstrations they were tr
 
 Protocols (``--protocols``): ``random`` is the official ReinFlow evaluation (noise-free chain from x_0 ~ N(0, I)),
 which samples the cloned action distribution; ``zero`` starts every noise-free chain at x_0 = 0, near the centre of
-that distribution; ``mean`` is the package's default deterministic mode (the expected action of the noisy chain);
-``stochastic`` is the noisy chain PPO fine-tunes (``predict(deterministic=False)``).
+that distribution; ``mean`` is the package's default deterministic mode (the expected action of the noisy chain),
+``median`` the per-coordinate median of the same chains; ``stochastic`` is the noisy chain PPO fine-tunes
+(``predict(deterministic=False)``).
 
 Example:
     python scripts/evaluate_pretrained.py --checkpoint Hopper-v4_reflow --env Hopper-v4 --data data/Hopper-v4-medium \
@@ -26,11 +27,12 @@ from stable_baselines3.common.evaluation import evaluate_policy
 
 import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy
+from sb3_reinflow.common.callbacks import EVAL_PROTOCOLS
 from sb3_reinflow.common.datasets import episode_returns, load_reinflow_dataset, unnormalized
 from sb3_reinflow.pretrained import resolve_pretrained
 
 
-PROTOCOLS = ("mean", "zero", "random", "stochastic")
+PROTOCOLS = EVAL_PROTOCOLS
 
 
 def _ret(value: float) -> str:

@@ -167,7 +167,7 @@ def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
         ratio = worst_ratio(seed_data, deployed)
         below, compared = ratio_shortfalls(seed_data, deployed)
         shortfalls = f"{below}/{compared}" if compared else "-"
-        for protocol in dict.fromkeys((deployed, "random", "zero", "stochastic")):
+        for protocol in dict.fromkeys((deployed, "median", "random", "zero", "stochastic")):
             group = seed_data[seed_data["protocol"] == protocol].sort_values("env_steps")
             if group.empty:
                 continue

@@ -6,7 +6,14 @@ import pytest
 import torch as th
 from torch.distributions import Normal
 
-from sb3_reinflow.common.flow import ChainConfig, FlowChain, gaussian_chain_entropy, gaussian_chain_log_prob, time_grid
+from sb3_reinflow.common.flow import (
+    ChainConfig,
+    FlowChain,
+    chain_median,
+    gaussian_chain_entropy,
+    gaussian_chain_log_prob,
+    time_grid,
+)
 from sb3_reinflow.common.networks import FlowEmbedding, NoiseNet, ReFlowVelocityNet, VelocityNet
 
 OBS_DIM = 3
@@ -405,6 +412,55 @@ def test_mean_mode_is_reproducible_and_independent_of_the_batch():
     th.testing.assert_close(batch, by_hand)
     th.testing.assert_close(sample.chains[:, -1], batch)
     th.testing.assert_close(sample.log_prob, chain.evaluate(obs, sample.chains).log_prob)
+
+
+def test_median_mode_is_the_median_action_of_the_noisy_chain():
+    """deterministic_mode="median" with many chains agrees with the per-coordinate median of 20,000 noisy chains,
+    within the sampling error of a median, and differs from the mean action (the clamp at +-1 skews the actions)."""
+    chain = _nonlinear_chain(n_mean_chains=4096, deterministic_mode="median")
+    obs = th.randn(3, OBS_DIM, generator=th.Generator().manual_seed(1))
+    n_samples = 20_000
+    with th.no_grad():
+        median_action = chain.act(obs, deterministic=True)
+        samples = chain.sample(obs.repeat_interleave(n_samples, 0), generator=th.Generator().manual_seed(2)).chains[:, -1]
+        samples = samples.reshape(3, n_samples, 3)
+        chain.deterministic_mode = "mean"
+        mean_action = chain.act(obs, deterministic=True)
+    estimate = samples.quantile(0.5, dim=1)
+    # a sample median's std is about sqrt(pi / 2) * std / sqrt(n) (less where the density at the median is higher)
+    tolerance = 5 * (th.pi / 2) ** 0.5 * samples.std(dim=1) * (1 / 4096 + 1 / n_samples) ** 0.5
+    assert th.all((median_action - estimate).abs() <= tolerance), (median_action, estimate)
+    assert th.any((mean_action - estimate).abs() > 3 * tolerance)
+
+
+def test_median_mode_is_reproducible_symmetric_and_independent_of_the_batch():
+    """The median action is exactly the per-coordinate median (middle pair averaged for an even count) of the same
+    n_mean_chains fixed-noise chains the mean uses, whatever the batch; its chain's log-prob is the chain's own."""
+    chain = _nonlinear_chain(n_mean_chains=8, mean_seed=5, deterministic_mode="median")
+    obs = th.randn(4, OBS_DIM, generator=th.Generator().manual_seed(1))
+    with th.no_grad():
+        batch = chain.act(obs, deterministic=True)
+        alone = th.cat([chain.act(obs[i : i + 1], deterministic=True) for i in range(4)])
+        shared = th.randn(8, 4, 3, generator=th.Generator().manual_seed(5))
+        finals = th.stack([chain.sample(o.expand(8, -1), noise=shared).chains[:, -1] for o in obs])
+        ordered = finals.sort(dim=1).values
+        by_hand = (ordered[:, 3] + ordered[:, 4]) / 2
+        sample = chain.sample(obs, deterministic=True)
+    th.testing.assert_close(batch, alone)
+    th.testing.assert_close(batch, by_hand)
+    th.testing.assert_close(sample.chains[:, -1], batch)
+    th.testing.assert_close(sample.log_prob, chain.evaluate(obs, sample.chains).log_prob)
+    odd = th.tensor([[[3.0], [-1.0], [2.0]]])
+    th.testing.assert_close(chain_median(odd), th.tensor([[2.0]]))
+    th.testing.assert_close(chain_median(-finals), -chain_median(finals))
+
+
+def test_median_mode_keeps_to_one_side_of_a_skewed_action_distribution():
+    """Where most chains end clamped at +1 and a minority far below, the median stays at the bound the majority
+    takes while the mean is pulled inside: the case the median mode is for."""
+    chains = th.cat([th.ones(1, 11, 1), th.full((1, 5, 1), -0.6)], dim=1)
+    th.testing.assert_close(chain_median(chains), th.tensor([[1.0]]))
+    assert chains.mean(dim=1).item() < 0.6
 
 
 def test_noise_clip_truncates_injected_noise():

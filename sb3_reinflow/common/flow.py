@@ -29,8 +29,10 @@ from sb3_reinflow.common.networks import FlowEmbedding, NoiseNet, VelocityNet
 
 TimeGrid = Literal["euler", "reinflow_linspace"]
 TIME_GRIDS: tuple[str, ...] = ("euler", "reinflow_linspace")
-DeterministicMode = Literal["mean", "zero", "random"]
-DETERMINISTIC_MODES: tuple[str, ...] = ("mean", "zero", "random")
+DeterministicMode = Literal["mean", "median", "zero", "random"]
+DETERMINISTIC_MODES: tuple[str, ...] = ("mean", "median", "zero", "random")
+# the modes that summarise ``n_mean_chains`` noisy chains drawn with fixed noise
+CHAIN_SUMMARY_MODES: tuple[str, ...] = ("mean", "median")
 # deprecated names (``deterministic_x0`` took "zero" or "random" before ``deterministic_mode`` existed)
 DeterministicX0 = DeterministicMode
 DETERMINISTIC_X0 = DETERMINISTIC_MODES
@@ -118,7 +120,8 @@ def check_deterministic_mode(deterministic_mode: str, name: str = "deterministic
     if deterministic_mode not in DETERMINISTIC_MODES:
         raise ValueError(
             f"{name}={deterministic_mode!r} is not one of {DETERMINISTIC_MODES}: 'mean' (the expected action of the "
-            "noisy chain PPO trains), 'zero' (noise-free chain from x_0 = 0), 'random' (noise-free chain from random x_0)"
+            "noisy chain PPO trains), 'median' (its per-coordinate median), 'zero' (noise-free chain from x_0 = 0), "
+            "'random' (noise-free chain from random x_0)"
         )
 
 
@@ -268,6 +271,19 @@ def _rows(context: "th.Tensor | FlowEmbedding", step: int | None = None) -> "th.
     return context[step] if step is not None else context.flatten(end_dim=1)
 
 
+def chain_median(chains: th.Tensor) -> th.Tensor:
+    """
+    Per-coordinate median over sampled chains: the middle order statistic, or the average of the two middle ones for an
+    even number of chains (so it is symmetric: negating every chain negates the median).
+
+    :param chains: shape (batch, n_chains, ...)
+    :return: shape (batch, ...)
+    """
+    ordered = chains.sort(dim=1).values
+    n_chains = chains.shape[1]
+    return 0.5 * (ordered[:, (n_chains - 1) // 2] + ordered[:, n_chains // 2])
+
+
 class FlowChain(nn.Module):
     """
     ReinFlow's stochastic K-step Euler chain over a velocity net and a noise net.
@@ -277,10 +293,11 @@ class FlowChain(nn.Module):
     :param config: the chain's options (K, time grid, clamps, log-prob options); default ``ChainConfig()``
     :param deterministic_mode: what deterministic actions are: ``"mean"`` (default), the expected final action of
         the noisy chain that PPO trains, estimated from ``n_mean_chains`` chains with fixed noise (common random
-        numbers, so the same observation gives the same action); ``"zero"``, the noise-free chain from x_0 = 0;
+        numbers, so the same observation gives the same action); ``"median"``, the per-coordinate median of the same
+        chains (robust to skewed and clamped action distributions); ``"zero"``, the noise-free chain from x_0 = 0;
         ``"random"``, the noise-free chain from x_0 ~ N(0, I) (the official ReinFlow evaluation)
-    :param n_mean_chains: number of noisy chains averaged by ``deterministic_mode="mean"``
-    :param mean_seed: seed of the fixed noise of ``deterministic_mode="mean"``
+    :param n_mean_chains: number of noisy chains summarised by ``deterministic_mode="mean"`` or ``"median"``
+    :param mean_seed: seed of the fixed noise of ``deterministic_mode="mean"`` and ``"median"``
     :param compile_chain: run sampling, ``act`` and evaluation through ``torch.compile`` (compiled on first use of
         each; same math, float rounding may differ by about 1e-6, and compiled sampling draws its noise from
         inductor's random stream instead of eager PyTorch's)
@@ -428,8 +445,9 @@ class FlowChain(nn.Module):
     ) -> ChainSample:
         """
         Run the chain. Deterministic mode follows ``deterministic_mode``: with ``"zero"`` or ``"random"`` (or when
-        ``x0`` is given) no noise is injected; with ``"mean"`` the chain is the average of ``n_mean_chains`` noisy
-        chains drawn with fixed noise, so its last point is their mean action.
+        ``x0`` is given) no noise is injected; with ``"mean"`` (``"median"``) the chain is the average (per-coordinate
+        median) of ``n_mean_chains`` noisy chains drawn with fixed noise, so its last point is their mean (median)
+        action.
 
         :param obs: shape (batch, obs_dim)
         :param deterministic: deterministic actions
@@ -452,8 +470,8 @@ class FlowChain(nn.Module):
         noise: th.Tensor | None,
     ) -> ChainSample:
         """:meth:`sample`, eager (see there)."""
-        if deterministic and x0 is None and self.deterministic_mode == "mean":
-            chains = self._mean_chains(obs)
+        if deterministic and x0 is None and self.deterministic_mode in CHAIN_SUMMARY_MODES:
+            chains = self._summary_chains(obs)
             return ChainSample(chains, self.evaluate(obs, chains).log_prob)
         if x0 is None:
             x0 = noise[:, 0] if noise is not None else self.initial_noise(obs.shape[0], deterministic, generator)
@@ -477,7 +495,7 @@ class FlowChain(nn.Module):
 
     def act(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
         """
-        Final actions only (what ``predict`` needs), without the log-probability of ``deterministic_mode="mean"``.
+        Final actions only (what ``predict`` needs), without the log-probability of the summarised chain.
 
         :param obs: shape (batch, obs_dim)
         :param deterministic: deterministic actions, as defined by ``deterministic_mode``
@@ -487,30 +505,33 @@ class FlowChain(nn.Module):
 
     def _act(self, obs: th.Tensor, deterministic: bool) -> th.Tensor:
         """:meth:`act`, eager."""
-        if deterministic and self.deterministic_mode == "mean":
-            return self._mean_chains(obs)[:, -1]
+        if deterministic and self.deterministic_mode in CHAIN_SUMMARY_MODES:
+            return self._summary_chains(obs)[:, -1]
         return self._sample(obs, deterministic, None, None, None).chains[:, -1]
 
-    def _mean_chains(self, obs: th.Tensor) -> th.Tensor:
+    def _summary_chains(self, obs: th.Tensor, mode: str | None = None) -> th.Tensor:
         """
-        The average of ``n_mean_chains`` noisy chains per observation, all run in one batch. Their noise is drawn once
-        per call from a generator seeded with ``mean_seed`` and shared by all observations (common random numbers), so
-        an observation's action depends neither on the call nor on the other observations in the batch.
+        The average (``deterministic_mode="mean"``) or per-coordinate median (``"median"``, :func:`chain_median`) of
+        ``n_mean_chains`` noisy chains per observation, all run in one batch. Their noise is drawn once per call from a
+        generator seeded with ``mean_seed`` and shared by all observations (common random numbers), so an
+        observation's action depends neither on the call nor on the other observations in the batch.
 
         :param obs: shape (batch, obs_dim)
-        :return: the averaged chains, shape (batch, K + 1, action_dim); the last point is the mean action
+        :param mode: ``"mean"`` or ``"median"`` (None: ``deterministic_mode``)
+        :return: the summarised chains, shape (batch, K + 1, action_dim); the last point is the deterministic action
         """
         n_chains, batch = self.n_mean_chains, obs.shape[0]
         shared = self.mean_noise(obs.device)
         chains = self._sample(obs.repeat_interleave(n_chains, dim=0), False, None, None, shared.repeat(batch, 1, 1)).chains
-        return chains.reshape(batch, n_chains, *chains.shape[1:]).mean(dim=1)
+        chains = chains.reshape(batch, n_chains, *chains.shape[1:])
+        return chain_median(chains) if (mode or self.deterministic_mode) == "median" else chains.mean(dim=1)
 
     @th.compiler.disable
     def mean_noise(self, device: th.device | str = "cpu") -> th.Tensor:
         """
-        The fixed standard normal draws of ``deterministic_mode="mean"``: drawn on the CPU from a generator seeded
-        with ``mean_seed`` (so they are the same on every device), cached per (``n_mean_chains``, ``mean_seed``,
-        device).
+        The fixed standard normal draws of ``deterministic_mode="mean"`` and ``"median"``: drawn on the CPU from a
+        generator seeded with ``mean_seed`` (so they are the same on every device), cached per (``n_mean_chains``,
+        ``mean_seed``, device).
 
         :param device: where the draws are needed
         :return: shape (n_mean_chains, K + 1, action_dim)

@@ -132,9 +132,9 @@ class ReinFlowPolicy(ActorCriticPolicy):
     ``unscale_action`` turns it into the env action (its last point, mapped from [-1, 1] to the action bounds).
     ``predict`` returns env actions. Deterministic actions are, by default, the expected action of the noisy chain that
     PPO trains (``deterministic_mode="mean"``: the mean of ``n_mean_chains`` chains drawn with fixed noise, so the
-    same observation gives the same action); ``"zero"`` and ``"random"`` run the chain with no injected noise from
-    x_0 = 0 or from x_0 ~ N(0, I) (the official ReinFlow evaluation). See docs/finetuning.md for why the default is
-    the mean.
+    same observation gives the same action); ``"median"`` takes the per-coordinate median of the same chains;
+    ``"zero"`` and ``"random"`` run the chain with no injected noise from x_0 = 0 or from x_0 ~ N(0, I) (the official
+    ReinFlow evaluation). See docs/finetuning.md for how the modes compare.
 
     Action chunks: an action space of shape (horizon, action_dim) (see ``ActionChunkWrapper``) makes the
     policy predict a chunk of ``horizon`` actions per step.
@@ -167,10 +167,11 @@ class ReinFlowPolicy(ActorCriticPolicy):
     :param normalize_log_prob: divide the chain log-probability by (number of factors) * chunk size
     :param log_prob_bounds: clamp of the (normalised) log-probability (None: no clamp)
     :param deterministic_mode: what ``deterministic=True`` means: ``"mean"`` (default; the expected action of the
-        noisy chain, from ``n_mean_chains`` chains with fixed noise), ``"zero"`` (noise-free chain from x_0 = 0) or
+        noisy chain, from ``n_mean_chains`` chains with fixed noise), ``"median"`` (the per-coordinate median of the
+        same chains), ``"zero"`` (noise-free chain from x_0 = 0) or
         ``"random"`` (noise-free chain from x_0 ~ N(0, I): the official ReinFlow evaluation, which reproduces the
         spread of the demonstrations a pretrained policy was cloned from)
-    :param n_mean_chains: number of noisy chains averaged by ``deterministic_mode="mean"``
+    :param n_mean_chains: number of noisy chains summarised by ``deterministic_mode="mean"`` or ``"median"``
     :param deterministic_x0: deprecated alias of ``deterministic_mode`` (older models saved it)
     :param check_finite_obs: raise an error when an observation holds NaN or inf (at ``predict`` and in rollouts);
         False skips the check, for speed

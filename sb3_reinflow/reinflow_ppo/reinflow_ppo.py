@@ -527,7 +527,7 @@ class ReinFlowPPO(PPO):
         actor = self.policy.actor
         x0 = th.zeros(norm_obs.shape[0], actor.action_dim, device=norm_obs.device)
         noise_free = actor.sample(norm_obs, deterministic=True, x0=x0).chains[:, -1]
-        mean_action = actor._mean_chains(norm_obs)[:, -1]
+        mean_action = actor._summary_chains(norm_obs, "mean")[:, -1]
         return (noise_free - mean_action).pow(2).mean().sqrt().item()
 
     def _sample_rollout(self, n_samples: int) -> tuple[th.Tensor, th.Tensor]:
