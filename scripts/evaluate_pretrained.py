@@ -14,11 +14,16 @@ Example:
     # the kitchen policy under all four protocols, 20 episodes on 5 envs
     python scripts/evaluate_pretrained.py --checkpoint FrankaKitchen-v1_shortcut --env sb3_reinflow/Kitchen-complete-v0 \
         --n-flow-steps 4 1 --protocols mean zero random stochastic --n-episodes 20 --n-envs 5 --seed 1000
+    # a fine-tuned model or zoo checkpoint (its noise bounds as trained); give its own K
+    python scripts/evaluate_pretrained.py --checkpoint logs/reinflow_ppo/Hopper-v4_1/rl_model_100000_steps.zip \
+        --env Hopper-v4 --n-flow-steps 1 --protocols mean median zero random stochastic --n-envs 5 --seed 777
 """
 
 import argparse
 import itertools
 import json
+import warnings
+from pathlib import Path
 
 import gymnasium as gym
 import torch as th
@@ -46,7 +51,7 @@ def _chunked(env: gym.Env, horizon: int) -> gym.Env:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="zip path or shipped name, e.g. Hopper-v4_reflow")
+    parser.add_argument("--checkpoint", required=True, help="policy file, model zip (a zoo checkpoint) or shipped name")
     parser.add_argument("--env", required=True)
     parser.add_argument("--data", default=None, help="dataset folder, to print the demonstrations' mean return")
     parser.add_argument("--n-flow-steps", type=int, nargs="+", default=[4])
@@ -68,7 +73,10 @@ def main() -> None:
         dataset, stats = load_reinflow_dataset(args.data)
         data_return = float(episode_returns(unnormalized(dataset, stats)).mean())
     path = resolve_pretrained(args.checkpoint)
-    base = ReinFlowPolicy.load(path, device="cpu")
+    with warnings.catch_warnings():
+        if Path(path).suffix == ".zip":  # a fine-tuned model: reading its policy is what this script is for
+            warnings.simplefilter("ignore", DeprecationWarning)
+        base = ReinFlowPolicy.load(path, device="cpu")
     print("| checkpoint | data mean return | K | time grid | protocol | return (mean +- std) | % of data |")
     print("|---|---|---|---|---|---|---|")
     for n_flow_steps, grid, protocol in itertools.product(args.n_flow_steps, args.time_grids, protocols):
