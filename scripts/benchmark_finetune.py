@@ -4,6 +4,7 @@ code path users run) for several seeds and writes, for every evaluation, the ret
 to a CSV file (one row per evaluation and protocol):
 
 - ``mean``: the package's default deterministic mode, the expected action of the noisy chain;
+- ``median``: the per-coordinate median of the same noisy chains (runs from commit 73a954c on);
 - ``zero``: the noise-free chain from x_0 = 0;
 - ``random``: the noise-free chain from x_0 ~ N(0, I) (ReinFlow's own evaluation protocol);
 - ``stochastic``: the noisy chain that PPO trains.

@@ -11,19 +11,17 @@ that distribution; ``mean`` is the package's default deterministic mode (the exp
 Example:
     python scripts/evaluate_pretrained.py --checkpoint Hopper-v4_reflow --env Hopper-v4 --data data/Hopper-v4-medium \
         --n-flow-steps 4 1 --time-grids euler reinflow_linspace --protocols random zero --n-episodes 10
-    # the kitchen policy under all four protocols, 20 episodes on 5 envs
+    # the kitchen policy under four protocols, 20 episodes on 5 envs
     python scripts/evaluate_pretrained.py --checkpoint FrankaKitchen-v1_shortcut --env sb3_reinflow/Kitchen-complete-v0 \
         --n-flow-steps 4 1 --protocols mean zero random stochastic --n-episodes 20 --n-envs 5 --seed 1000
-    # a fine-tuned model or zoo checkpoint (its noise bounds as trained); give its own K
+    # a fine-tuned model or zoo checkpoint, at its own K and with its noise bounds as trained
     python scripts/evaluate_pretrained.py --checkpoint logs/reinflow_ppo/Hopper-v4_1/rl_model_100000_steps.zip \
-        --env Hopper-v4 --n-flow-steps 1 --protocols mean median zero random stochastic --n-envs 5 --seed 777
+        --env Hopper-v4 --protocols mean median zero random stochastic --n-envs 5 --seed 777
 """
 
 import argparse
 import itertools
 import json
-import warnings
-from pathlib import Path
 
 import gymnasium as gym
 import torch as th
@@ -54,7 +52,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="policy file, model zip (a zoo checkpoint) or shipped name")
     parser.add_argument("--env", required=True)
     parser.add_argument("--data", default=None, help="dataset folder, to print the demonstrations' mean return")
-    parser.add_argument("--n-flow-steps", type=int, nargs="+", default=[4])
+    parser.add_argument("--n-flow-steps", type=int, nargs="+", default=None, help="K values (default: the checkpoint's)")
     parser.add_argument("--time-grids", nargs="+", default=["euler"], choices=["euler", "reinflow_linspace"])
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--protocols", nargs="+", default=["random"], choices=list(PROTOCOLS), help="see above")
@@ -73,13 +71,11 @@ def main() -> None:
         dataset, stats = load_reinflow_dataset(args.data)
         data_return = float(episode_returns(unnormalized(dataset, stats)).mean())
     path = resolve_pretrained(args.checkpoint)
-    with warnings.catch_warnings():
-        if Path(path).suffix == ".zip":  # a fine-tuned model: reading its policy is what this script is for
-            warnings.simplefilter("ignore", DeprecationWarning)
-        base = ReinFlowPolicy.load(path, device="cpu")
+    base = ReinFlowPolicy.load(path, device="cpu")
+    n_flow_steps_values = args.n_flow_steps or [base.actor.n_flow_steps]
     print("| checkpoint | data mean return | K | time grid | protocol | return (mean +- std) | % of data |")
     print("|---|---|---|---|---|---|---|")
-    for n_flow_steps, grid, protocol in itertools.product(args.n_flow_steps, args.time_grids, protocols):
+    for n_flow_steps, grid, protocol in itertools.product(n_flow_steps_values, args.time_grids, protocols):
         deterministic = protocol != "stochastic"
         overrides = {**args.policy_kwargs, "n_flow_steps": n_flow_steps, "time_grid": grid}
         if deterministic:

@@ -54,6 +54,7 @@ def paper_points(env: str, config: str) -> list[tuple[float, float]]:
 MILESTONES = (0, 500_000, 1_000_000, 2_000_000)
 PROTOCOL_LABELS = {
     "mean": "mean of noisy chains (deployed)",
+    "median": "median of noisy chains",
     "zero": "noise-free, x_0 = 0",
     "random": "noise-free, random x_0 (paper)",
     "stochastic": "stochastic (trained)",
@@ -135,22 +136,29 @@ def ratio_shortfalls(
     :param seed_data: one run's CSV rows
     :param deployed: the deployed protocol's name
     :param target: the ratio the issue asks for
-    :param n_episodes: episodes per evaluation and protocol (every run here used 10)
+    :param n_episodes: episodes per evaluation and protocol (every run here used 10); the CSV's stds are numpy's
+        population stds (ddof=0)
     :param alpha: test level
     :param after: first env step counted
     :return: (evaluations significantly below the target ratio, evaluations compared)
     """
     late = seed_data[seed_data["env_steps"] >= after]
     means = late.pivot_table(index="env_steps", columns="protocol", values="mean_return")
-    stds = late.pivot_table(index="env_steps", columns="protocol", values="std_return")
     if deployed not in means or "stochastic" not in means:
         return 0, 0
-    gap = means[deployed] - target * means["stochastic"]
-    var_d, var_s = stds[deployed] ** 2 / n_episodes, (target * stds["stochastic"]) ** 2 / n_episodes
-    se = np.sqrt(var_d + var_s).clip(lower=1e-9)
-    dof = (var_d + var_s) ** 2 / (var_d**2 / (n_episodes - 1) + var_s**2 / (n_episodes - 1)).clip(lower=1e-18)
-    p_values = stats.t.cdf((gap / se).to_numpy(), dof.to_numpy())
-    return int((p_values < alpha).sum()), int(gap.notna().sum())
+    stds = late.pivot_table(index="env_steps", columns="protocol", values="std_return", dropna=False)
+    stds = stds.reindex(index=means.index, columns=means.columns)
+    gap = (means[deployed] - target * means["stochastic"]).to_numpy()
+    # the CSV's std is numpy's (ddof=0): the variance of a mean of n episodes is std^2 / (n - 1)
+    var_d = stds[deployed].to_numpy() ** 2 / (n_episodes - 1)
+    var_s = (target * stds["stochastic"].to_numpy()) ** 2 / (n_episodes - 1)
+    se = np.sqrt(var_d + var_s)
+    compared = ~np.isnan(gap) & ~np.isnan(se)
+    below = compared & (se == 0) & (gap < 0)  # two noise-free evaluations: the gap itself decides
+    noisy = compared & (se > 0)
+    dof = (var_d + var_s)[noisy] ** 2 / ((var_d[noisy] ** 2 + var_s[noisy] ** 2) / (n_episodes - 1))
+    below[noisy] = stats.t.cdf(gap[noisy] / se[noisy], dof) < alpha
+    return int(below.sum()), int(compared.sum())
 
 
 def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:

@@ -20,10 +20,10 @@ def test_every_protocol_is_evaluated_and_saved(tmp_path):
     assert str(data["deterministic_mode"]) == "mean"
     assert "results_mean" not in data  # the deployed mode is SB3's own "results"
     assert data["results"].shape == (2, 1)
-    for name in ("zero", "random", "stochastic"):
+    for name in ("median", "zero", "random", "stochastic"):
         assert data[f"results_{name}"].shape == (2, 1)
     # Pendulum episodes differ between protocols (different actions), and the policy's mode is restored
-    assert len({float(data[f"results_{name}"][0, 0]) for name in ("zero", "random", "stochastic")}) == 3
+    assert len({float(data[f"results_{name}"][0, 0]) for name in ("median", "zero", "random", "stochastic")}) == 4
     assert model.policy.deterministic_mode == "mean"
 
 

@@ -48,7 +48,7 @@ def test_sampling_with_given_noise_matches_eager(models):
     th.testing.assert_close(got.log_prob, expected.log_prob, atol=ATOL, rtol=0)
 
 
-@pytest.mark.parametrize("mode", ["mean", "zero"])
+@pytest.mark.parametrize("mode", ["mean", "median", "zero"])
 def test_deterministic_actions_match_eager(models, mode):
     eager, compiled = models
     eager.policy.deterministic_mode = compiled.policy.deterministic_mode = mode

@@ -72,11 +72,17 @@ def _two_protocols(deployed: tuple[float, float], stochastic: tuple[float, float
 
 def test_ratio_shortfall_counts_only_gaps_beyond_evaluation_noise():
     curves = load_script("plot_learning_curves")
-    # far below 0.95 with tight evaluations: t = (2000 - 2850) / sqrt((100^2 + 95^2) / 10) = -19.5
+    # far below 0.95 with tight evaluations: t = (2000 - 2850) / sqrt((100^2 + 95^2) / 9) = -18.5 (numpy stds, ddof=0)
     assert curves.ratio_shortfalls(_two_protocols((2000, 100), (3000, 100)), "mean") == (1, 1)
-    # the Shortcut K=1 evaluation at 0.7M (ratio 0.82, spreads 705 and 832): t = -1.04, p = 0.16, within noise
+    # the Shortcut K=1 evaluation at 0.7M (ratio 0.82, spreads 705 and 832): t = -0.99, p = 0.17, within noise
     assert curves.ratio_shortfalls(_two_protocols((2281, 705), (2769, 832)), "mean") == (0, 1)
     # above 0.95 x stochastic: never a shortfall, however tight
     assert curves.ratio_shortfalls(_two_protocols((2900, 1), (3000, 1)), "mean") == (0, 1)
     # with 100 episodes the same 0.82 gap is significant
     assert curves.ratio_shortfalls(_two_protocols((2281, 705), (2769, 832)), "mean", n_episodes=100) == (1, 1)
+    # two evaluations without spread (e.g. whole-number kitchen returns): the gap itself decides
+    assert curves.ratio_shortfalls(_two_protocols((2, 0), (4, 0)), "mean") == (1, 1)
+    assert curves.ratio_shortfalls(_two_protocols((4, 0), (4, 0)), "mean") == (0, 1)
+    # no stochastic evaluation (a Gaussian PPO baseline): nothing compared
+    no_stochastic = _two_protocols((2, 0), (4, 0))
+    assert curves.ratio_shortfalls(no_stochastic[no_stochastic.protocol != "stochastic"], "mean") == (0, 0)

@@ -457,6 +457,9 @@ class FlowChain(nn.Module):
             ``noise[:, 0]`` is x_0 and ``noise[:, k + 1]`` scales the std of transition k (before truncation)
         :return: the chains and their log-probability
         """
+        if deterministic and x0 is None and self.deterministic_mode in CHAIN_SUMMARY_MODES:
+            chains = self._summary_chains(obs)
+            return ChainSample(chains, self.evaluate(obs, chains).log_prob)
         if generator is not None:  # torch.compile cannot trace a generator: run it eagerly
             return self._sample(obs, deterministic, x0, generator, noise)
         return self._maybe_compiled(self._sample)(obs, deterministic, x0, None, noise)
@@ -501,12 +504,12 @@ class FlowChain(nn.Module):
         :param deterministic: deterministic actions, as defined by ``deterministic_mode``
         :return: x_K, shape (batch, action_dim)
         """
+        if deterministic and self.deterministic_mode in CHAIN_SUMMARY_MODES:
+            return self._summary_chains(obs)[:, -1]
         return self._maybe_compiled(self._act)(obs, deterministic)
 
     def _act(self, obs: th.Tensor, deterministic: bool) -> th.Tensor:
-        """:meth:`act`, eager."""
-        if deterministic and self.deterministic_mode in CHAIN_SUMMARY_MODES:
-            return self._summary_chains(obs)[:, -1]
+        """:meth:`act` for the single-chain modes, eager."""
         return self._sample(obs, deterministic, None, None, None).chains[:, -1]
 
     def _summary_chains(self, obs: th.Tensor, mode: str | None = None) -> th.Tensor:
@@ -520,11 +523,21 @@ class FlowChain(nn.Module):
         :param mode: ``"mean"`` or ``"median"`` (None: ``deterministic_mode``)
         :return: the summarised chains, shape (batch, K + 1, action_dim); the last point is the deterministic action
         """
+        chains = self._maybe_compiled(self._fixed_noise_chains)(obs)
+        return chain_median(chains) if (mode or self.deterministic_mode) == "median" else chains.mean(dim=1)
+
+    def _fixed_noise_chains(self, obs: th.Tensor) -> th.Tensor:
+        """
+        :param obs: shape (batch, obs_dim)
+        :return: ``n_mean_chains`` noisy chains per observation, run with the shared fixed noise of
+            :meth:`mean_noise`, shape (batch, n_mean_chains, K + 1, action_dim) (the mode-independent part of
+            :meth:`_summary_chains`, compiled on its own so that switching between ``"mean"`` and ``"median"`` does
+            not recompile)
+        """
         n_chains, batch = self.n_mean_chains, obs.shape[0]
         shared = self.mean_noise(obs.device)
         chains = self._sample(obs.repeat_interleave(n_chains, dim=0), False, None, None, shared.repeat(batch, 1, 1)).chains
-        chains = chains.reshape(batch, n_chains, *chains.shape[1:])
-        return chain_median(chains) if (mode or self.deterministic_mode) == "median" else chains.mean(dim=1)
+        return chains.reshape(batch, n_chains, *chains.shape[1:])
 
     @th.compiler.disable
     def mean_noise(self, device: th.device | str = "cpu") -> th.Tensor:

@@ -84,7 +84,8 @@ def _with_protocol_evaluation(create_callbacks: Any) -> Any:
     """
     For ``reinflow_ppo``, replace rl_zoo3's ``EvalCallback`` by a :class:`ProtocolEvalCallback` with the same settings:
     ``eval/mean_reward`` and ``best_model.zip`` still follow the policy's deterministic mode, and the other
-    evaluation protocols (noise-free chain from x_0 = 0 and from random x_0, the stochastic chain) are logged beside it.
+    evaluation protocols (the mean and the median of the noisy chains, the noise-free chain from x_0 = 0 and from random
+    x_0, the stochastic chain) are logged beside it.
     """
 
     @functools.wraps(create_callbacks)
