@@ -178,11 +178,27 @@ def curve_rows(run_dir: Path, args: argparse.Namespace, seed: int) -> list[dict]
     return rows
 
 
+RUN_KEY = ["env", "config", "seed"]
+
+
 def append_rows(output: Path, rows: list[dict]) -> None:
-    """Add rows to the CSV (created if missing), replacing the file atomically."""
+    """
+    Add one run's rows to the CSV (created if missing), replacing the file atomically.
+
+    Rows already in the file for the same env, config and seed are replaced, so recording a run twice
+    (for example with ``--from-run`` after the run itself wrote its rows) never duplicates evaluations.
+
+    :param output: the CSV file
+    :param rows: the run's rows, as made by ``curve_rows``
+    """
     table = pd.DataFrame(rows, columns=FIELDS)
     if output.exists():
-        table = pd.concat([pd.read_csv(output), table], ignore_index=True)
+        old = pd.read_csv(output)
+        keys = set(table[RUN_KEY].astype(str).itertuples(index=False, name=None))
+        same_run = old[RUN_KEY].astype(str).apply(tuple, axis=1).isin(keys)
+        if same_run.any():
+            print(f"{output}: replacing {int(same_run.sum())} earlier rows of the same run", flush=True)
+        table = pd.concat([old[~same_run], table], ignore_index=True)
     with atomic_write(output) as handle:
         handle.write(table.to_csv(index=False).encode())
 

@@ -86,3 +86,10 @@ def test_ratio_shortfall_counts_only_gaps_beyond_evaluation_noise():
     # no stochastic evaluation (a Gaussian PPO baseline): nothing compared
     no_stochastic = _two_protocols((2, 0), (4, 0))
     assert curves.ratio_shortfalls(no_stochastic[no_stochastic.protocol != "stochastic"], "mean") == (0, 0)
+
+
+def test_committed_runs_have_one_row_per_evaluation():
+    for path in sorted((ROOT / "docs" / "results" / "runs").glob("*.csv")):
+        table = pd.read_csv(path)
+        repeated = table.duplicated(["env", "config", "seed", "timesteps", "protocol"])
+        assert not repeated.any(), f"{path.name}: {int(repeated.sum())} evaluations recorded twice"
