@@ -36,6 +36,8 @@ EXPERIMENTS = {
     "reflow_K4_consistency1": "remedy experiment, tuning seed",
     "reflow_K4_consistency0.1": "remedy experiment, tuning seed",
     "reflow_K4_ent0": "remedy experiment, tuning seed, 1M env steps",
+    "reflow_K4_ent0_bc0.1": "remedy experiment, tuning seed, 1M env steps",
+    "reflow_K4_ent0_epochs1": "remedy experiment, tuning seed, 1M env steps",
 }
 # Kitchen diagnostics runs: in the kitchen table only
 KITCHEN_RUNS = {
