@@ -32,6 +32,8 @@ from plot_learning_curves import final_return, interquartile_mean, ratio_shortfa
 # ReinFlow's published fine-tuned returns (3-seed means at about 80M env steps; docs/finetuning.md cites them).
 PAPER_FINAL = {"Hopper": 3205, "Walker2d": 4109, "Ant": 4009}
 BASELINE_CONFIGS = ("ppo_scratch",)
+# The matrix's budget: a run whose last evaluation is earlier is marked as stopped in the seeds column
+FULL_RUN_ENV_STEPS = 2_000_000
 
 
 class MatrixRow(NamedTuple):
@@ -40,7 +42,7 @@ class MatrixRow(NamedTuple):
 
     :param env: env id
     :param config: configuration label
-    :param seeds: the seeds, tuning seeds marked with ``*``
+    :param seeds: the seeds, tuning seeds marked with ``*``, runs stopped before the budget with their last env step
     :param start: deployed return of the pretrained policy, mean over seeds (NaN for a from-scratch baseline)
     :param final_mean: deployed final return, mean over seeds
     :param final_min: smallest deployed final return over seeds
@@ -77,6 +79,20 @@ def low_after(group: pd.DataFrame, threshold: float = 3000) -> float:
     return float(group["mean_return"].iloc[passed[0] :].min()) if len(passed) else float("nan")
 
 
+def seed_label(seed: int, seed_data: pd.DataFrame, tuning_seeds: set[int]) -> str:
+    """
+    A seed as the seeds column writes it: ``101*`` for a tuning seed, ``202 (to 0.65M)`` for a run whose last
+    evaluation is short of :data:`FULL_RUN_ENV_STEPS` by more than 2.5% (stopped, or a shorter budget).
+
+    :param seed: the seed
+    :param seed_data: that run's rows
+    :param tuning_seeds: seeds used while tuning
+    """
+    label = f"{seed}*" if seed in tuning_seeds else str(seed)
+    last = int(seed_data["env_steps"].max())
+    return label if last >= 0.975 * FULL_RUN_ENV_STEPS else f"{label} (to {last / 1e6:.2g}M)"
+
+
 def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
     """:param data: the rows of one env and configuration"""
     finals, starts, paper_finals, lows, ratios, walls, above, below, compared = [], [], [], [], [], [], 0, 0, 0
@@ -94,13 +110,13 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
         run_below, run_compared = ratio_shortfalls(seed_data, protocol)
         below, compared = below + run_below, compared + run_compared
         walls.append(seed_data["wall_clock_s"].max() / 60)
-    seeds = sorted(data["seed"].unique())
+    labels = [seed_label(int(seed), seed_data, tuning_seeds) for seed, seed_data in data.groupby("seed")]
     finals_array = np.array(finals)
     nan3 = (float("nan"),) * 3
     return MatrixRow(
         env=str(data["env"].iloc[0]),
         config=str(data["config"].iloc[0]),
-        seeds=" ".join(f"{seed}*" if seed in tuning_seeds else str(seed) for seed in seeds),
+        seeds=" ".join(labels),
         start=float(np.nanmean(starts)) if not np.all(np.isnan(starts)) else float("nan"),
         final_mean=float(finals_array.mean()),
         final_min=float(finals_array.min()),
@@ -123,7 +139,8 @@ def fmt(value: float, digits: int | None = None) -> str:
 
 def print_table(rows: list[MatrixRow]) -> None:
     print(
-        "| env | config | seeds (* tuning) | start | final, mean | final, min seed | final, paper protocol | "
+        "| env | config | seeds (* tuning; to xM: ended before 2M) | start | final, mean | final, min seed | "
+        "final, paper protocol | "
         "IQM [95% CI] | worst deployed/stochastic after 0.5M | below 0.95 beyond noise | lowest after passing 3000 | "
         "seeds above start | min per run |"
     )

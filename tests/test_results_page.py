@@ -93,3 +93,13 @@ def test_committed_runs_have_one_row_per_evaluation():
         table = pd.read_csv(path)
         repeated = table.duplicated(["env", "config", "seed", "timesteps", "protocol"])
         assert not repeated.any(), f"{path.name}: {int(repeated.sum())} evaluations recorded twice"
+
+
+def test_seeds_column_marks_tuning_seeds_and_runs_short_of_the_budget():
+    matrix = load_script("results_matrix")
+    full = pd.DataFrame({"env_steps": [0, 1_000_000, 1_996_800]})
+    stopped = pd.DataFrame({"env_steps": [0, 50_000, 650_000]})
+    assert matrix.seed_label(201, full, tuning_seeds=set()) == "201"
+    assert matrix.seed_label(101, full, tuning_seeds={101}) == "101*"
+    assert matrix.seed_label(202, stopped, tuning_seeds=set()) == "202 (to 0.65M)"
+    assert matrix.seed_label(101, stopped, tuning_seeds={101}) == "101* (to 0.65M)"
