@@ -34,7 +34,7 @@ class Config(NamedTuple):
     :param zoo_args: extra ``rl_zoo3.train`` arguments (after the registry's)
     :param algo: ``reinflow_ppo``, or ``ppo`` for SB3 PPO from scratch with rl_zoo3's own hyperparameters
     :param n_timesteps: zoo timesteps (ReinFlow: Ta=4 action chunks, so 500,000 is about 2M env steps; PPO: env steps)
-    :param eval_freq: zoo timesteps between evaluations (50k env steps)
+    :param eval_freq: zoo timesteps between evaluations (50k env steps); a checkpoint is saved every second one
     """
 
     zoo_args: tuple[str, ...] = ()
@@ -116,6 +116,8 @@ def make_run(env: str, config: str, seed: int, runs_folder: Path) -> Run:
         "--",
         *zoo_args,
         *("--tensorboard-log", f"logs/tb/{name}"),
+        # a checkpoint every second evaluation (100k env steps), so that a run can be re-evaluated offline
+        *("--save-freq", str(2 * spec.eval_freq)),
     ]
     return Run(name, csv, command)
 

@@ -36,6 +36,14 @@ def test_commands_carry_the_configuration_and_the_seed(matrix, tmp_path):
     assert ppo[ppo.index("--algo") + 1] == "ppo" and ppo[ppo.index("--n-timesteps") + 1] == "2000000"
 
 
+def test_runs_save_a_checkpoint_every_100k_env_steps(matrix, tmp_path):
+    # reinflow_ppo counts Ta=4 action chunks, PPO env steps: both save every 100,000 env steps
+    for config, save_freq in (("reflow_K4", "25000"), ("ppo_scratch", "100000")):
+        command = matrix.make_run("Ant-v4", config, 201, tmp_path).command
+        zoo_args = command[command.index("--") + 1 :]
+        assert zoo_args[zoo_args.index("--save-freq") + 1] == save_freq
+
+
 def test_paper_hyperparameters_use_each_envs_learning_rates(matrix, tmp_path):
     walker = matrix.make_run("Walker2d-v4", "paper_hparams", 201, tmp_path).command
     hopper = matrix.make_run("Hopper-v4", "paper_hparams", 201, tmp_path).command
