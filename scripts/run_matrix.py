@@ -76,8 +76,8 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("HalfCheetah-v4", "reflow_K4"): HELD_OUT_SEEDS[:3],
     ("Ant-v4", "reflow_K4"): HELD_OUT_SEEDS[:3],
     ("Hopper-v4", "ppo_scratch"): HELD_OUT_SEEDS[:3],
-    ("HalfCheetah-v4", "ppo_scratch"): HELD_OUT_SEEDS[:1],
-    ("Ant-v4", "ppo_scratch"): HELD_OUT_SEEDS[:1],
+    ("HalfCheetah-v4", "ppo_scratch"): HELD_OUT_SEEDS[:3],
+    ("Ant-v4", "ppo_scratch"): HELD_OUT_SEEDS[:3],
     ("Hopper-v4", "paper_hparams"): HELD_OUT_SEEDS[:1],
     ("Walker2d-v4", "paper_hparams"): HELD_OUT_SEEDS[:1],
 }
