@@ -160,3 +160,37 @@ def test_generic_velocity_net_uses_the_unsplit_default():
         evaluation = chain.evaluate(obs, sample.chains)
     th.testing.assert_close(sample.chains, expected_chains, atol=ATOL, rtol=0)
     th.testing.assert_close(evaluation.log_prob, expected_log_prob, atol=ATOL, rtol=0)
+
+
+def reference_noise_free_action(chain: FlowChain, obs: th.Tensor, x0: th.Tensor) -> th.Tensor:
+    """The noise-free chain from x0 with the per-row reference transition: x_{k+1} = mean_k, the last one clamped."""
+    x = x0
+    for k in range(chain.n_flow_steps):
+        x = chain.transition(x, chain.times[k].expand(obs.shape[0]), obs).mean
+    return x.clamp(-1.0, 1.0)
+
+
+@pytest.mark.parametrize("net_name", sorted(NETS))
+@pytest.mark.parametrize("n_flow_steps", [1, 4])
+def test_noise_free_act_matches_reference_and_skips_the_noise_net(net_name, n_flow_steps, monkeypatch):
+    """``act`` in mode "zero" (what ``predict`` runs) skips the noise net, whose std only feeds the log-probability,
+    and still gives the reference noise-free action; the mode "mean" still draws its noise (the noise net runs)."""
+    chain = make_chain(net_name, n_flow_steps)
+    chain.deterministic_mode = "zero"
+    obs = th.randn(BATCH, OBS_DIM)
+    calls = []
+    original = chain.noise_net.std_from_context
+    monkeypatch.setattr(chain.noise_net, "std_from_context", lambda context: calls.append(1) or original(context))
+    with th.no_grad():
+        action = chain.act(obs, deterministic=True)
+        assert calls == []
+        expected = reference_noise_free_action(chain, obs, th.zeros(BATCH, ACTION_DIM))
+        th.testing.assert_close(action, expected, atol=ATOL, rtol=0)
+        # the log-probability of the same noise-free chain is still computed by sample()
+        sampled = chain.sample(obs, deterministic=True)
+        assert len(calls) == n_flow_steps
+        th.testing.assert_close(sampled.chains[:, -1], action, atol=0, rtol=0)
+        chain.deterministic_mode = "mean"
+        calls.clear()
+        chain.act(obs, deterministic=True)
+        assert len(calls) == n_flow_steps

@@ -396,3 +396,18 @@ def test_consistency_loss_vanishes_without_injected_noise(flow_model):
     assert losses["silent"] < 1e-9 < 1e-3 < losses["noisy"]
     with pytest.raises(ValueError, match="consistency_coef"):
         ReinFlowPPO("MlpPolicy", "Pendulum-v1", consistency_coef=-1.0, policy_kwargs=TINY)
+
+
+def test_set_training_mode_reaches_every_module():
+    """The mode switch skips work only when nothing would change: a submodule left in the other mode is still set,
+    in both directions, and predict leaves every module in evaluation mode."""
+    policy = make_policy()
+    policy.set_training_mode(True)
+    policy.actor.noise_net.eval()
+    policy.set_training_mode(True)
+    assert all(module.training for module in policy.modules())
+    policy.predict(np.zeros(3, dtype=np.float32), deterministic=True)
+    assert not any(module.training for module in policy.modules())
+    policy.value_net.train()
+    policy.set_training_mode(False)
+    assert not any(module.training for module in policy.modules())

@@ -45,11 +45,12 @@ class Transition(NamedTuple):
     Gaussian transition of the chain.
 
     :param mean: shape (batch, action_dim)
-    :param std: shape (batch, action_dim)
+    :param std: shape (batch, action_dim); None where the noise net was skipped (a noise-free chain whose
+        log-probability is not needed)
     """
 
     mean: th.Tensor
-    std: th.Tensor
+    std: th.Tensor | None
 
 
 class ChainSample(NamedTuple):
@@ -407,19 +408,23 @@ class FlowChain(nn.Module):
         noise_time, noise_cond = self.noise_net.split_contexts(time.detach(), cond)
         return ChainContext(self.velocity_net.context(time, cond), noise_cond + noise_time.unsqueeze(1))
 
-    def _transition(self, x: th.Tensor, velocity_context: "th.Tensor | FlowEmbedding", noise_context: th.Tensor) -> Transition:
+    def _transition(
+        self, x: th.Tensor, velocity_context: "th.Tensor | FlowEmbedding", noise_context: th.Tensor | None
+    ) -> Transition:
         """
         The Gaussian transition from x_k: the single definition used by sampling and evaluation.
 
         :param x: x_k, shape (n, action_dim)
         :param velocity_context: the matching rows of ``ChainContext.velocity``, shape (n, hidden)
-        :param noise_context: the matching rows of ``ChainContext.noise``, shape (n, noise_hidden)
-        :return: mean and std of x_{k+1}
+        :param noise_context: the matching rows of ``ChainContext.noise``, shape (n, noise_hidden); None skips the
+            noise net (a noise-free chain whose log-probability is not needed)
+        :return: mean and std of x_{k+1} (std None without ``noise_context``)
         """
         mean = x + self.velocity_net.velocity_from_context(x, velocity_context) / self.n_flow_steps
         if self.denoised_clip_value is not None:
             mean = mean.clamp(-self.denoised_clip_value, self.denoised_clip_value)
-        return Transition(mean, self.noise_net.std_from_context(noise_context))
+        std = None if noise_context is None else self.noise_net.std_from_context(noise_context)
+        return Transition(mean, std)
 
     def initial_noise(self, batch_size: int, deterministic: bool = False, generator: th.Generator | None = None) -> th.Tensor:
         """
@@ -476,25 +481,45 @@ class FlowChain(nn.Module):
         if deterministic and x0 is None and self.deterministic_mode in CHAIN_SUMMARY_MODES:
             chains = self._summary_chains(obs)
             return ChainSample(chains, self.evaluate(obs, chains).log_prob)
+        chains, means, stds = self._run_chain(obs, deterministic, x0, generator, noise)
+        return ChainSample(chains, self._log_prob(chains, th.stack(means, dim=1), th.stack(stds, dim=1)))
+
+    def _run_chain(
+        self,
+        obs: th.Tensor,
+        deterministic: bool,
+        x0: th.Tensor | None,
+        generator: th.Generator | None,
+        noise: th.Tensor | None,
+        with_stds: bool = True,
+    ) -> tuple[th.Tensor, list[th.Tensor], list[th.Tensor]]:
+        """
+        The chain's points and its transitions (arguments as :meth:`_sample`).
+
+        :param with_stds: also return the transitions' stds (a noisy chain computes them anyway; a noise-free one
+            only for its log-probability)
+        :return: the chains, shape (batch, K + 1, action_dim), the K transition means, and the K stds (empty when
+            neither needed nor computed)
+        """
         if x0 is None:
             x0 = noise[:, 0] if noise is not None else self.initial_noise(obs.shape[0], deterministic, generator)
         x, chain, means, stds = x0, [x0], [], []
         context = self.context(obs)
+        need_stds = with_stds or not deterministic
         for k in range(self.n_flow_steps):
-            mean, std = self._transition(x, _rows(context.velocity, k), context.noise[k])
+            mean, std = self._transition(x, _rows(context.velocity, k), context.noise[k] if need_stds else None)
             if deterministic:
                 x = mean
             else:
                 eps = noise[:, k + 1] if noise is not None else _standard_normal(mean.shape, mean.device, generator)
-                x = self._add_noise(mean, std, eps)
+                x = self._add_noise(mean, std, eps)  # type: ignore[arg-type]  # noisy chains always have stds
             if k == self.n_flow_steps - 1:
                 x = x.clamp(-1.0, 1.0)
             chain.append(x)
             means.append(mean)
-            stds.append(std)
-        chains = th.stack(chain, dim=1)
-        log_prob = self._log_prob(chains, th.stack(means, dim=1), th.stack(stds, dim=1))
-        return ChainSample(chains, log_prob)
+            if std is not None:
+                stds.append(std)
+        return th.stack(chain, dim=1), means, stds
 
     def act(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
         """
@@ -510,7 +535,7 @@ class FlowChain(nn.Module):
 
     def _act(self, obs: th.Tensor, deterministic: bool) -> th.Tensor:
         """:meth:`act` for the single-chain modes, eager."""
-        return self._sample(obs, deterministic, None, None, None).chains[:, -1]
+        return self._run_chain(obs, deterministic, None, None, None, with_stds=False)[0][:, -1]
 
     def _summary_chains(self, obs: th.Tensor, mode: str | None = None) -> th.Tensor:
         """
@@ -536,7 +561,7 @@ class FlowChain(nn.Module):
         """
         n_chains, batch = self.n_mean_chains, obs.shape[0]
         shared = self.mean_noise(obs.device)
-        chains = self._sample(obs.repeat_interleave(n_chains, dim=0), False, None, None, shared.repeat(batch, 1, 1)).chains
+        chains = self._run_chain(obs.repeat_interleave(n_chains, dim=0), False, None, None, shared.repeat(batch, 1, 1))[0]
         return chains.reshape(batch, n_chains, *chains.shape[1:])
 
     @th.compiler.disable

@@ -14,7 +14,7 @@ Glossary (shared with :mod:`sb3_reinflow.common.flow`):
 
 import math
 from collections import OrderedDict
-from itertools import pairwise
+from itertools import islice, pairwise
 from typing import NamedTuple
 
 import torch as th
@@ -87,7 +87,7 @@ class MLP(nn.Module):
         :return: the rest of :meth:`forward`
         """
         hidden = self.moduleList[0].act_1(hidden)
-        for layer in self.moduleList[1:]:
+        for layer in islice(self.moduleList, 1, None):  # slicing a ModuleList builds a new module on every call
             hidden = layer(hidden)
         return hidden
 
@@ -150,7 +150,7 @@ class ResidualMLP(nn.Module):
         :param hidden: output of :attr:`first_linear`
         :return: the rest of :meth:`forward`
         """
-        for layer in self.layers[1:]:
+        for layer in islice(self.layers, 1, None):
             hidden = layer(hidden)
         return hidden
 
