@@ -3,7 +3,9 @@ Plot fine-tuning learning curves (CSV rows from scripts/benchmark_finetune.py, e
 ReinFlow's published points, and print Markdown tables: per seed, the return at 0, 0.5M, 1M and 2M env steps and the
 final return (mean of the last three evaluations) under the deployed mode, ReinFlow's protocol and the stochastic
 policy, the worst ratio deployed / stochastic from 0.5M env steps on, how many evaluations from then on were below
-0.95 x the stochastic return by more than evaluation noise (:func:`ratio_shortfalls`), and the wall-clock time; per
+0.95 x the stochastic return by more than evaluation noise (:func:`ratio_shortfalls`; in brackets, how many of them
+remain with Holm's correction for testing all of the run's evaluations, :func:`holm_rejections`), and the wall-clock
+time; per
 configuration, the interquartile mean of the final returns over seeds (rliable's IQM, the 25%-trimmed mean) with a percentile
 bootstrap 95% confidence interval, computed with scipy (rliable 1.2 itself does not run with pandas 3: its ``arch<8``
 pin breaks there, and arch 8 changed the keyword rliable passes).
@@ -120,6 +122,47 @@ def worst_ratio(seed_data: pd.DataFrame, deployed: str, after: float = 500_000) 
     return float((pivot[deployed] / pivot["stochastic"]).min())
 
 
+def shortfall_pvalues(
+    seed_data: pd.DataFrame,
+    deployed: str,
+    target: float = 0.95,
+    n_episodes: int = 10,
+    after: float = 500_000,
+) -> np.ndarray:
+    """
+    One-sided p-values, one per evaluation from ``after`` env steps on, of a Welch t-test of H0 "deployed mean >=
+    ``target`` x stochastic mean", from the two evaluations' means and standard deviations over ``n_episodes``
+    episodes each. Two evaluations without spread: p = 0 if the deployed mean is below ``target`` x the stochastic
+    one, else 1.
+
+    :param seed_data: one run's CSV rows
+    :param deployed: the deployed protocol's name
+    :param target: the ratio the issue asks for
+    :param n_episodes: episodes per evaluation and protocol (every run here used 10); the CSV's stds are numpy's
+        population stds (ddof=0)
+    :param after: first env step counted
+    :return: the p-values of the evaluations compared (empty when the run has no stochastic evaluation)
+    """
+    late = seed_data[seed_data["env_steps"] >= after]
+    means = late.pivot_table(index="env_steps", columns="protocol", values="mean_return")
+    if deployed not in means or "stochastic" not in means:
+        return np.empty(0)
+    stds = late.pivot_table(index="env_steps", columns="protocol", values="std_return", dropna=False)
+    stds = stds.reindex(index=means.index, columns=means.columns)
+    gap = (means[deployed] - target * means["stochastic"]).to_numpy()
+    # the CSV's std is numpy's (ddof=0): the variance of a mean of n episodes is std^2 / (n - 1)
+    var_d = stds[deployed].to_numpy() ** 2 / (n_episodes - 1)
+    var_s = (target * stds["stochastic"].to_numpy()) ** 2 / (n_episodes - 1)
+    se = np.sqrt(var_d + var_s)
+    compared = ~np.isnan(gap) & ~np.isnan(se)
+    gap, var_d, var_s, se = gap[compared], var_d[compared], var_s[compared], se[compared]
+    pvalues = np.where(gap < 0, 0.0, 1.0)  # two noise-free evaluations: the gap itself decides
+    noisy = se > 0
+    dof = (var_d + var_s)[noisy] ** 2 / ((var_d[noisy] ** 2 + var_s[noisy] ** 2) / (n_episodes - 1))
+    pvalues[noisy] = stats.t.cdf(gap[noisy] / se[noisy], dof)
+    return pvalues
+
+
 def ratio_shortfalls(
     seed_data: pd.DataFrame,
     deployed: str,
@@ -130,35 +173,29 @@ def ratio_shortfalls(
 ) -> tuple[int, int]:
     """
     Evaluations from ``after`` env steps on where the deployed return is below ``target`` x the stochastic return by
-    more than evaluation noise: a one-sided Welch t-test of H0 "deployed mean >= target x stochastic mean" from the
-    two evaluations' means and standard deviations over ``n_episodes`` episodes each, rejected at level ``alpha``.
+    more than evaluation noise: :func:`shortfall_pvalues` below ``alpha``, each evaluation tested on its own.
 
-    :param seed_data: one run's CSV rows
-    :param deployed: the deployed protocol's name
-    :param target: the ratio the issue asks for
-    :param n_episodes: episodes per evaluation and protocol (every run here used 10); the CSV's stds are numpy's
-        population stds (ddof=0)
-    :param alpha: test level
-    :param after: first env step counted
+    :param alpha: test level; other parameters as :func:`shortfall_pvalues`
     :return: (evaluations significantly below the target ratio, evaluations compared)
     """
-    late = seed_data[seed_data["env_steps"] >= after]
-    means = late.pivot_table(index="env_steps", columns="protocol", values="mean_return")
-    if deployed not in means or "stochastic" not in means:
-        return 0, 0
-    stds = late.pivot_table(index="env_steps", columns="protocol", values="std_return", dropna=False)
-    stds = stds.reindex(index=means.index, columns=means.columns)
-    gap = (means[deployed] - target * means["stochastic"]).to_numpy()
-    # the CSV's std is numpy's (ddof=0): the variance of a mean of n episodes is std^2 / (n - 1)
-    var_d = stds[deployed].to_numpy() ** 2 / (n_episodes - 1)
-    var_s = (target * stds["stochastic"].to_numpy()) ** 2 / (n_episodes - 1)
-    se = np.sqrt(var_d + var_s)
-    compared = ~np.isnan(gap) & ~np.isnan(se)
-    below = compared & (se == 0) & (gap < 0)  # two noise-free evaluations: the gap itself decides
-    noisy = compared & (se > 0)
-    dof = (var_d + var_s)[noisy] ** 2 / ((var_d[noisy] ** 2 + var_s[noisy] ** 2) / (n_episodes - 1))
-    below[noisy] = stats.t.cdf(gap[noisy] / se[noisy], dof) < alpha
-    return int(below.sum()), int(compared.sum())
+    pvalues = shortfall_pvalues(seed_data, deployed, target, n_episodes, after)
+    return int((pvalues < alpha).sum()), len(pvalues)
+
+
+def holm_rejections(pvalues: np.ndarray, alpha: float = 0.05) -> int:
+    """
+    Hypotheses rejected by Holm's step-down procedure, which keeps the chance of any false rejection among all
+    ``len(pvalues)`` tests at most ``alpha``: the i-th smallest p-value (from 0) is rejected while it is below
+    ``alpha / (m - i)``.
+
+    :param pvalues: one p-value per test
+    :param alpha: family-wise level
+    :return: the number of rejections
+    """
+    ordered = np.sort(np.asarray(pvalues, dtype=float))
+    thresholds = alpha / (len(ordered) - np.arange(len(ordered)))
+    passing = ordered < thresholds
+    return len(ordered) if passing.all() else int(np.argmin(passing))
 
 
 def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
@@ -173,8 +210,9 @@ def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
         use = "tuning" if seed in tuning_seeds else "held out"
         wall = seed_data["wall_clock_s"].max() / 60
         ratio = worst_ratio(seed_data, deployed)
-        below, compared = ratio_shortfalls(seed_data, deployed)
-        shortfalls = f"{below}/{compared}" if compared else "-"
+        pvalues = shortfall_pvalues(seed_data, deployed)
+        below, compared = int((pvalues < 0.05).sum()), len(pvalues)
+        shortfalls = f"{below}/{compared} (Holm: {holm_rejections(pvalues)})" if compared else "-"
         for protocol in dict.fromkeys((deployed, "median", "random", "zero", "stochastic")):
             group = seed_data[seed_data["protocol"] == protocol].sort_values("env_steps")
             if group.empty:

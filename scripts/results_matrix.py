@@ -8,7 +8,8 @@ three evaluations) as the mean over seeds and the smallest seed, the final under
 chain from random x_0), the interquartile mean of the deployed finals with a bootstrap 95% CI (as
 ``scripts/plot_learning_curves.py``), the worst ratio deployed / stochastic from 0.5M env steps on over all runs,
 how many of those evaluations were below 0.95 x the stochastic return by more than evaluation noise (one-sided
-Welch t-test at 5% on the two 10-episode evaluations; out of all compared),
+Welch t-test at 5% on the two 10-episode evaluations; out of all compared; in brackets, how many remain with Holm's
+correction over all evaluations of the row),
 the lowest deployed evaluation after a run first passed 3000 (Hopper), and the mean wall-clock per run.
 
 Example:
@@ -27,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from sb3_reinflow.common.save_util import atomic_write
-from plot_learning_curves import final_return, interquartile_mean, ratio_shortfalls, ret, worst_ratio
+from plot_learning_curves import final_return, holm_rejections, interquartile_mean, ret, shortfall_pvalues, worst_ratio
 
 # ReinFlow's published fine-tuned returns (3-seed means at about 80M env steps; docs/finetuning.md cites them).
 PAPER_FINAL = {"Hopper": 3205, "Walker2d": 4109, "Ant": 4009}
@@ -63,7 +64,7 @@ class MatrixRow(NamedTuple):
     paper_final_mean: float
     iqm: tuple[float, float, float]
     worst_ratio: float
-    shortfalls: tuple[int, int]
+    shortfalls: tuple[int, int, int]
     low_after_3000: float
     above_start: int
     wall_clock_min: float
@@ -95,7 +96,7 @@ def seed_label(seed: int, seed_data: pd.DataFrame, tuning_seeds: set[int]) -> st
 
 def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
     """:param data: the rows of one env and configuration"""
-    finals, starts, paper_finals, lows, ratios, walls, above, below, compared = [], [], [], [], [], [], 0, 0, 0
+    finals, starts, paper_finals, lows, ratios, walls, pvalues, above = [], [], [], [], [], [], [], 0
     for _, seed_data in data.groupby("seed"):
         deployed = deployed_rows(seed_data)
         protocol = str(deployed["protocol"].iloc[0])
@@ -105,10 +106,10 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
         above += int(len(start) > 0 and finals[-1] > starts[-1])
         random = seed_data[seed_data["protocol"] == "random"].sort_values("env_steps")
         paper_finals.append(final_return(random) if len(random) else float("nan"))
-        lows.append(low_after(deployed))
+        # the issue's "no evaluation below 2500 after first passing 3000" is a Hopper target
+        lows.append(low_after(deployed) if str(data["env"].iloc[0]).startswith("Hopper") else float("nan"))
         ratios.append(worst_ratio(seed_data, protocol))
-        run_below, run_compared = ratio_shortfalls(seed_data, protocol)
-        below, compared = below + run_below, compared + run_compared
+        pvalues.append(shortfall_pvalues(seed_data, protocol))
         walls.append(seed_data["wall_clock_s"].max() / 60)
     labels = [seed_label(int(seed), seed_data, tuning_seeds) for seed, seed_data in data.groupby("seed")]
     finals_array = np.array(finals)
@@ -123,11 +124,21 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
         paper_final_mean=float(np.nanmean(paper_finals)) if not np.all(np.isnan(paper_finals)) else float("nan"),
         iqm=interquartile_mean(finals_array) if len(finals_array) >= 2 else nan3,
         worst_ratio=float(np.nanmin(ratios)) if not np.all(np.isnan(ratios)) else float("nan"),
-        shortfalls=(below, compared),
+        shortfalls=shortfall_counts(np.concatenate(pvalues)),
         low_after_3000=float(np.nanmin(lows)) if not np.all(np.isnan(lows)) else float("nan"),
         above_start=above,
         wall_clock_min=float(np.mean(walls)),
     )
+
+
+def shortfall_counts(pvalues: np.ndarray, alpha: float = 0.05) -> tuple[int, int, int]:
+    """
+    :param pvalues: :func:`shortfall_pvalues` of all evaluations of a configuration's runs
+    :param alpha: level of each test, and family-wise level of Holm's correction over all of them
+    :return: (evaluations below 0.95 x stochastic beyond noise, each tested alone; evaluations compared; those that
+        remain with Holm's correction)
+    """
+    return int((pvalues < alpha).sum()), len(pvalues), holm_rejections(pvalues, alpha)
 
 
 def fmt(value: float, digits: int | None = None) -> str:
@@ -141,7 +152,7 @@ def print_table(rows: list[MatrixRow]) -> None:
     print(
         "| env | config | seeds (* tuning; to xM: ended before 2M) | start | final, mean | final, min seed | "
         "final, paper protocol | "
-        "IQM [95% CI] | worst deployed/stochastic after 0.5M | below 0.95 beyond noise | lowest after passing 3000 | "
+        "IQM [95% CI] | worst deployed/stochastic after 0.5M | below 0.95 beyond noise | lowest after passing 3000 (Hopper) | "
         "seeds above start | min per run |"
     )
     print("|---" * 13 + "|")
@@ -149,7 +160,7 @@ def print_table(rows: list[MatrixRow]) -> None:
         iqm = "-" if np.isnan(row.iqm[0]) else f"{ret(row.iqm[0])} [{ret(row.iqm[1])}, {ret(row.iqm[2])}]"
         n_seeds = len(row.seeds.split())
         above = "-" if np.isnan(row.start) else f"{row.above_start}/{n_seeds}"
-        below = "-" if row.shortfalls[1] == 0 else f"{row.shortfalls[0]}/{row.shortfalls[1]}"
+        below = "-" if row.shortfalls[1] == 0 else f"{row.shortfalls[0]}/{row.shortfalls[1]} (Holm: {row.shortfalls[2]})"
         print(
             f"| {row.env} | {row.config} | {row.seeds} | {fmt(row.start)} | {fmt(row.final_mean)} | {fmt(row.final_min)} | "
             f"{fmt(row.paper_final_mean)} | {iqm} | {fmt(row.worst_ratio, 2)} | {below} | {fmt(row.low_after_3000)} | "

@@ -6,6 +6,8 @@ import pytest
 from conftest import load_script
 
 pd = pytest.importorskip("pandas")
+np = pytest.importorskip("numpy")
+stats = pytest.importorskip("scipy.stats")
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = "env,config,seed,timesteps,env_steps,wall_clock_s,protocol,deployed,mean_return,std_return,success_rate"
@@ -86,6 +88,32 @@ def test_ratio_shortfall_counts_only_gaps_beyond_evaluation_noise():
     # no stochastic evaluation (a Gaussian PPO baseline): nothing compared
     no_stochastic = _two_protocols((2, 0), (4, 0))
     assert curves.ratio_shortfalls(no_stochastic[no_stochastic.protocol != "stochastic"], "mean") == (0, 0)
+
+
+def test_holm_correction_steps_down_from_the_smallest_p_value():
+    curves = load_script("plot_learning_curves")
+    # m = 4 at alpha 0.05: thresholds 0.0125, 0.01667, 0.025, 0.05 for the sorted p-values
+    assert curves.holm_rejections(np.array([0.01, 0.04, 0.03, 0.005])) == 2  # 0.005 < 0.0125, 0.01 < 0.0167, 0.03 > 0.025
+    assert curves.holm_rejections(np.array([0.001, 0.002, 0.003, 0.004])) == 4
+    # one p-value of 0.004 passes alone but not among 31 tests (0.05 / 31 = 0.0016)
+    assert curves.holm_rejections(np.array([0.004])) == 1
+    assert curves.holm_rejections(np.array([0.004] + [0.5] * 30)) == 0
+    # stops at the first failure even if a later, larger threshold would pass
+    assert curves.holm_rejections(np.array([0.03, 0.04])) == 0  # 0.03 > 0.025, though 0.04 < 0.05
+    assert curves.holm_rejections(np.empty(0)) == 0
+
+
+def test_shortfall_pvalues_match_a_hand_computed_welch_test():
+    curves = load_script("plot_learning_curves")
+    # Shortcut K=1 seed 203 at 1.65M: 1770 +- 1083 against 3211 +- 582 (numpy stds over 10 episodes)
+    pvalues = curves.shortfall_pvalues(_two_protocols((1770, 1083), (3211, 582)), "mean")
+    var_d, var_s = 1083**2 / 9, (0.95 * 582) ** 2 / 9
+    t = (1770 - 0.95 * 3211) / np.sqrt(var_d + var_s)
+    dof = (var_d + var_s) ** 2 / ((var_d**2 + var_s**2) / 9)
+    assert pvalues.shape == (1,)
+    assert pvalues[0] == pytest.approx(stats.t.cdf(t, dof), rel=1e-12)
+    assert 0.001 < pvalues[0] < 0.05  # significant alone at 5%
+    assert curves.ratio_shortfalls(_two_protocols((1770, 1083), (3211, 582)), "mean") == (1, 1)
 
 
 def test_committed_runs_have_one_row_per_evaluation():
