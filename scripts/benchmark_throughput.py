@@ -12,6 +12,8 @@ alternating (the machine may be shared, so only same-run comparisons are meaning
 - with ``--compile``: ``compile_chain=True`` against the eager chain (same weights, alternating, after the one-off
   compilation): ``predict`` at K=4 in both modes, sampling of 40 observations, ``evaluate_actions`` plus backward on
   512 samples, and training throughput at K=4, with the largest action and log-probability differences;
+- with ``--env-side``: one Hopper-v4 env's steps/s bare and under ``ActionChunkWrapper``, and ReinFlowPPO K=4's
+  training throughput with ``DummyVecEnv`` against ``SubprocVecEnv`` (1 torch thread, alternating);
 - with ``--roofline``: the machine's float32 matrix-product rate (GFLOP/s, 1 and 2 threads) and, from the policy's
   512x512 hidden layers alone, the least time the loss + backward on 50,000 samples and ``predict`` could take at
   that rate (a bound on what any exact-math speed-up can reach);
@@ -22,6 +24,7 @@ Env steps are counted under the chunking wrapper, so early chunk stops are not o
 same n_envs, n_steps (policy steps per env), batch size and epochs.
 
 Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2] [--compile] [--bf16] [--roofline]
+    [--env-side]
 """
 
 import argparse
@@ -35,7 +38,9 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
 
@@ -299,6 +304,99 @@ def roofline(args: argparse.Namespace) -> None:
         print(f"| {n_threads} | {gflops:.0f} | {loss_flop / gflops / 1e9:.2f} s | {predict_flop / gflops / 1e6:.3f} ms |")
 
 
+def chunk_wrapper_rates(n_env_steps: int) -> tuple[float, float]:
+    """
+    Env steps/s of one Hopper-v4 env stepped with uniform random actions, bare and under ``ActionChunkWrapper``
+    (Ta=4 chunks, counting the env steps each chunk ran), resetting after each episode.
+
+    :param n_env_steps: env steps per side
+    :return: (bare, chunked)
+    """
+    rates = []
+    for horizon in (1, HORIZON):
+        env = gym.make(ENV_ID) if horizon == 1 else ActionChunkWrapper(gym.make(ENV_ID), horizon=horizon)
+        env.reset(seed=0)
+        actions = np.random.default_rng(0).uniform(-1.0, 1.0, size=(n_env_steps // horizon, *env.action_space.shape))
+        steps, start = 0, time.perf_counter()
+        for action in actions.astype(np.float32):
+            _, _, terminated, truncated, info = env.step(action)
+            steps += info.get("chunk_steps", 1)
+            if terminated or truncated:
+                env.reset()
+        rates.append(steps / (time.perf_counter() - start))
+    return rates[0], rates[1]
+
+
+def vec_env_rate(vec_env_cls: type, args: argparse.Namespace) -> float:
+    """
+    Training throughput (env steps/s of ``learn`` after one untimed iteration) of ReinFlowPPO K=4 with the given
+    vectorised env class; env steps are counted from the chunk wrapper's ``chunk_steps`` in the main process, so that
+    the count also works with envs in subprocesses.
+    """
+    env = make_vec_env(
+        ENV_ID,
+        n_envs=args.n_envs,
+        seed=0,
+        vec_env_cls=vec_env_cls,
+        wrapper_class=ActionChunkWrapper,
+        wrapper_kwargs=dict(horizon=HORIZON),
+    )
+    model = ReinFlowPPO(
+        "MlpPolicy",
+        env,
+        n_steps=args.n_steps,
+        batch_size=args.batch_size,
+        n_epochs=args.n_epochs,
+        seed=0,
+        device="cpu",
+        policy_kwargs=dict(n_flow_steps=4),
+    )
+    model.learn(args.n_steps * args.n_envs)
+    counter = ChunkStepCounter()
+    start = time.perf_counter()
+    model.learn(args.timesteps, reset_num_timesteps=False, callback=counter)
+    rate = counter.env_steps / (time.perf_counter() - start)
+    env.close()
+    return rate
+
+
+class ChunkStepCounter(BaseCallback):
+    """Sums the env steps of every chunk the rollouts ran (``info["chunk_steps"]``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.env_steps = 0
+
+    def _on_step(self) -> bool:
+        self.env_steps += sum(info.get("chunk_steps", 1) for info in self.locals["infos"])
+        return True
+
+
+def env_side(args: argparse.Namespace) -> None:
+    """The env side of ReinFlowPPO's throughput: the chunk wrapper's overhead and the vectorised env class."""
+    th.set_num_threads(1)
+    wrapper: dict[str, list[float]] = {"bare": [], "chunked": []}
+    training: dict[str, list[float]] = {"DummyVecEnv": [], "SubprocVecEnv": []}
+    for repeat in range(args.repeats):
+        bare, chunked = chunk_wrapper_rates(4 * args.timesteps)
+        wrapper["bare"].append(bare)
+        wrapper["chunked"].append(chunked)
+        for cls in (DummyVecEnv, SubprocVecEnv):
+            training[cls.__name__].append(vec_env_rate(cls, args))
+        print(
+            f"  repeat {repeat + 1}: bare {bare:.0f}, chunked {chunked:.0f}, "
+            + ", ".join(f"{name} {rates[-1]:.0f}" for name, rates in training.items()),
+            flush=True,
+        )
+    bare, chunked = _median(wrapper["bare"]), _median(wrapper["chunked"])
+    print(f"\none env, 1 thread: bare {bare:.0f} env steps/s, under ActionChunkWrapper {chunked:.0f} ({chunked / bare:.3f}x)")
+    dummy, subproc = _median(training["DummyVecEnv"]), _median(training["SubprocVecEnv"])
+    print(
+        f"ReinFlowPPO K=4 training, {args.n_envs} envs, 1 torch thread: DummyVecEnv {dummy:.0f} env steps/s, "
+        f"SubprocVecEnv {subproc:.0f} ({subproc / dummy:.2f}x)"
+    )
+
+
 def print_compile_table(table: dict[str, tuple[float, float]]) -> None:
     print("\n| compile_chain | eager | compiled | speedup |")
     print("|---|---|---|---|")
@@ -323,6 +421,9 @@ def main() -> None:
     parser.add_argument("--compile-only", action="store_true", help="only the compile_chain comparison")
     parser.add_argument("--bf16", action="store_true", help="only the bfloat16 autocast comparison of the loss")
     parser.add_argument("--roofline", action="store_true", help="only the matrix-product rate and the least times")
+    parser.add_argument(
+        "--env-side", action="store_true", help="only the chunk wrapper's overhead and DummyVecEnv against SubprocVecEnv"
+    )
     args = parser.parse_args()
     if args.quick:
         args.timesteps, args.n_steps, args.predict_calls = 1024, 256, 200
@@ -334,6 +435,9 @@ def main() -> None:
         return
     if args.roofline:
         roofline(args)
+        return
+    if args.env_side:
+        env_side(args)
         return
     if args.compile or args.compile_only:
         print("compile_chain=True against eager (the first calls compile; they are not timed)")
