@@ -14,6 +14,8 @@ alternating (the machine may be shared, so only same-run comparisons are meaning
   512 samples, and training throughput at K=4, with the largest action and log-probability differences;
 - with ``--env-side``: one Hopper-v4 env's steps/s bare and under ``ActionChunkWrapper``, and ReinFlowPPO K=4's
   training throughput with ``DummyVecEnv`` against ``SubprocVecEnv`` (1 torch thread, alternating);
+- with ``--breakdown``: where SB3 PPO's and ReinFlowPPO K=4's training time goes (env steps, policy forward in
+  rollouts, PPO update, the rest), in ms per env step, 1 torch thread;
 - with ``--roofline``: the machine's float32 matrix-product rate (GFLOP/s, 1 and 2 threads) and, from the policy's
   512x512 hidden layers alone, the least time the loss + backward on 50,000 samples and ``predict`` could take at
   that rate (a bound on what any exact-math speed-up can reach);
@@ -24,7 +26,7 @@ Env steps are counted under the chunking wrapper, so early chunk stops are not o
 same n_envs, n_steps (policy steps per env), batch size and epochs.
 
 Usage: python scripts/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2] [--compile] [--bf16] [--roofline]
-    [--env-side]
+    [--env-side] [--breakdown]
 """
 
 import argparse
@@ -397,6 +399,48 @@ def env_side(args: argparse.Namespace) -> None:
     )
 
 
+class PhaseTimer:
+    """Wall-clock time of a model's env steps (``step_wait``), policy calls (``forward``) and updates (``train``)."""
+
+    def __init__(self, model: Any) -> None:
+        self.seconds = {"env steps": 0.0, "policy forward (rollouts)": 0.0, "PPO update (train)": 0.0}
+        model.env.step_wait = self._timed(model.env.step_wait, "env steps")
+        model.policy.forward = self._timed(model.policy.forward, "policy forward (rollouts)")
+        model.train = self._timed(model.train, "PPO update (train)")
+
+    def _timed(self, method: Callable[..., Any], phase: str) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - start
+
+        return timed
+
+
+def time_breakdown(args: argparse.Namespace) -> None:
+    """Where the training time of SB3 PPO and ReinFlowPPO K=4 goes (1 torch thread, after one untimed iteration)."""
+    th.set_num_threads(1)
+    rows = []
+    for side in ("ppo", "reinflow_k4"):
+        model = make_model(side, args)
+        model.learn(args.n_steps * args.n_envs)
+        timer = PhaseTimer(model)  # after the warm-up: only the timed learn is counted
+        StepCounter.total = 0
+        start = time.perf_counter()
+        model.learn(args.timesteps, reset_num_timesteps=False)
+        total = time.perf_counter() - start
+        per_step = {phase: 1e3 * seconds / StepCounter.total for phase, seconds in timer.seconds.items()}
+        per_step["the rest (buffer, GAE, callbacks)"] = 1e3 * total / StepCounter.total - sum(per_step.values())
+        rows.append((side, StepCounter.total / total, per_step))
+    phases = list(rows[0][2])
+    print("| side | env steps/s | " + " | ".join(f"{phase}, ms per env step" for phase in phases) + " |")
+    print("|---" * (len(phases) + 2) + "|")
+    for side, rate, per_step in rows:
+        print(f"| {side} | {rate:.0f} | " + " | ".join(f"{per_step[phase]:.3f}" for phase in phases) + " |")
+
+
 def print_compile_table(table: dict[str, tuple[float, float]]) -> None:
     print("\n| compile_chain | eager | compiled | speedup |")
     print("|---|---|---|---|")
@@ -421,6 +465,7 @@ def main() -> None:
     parser.add_argument("--compile-only", action="store_true", help="only the compile_chain comparison")
     parser.add_argument("--bf16", action="store_true", help="only the bfloat16 autocast comparison of the loss")
     parser.add_argument("--roofline", action="store_true", help="only the matrix-product rate and the least times")
+    parser.add_argument("--breakdown", action="store_true", help="only where the training time goes, per env step")
     parser.add_argument(
         "--env-side", action="store_true", help="only the chunk wrapper's overhead and DummyVecEnv against SubprocVecEnv"
     )
@@ -438,6 +483,9 @@ def main() -> None:
         return
     if args.env_side:
         env_side(args)
+        return
+    if args.breakdown:
+        time_breakdown(args)
         return
     if args.compile or args.compile_only:
         print("compile_chain=True against eager (the first calls compile; they are not timed)")
