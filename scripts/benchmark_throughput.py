@@ -15,7 +15,7 @@ alternating (the machine may be shared, so only same-run comparisons are meaning
 - with ``--env-side``: one Hopper-v4 env's steps/s bare and under ``ActionChunkWrapper``, and ReinFlowPPO K=4's
   training throughput with ``DummyVecEnv`` against ``SubprocVecEnv`` (1 torch thread, alternating);
 - with ``--breakdown``: where SB3 PPO's and ReinFlowPPO K=4's training time goes (env steps, policy forward in
-  rollouts, PPO update, the rest), in ms per env step, 1 torch thread;
+  rollouts, PPO update, ReinFlowPPO's logged chain statistics, the rest), in ms per env step, 1 torch thread;
 - with ``--roofline``: the machine's float32 matrix-product rate (GFLOP/s, 1 and 2 threads) and, from the policy's
   512x512 hidden layers alone, the least time the loss + backward on 50,000 samples and ``predict`` could take at
   that rate (a bound on what any exact-math speed-up can reach);
@@ -400,13 +400,19 @@ def env_side(args: argparse.Namespace) -> None:
 
 
 class PhaseTimer:
-    """Wall-clock time of a model's env steps (``step_wait``), policy calls (``forward``) and updates (``train``)."""
+    """
+    Wall-clock time of a model's env steps (``step_wait``), policy calls (``forward``), PPO update (``train``) and,
+    for ReinFlowPPO, the chain statistics logged after each update (``_record_chain_stats``, run inside ``train``
+    and reported apart from it).
+    """
 
     def __init__(self, model: Any) -> None:
-        self.seconds = {"env steps": 0.0, "policy forward (rollouts)": 0.0, "PPO update (train)": 0.0}
-        model.env.step_wait = self._timed(model.env.step_wait, "env steps")
-        model.policy.forward = self._timed(model.policy.forward, "policy forward (rollouts)")
-        model.train = self._timed(model.train, "PPO update (train)")
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        model.env.step_wait = self._timed(model.env.step_wait, PHASES[0])
+        model.policy.forward = self._timed(model.policy.forward, PHASES[1])
+        model.train = self._timed(model.train, PHASES[2])
+        if hasattr(model, "_record_chain_stats"):
+            model._record_chain_stats = self._timed(model._record_chain_stats, PHASES[3])
 
     def _timed(self, method: Callable[..., Any], phase: str) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -418,27 +424,39 @@ class PhaseTimer:
 
         return timed
 
+    def ms_per_env_step(self, total_s: float, env_steps: int) -> dict[str, float]:
+        """:return: each phase's milliseconds per env step, the update without the statistics, and the rest"""
+        seconds = dict(self.seconds)
+        seconds[PHASES[2]] -= seconds[PHASES[3]]
+        seconds[PHASES[4]] = total_s - sum(seconds.values())
+        return {phase: 1e3 * value / env_steps for phase, value in seconds.items()}
+
+
+PHASES = ("env steps", "policy forward (rollouts)", "PPO update", "chain statistics (logging)", "the rest")
+
 
 def time_breakdown(args: argparse.Namespace) -> None:
-    """Where the training time of SB3 PPO and ReinFlowPPO K=4 goes (1 torch thread, after one untimed iteration)."""
+    """
+    Where the training time of SB3 PPO and ReinFlowPPO K=4 goes (1 torch thread, after one untimed iteration; the
+    sides alternate over ``args.repeats``, medians per phase).
+    """
     th.set_num_threads(1)
-    rows = []
-    for side in ("ppo", "reinflow_k4"):
-        model = make_model(side, args)
-        model.learn(args.n_steps * args.n_envs)
-        timer = PhaseTimer(model)  # after the warm-up: only the timed learn is counted
-        StepCounter.total = 0
-        start = time.perf_counter()
-        model.learn(args.timesteps, reset_num_timesteps=False)
-        total = time.perf_counter() - start
-        per_step = {phase: 1e3 * seconds / StepCounter.total for phase, seconds in timer.seconds.items()}
-        per_step["the rest (buffer, GAE, callbacks)"] = 1e3 * total / StepCounter.total - sum(per_step.values())
-        rows.append((side, StepCounter.total / total, per_step))
-    phases = list(rows[0][2])
-    print("| side | env steps/s | " + " | ".join(f"{phase}, ms per env step" for phase in phases) + " |")
-    print("|---" * (len(phases) + 2) + "|")
-    for side, rate, per_step in rows:
-        print(f"| {side} | {rate:.0f} | " + " | ".join(f"{per_step[phase]:.3f}" for phase in phases) + " |")
+    runs: dict[str, list[dict[str, float]]] = {"ppo": [], "reinflow_k4": []}
+    for _ in range(args.repeats):
+        for side, side_runs in runs.items():
+            model = make_model(side, args)
+            model.learn(args.n_steps * args.n_envs)
+            timer = PhaseTimer(model)  # after the warm-up: only the timed learn is counted
+            StepCounter.total = 0
+            start = time.perf_counter()
+            model.learn(args.timesteps, reset_num_timesteps=False)
+            total = time.perf_counter() - start
+            side_runs.append({"env steps/s": StepCounter.total / total, **timer.ms_per_env_step(total, StepCounter.total)})
+    print("| side | env steps/s | " + " | ".join(f"{phase}, ms per env step" for phase in PHASES) + " |")
+    print("|---" * (len(PHASES) + 2) + "|")
+    for side, side_runs in runs.items():
+        medians = {key: _median([run[key] for run in side_runs]) for key in side_runs[0]}
+        print(f"| {side} | {medians['env steps/s']:.0f} | " + " | ".join(f"{medians[p]:.3f}" for p in PHASES) + " |")
 
 
 def print_compile_table(table: dict[str, tuple[float, float]]) -> None:

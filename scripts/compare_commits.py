@@ -4,8 +4,8 @@ Speed of this checkout's ``sb3_reinflow`` against another commit's, measured wit
 both sides alike: ``predict`` of one observation (K=1 and K=4, ``deterministic_mode`` "zero" and "mean"), sampling
 (``policy.forward``) of 40 observations and ``evaluate_actions`` plus backward on 512 samples at K=4.
 
-The other commit's package is exported with ``git archive`` into a temporary folder and put first on
-``PYTHONPATH``; nothing in the working tree changes.
+The other commit's package (the folder ``sb3_reinflow``) is exported with ``git archive`` into a temporary folder
+and put first on ``PYTHONPATH``; nothing in the working tree changes.
 
 Example:
     python scripts/compare_commits.py --base HEAD~1 --repeats 3
@@ -47,9 +47,10 @@ def measure(calls: int) -> dict[str, float]:
 
 
 def export_commit(commit: str, folder: Path) -> None:
-    """Write the files of ``commit`` into ``folder`` (``git archive``)."""
+    """Write the package ``sb3_reinflow`` of ``commit`` into ``folder`` (``git archive``)."""
     archive = folder / "base.tar"
-    subprocess.run(["git", "archive", "--format=tar", f"--output={archive}", commit], cwd=ROOT, check=True)
+    command = ["git", "archive", "--format=tar", f"--output={archive}", commit, "sb3_reinflow"]
+    subprocess.run(command, cwd=ROOT, check=True)
     with tarfile.open(archive) as tar:
         tar.extractall(folder, filter="data")
 
@@ -81,8 +82,9 @@ def main() -> None:
     runs: dict[str, list[dict[str, float]]] = {"base": [], "this": []}
     with tempfile.TemporaryDirectory() as folder:
         export_commit(args.base, Path(folder))
+        sides = [("base", Path(folder)), ("this", ROOT)]
         for repeat in range(args.repeats):
-            for side, root in (("base", Path(folder)), ("this", ROOT)):
+            for side, root in sides if repeat % 2 == 0 else sides[::-1]:  # ABBA: neither side always runs first
                 runs[side].append(run_side(root, args.threads, args.calls))
             print(f"repeat {repeat + 1} of {args.repeats} done", file=sys.stderr, flush=True)
     print(f"\n{args.threads} thread(s), medians of {args.repeats} alternating runs (ms)\n")

@@ -198,6 +198,16 @@ def holm_rejections(pvalues: np.ndarray, alpha: float = 0.05) -> int:
     return len(ordered) if passing.all() else int(np.argmin(passing))
 
 
+def shortfall_counts(pvalues: np.ndarray, alpha: float = 0.05) -> tuple[int, int, int]:
+    """
+    :param pvalues: :func:`shortfall_pvalues` of one run's evaluations, or of all evaluations of several runs
+    :param alpha: level of each test, and family-wise level of Holm's correction over all of them
+    :return: (evaluations below 0.95 x stochastic beyond noise, each tested alone; evaluations compared; those that
+        remain with Holm's correction)
+    """
+    return int((pvalues < alpha).sum()), len(pvalues), holm_rejections(pvalues, alpha)
+
+
 def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
     deployed = str(data[data["deployed"]]["protocol"].iloc[0])
     milestones = " | ".join(f"@ {m / 1e6:g}M" for m in MILESTONES)
@@ -210,9 +220,8 @@ def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
         use = "tuning" if seed in tuning_seeds else "held out"
         wall = seed_data["wall_clock_s"].max() / 60
         ratio = worst_ratio(seed_data, deployed)
-        pvalues = shortfall_pvalues(seed_data, deployed)
-        below, compared = int((pvalues < 0.05).sum()), len(pvalues)
-        shortfalls = f"{below}/{compared} (Holm: {holm_rejections(pvalues)})" if compared else "-"
+        below, compared, holm = shortfall_counts(shortfall_pvalues(seed_data, deployed))
+        shortfalls = f"{below}/{compared} (Holm: {holm})" if compared else "-"
         for protocol in dict.fromkeys((deployed, "median", "random", "zero", "stochastic")):
             group = seed_data[seed_data["protocol"] == protocol].sort_values("env_steps")
             if group.empty:

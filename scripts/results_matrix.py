@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from sb3_reinflow.common.save_util import atomic_write
-from plot_learning_curves import final_return, holm_rejections, interquartile_mean, ret, shortfall_pvalues, worst_ratio
+from plot_learning_curves import final_return, interquartile_mean, ret, shortfall_counts, shortfall_pvalues, worst_ratio
 
 # ReinFlow's published fine-tuned returns (3-seed means at about 80M env steps; docs/finetuning.md cites them).
 PAPER_FINAL = {"Hopper": 3205, "Walker2d": 4109, "Ant": 4009}
@@ -129,16 +129,6 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
         above_start=above,
         wall_clock_min=float(np.mean(walls)),
     )
-
-
-def shortfall_counts(pvalues: np.ndarray, alpha: float = 0.05) -> tuple[int, int, int]:
-    """
-    :param pvalues: :func:`shortfall_pvalues` of all evaluations of a configuration's runs
-    :param alpha: level of each test, and family-wise level of Holm's correction over all of them
-    :return: (evaluations below 0.95 x stochastic beyond noise, each tested alone; evaluations compared; those that
-        remain with Holm's correction)
-    """
-    return int((pvalues < alpha).sum()), len(pvalues), holm_rejections(pvalues, alpha)
 
 
 def fmt(value: float, digits: int | None = None) -> str:

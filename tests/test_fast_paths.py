@@ -173,17 +173,21 @@ def reference_noise_free_action(chain: FlowChain, obs: th.Tensor, x0: th.Tensor)
 @pytest.mark.parametrize("net_name", sorted(NETS))
 @pytest.mark.parametrize("n_flow_steps", [1, 4])
 def test_noise_free_act_matches_reference_and_skips_the_noise_net(net_name, n_flow_steps, monkeypatch):
-    """``act`` in mode "zero" (what ``predict`` runs) skips the noise net, whose std only feeds the log-probability,
+    """``act`` in mode "zero" (what ``predict`` runs) skips the whole noise net, whose std only feeds the log-probability,
     and still gives the reference noise-free action; the mode "mean" still draws its noise (the noise net runs)."""
     chain = make_chain(net_name, n_flow_steps)
     chain.deterministic_mode = "zero"
     obs = th.randn(BATCH, OBS_DIM)
-    calls = []
+    calls, context_calls = [], []
     original = chain.noise_net.std_from_context
+    original_split = chain.noise_net.split_contexts
     monkeypatch.setattr(chain.noise_net, "std_from_context", lambda context: calls.append(1) or original(context))
+    monkeypatch.setattr(
+        chain.noise_net, "split_contexts", lambda time, cond: context_calls.append(1) or original_split(time, cond)
+    )
     with th.no_grad():
         action = chain.act(obs, deterministic=True)
-        assert calls == []
+        assert calls == [] and context_calls == []  # not even the noise net's first layer
         expected = reference_noise_free_action(chain, obs, th.zeros(BATCH, ACTION_DIM))
         th.testing.assert_close(action, expected, atol=ATOL, rtol=0)
         # the log-probability of the same noise-free chain is still computed by sample()

@@ -95,6 +95,8 @@ def test_holm_correction_steps_down_from_the_smallest_p_value():
     # m = 4 at alpha 0.05: thresholds 0.0125, 0.01667, 0.025, 0.05 for the sorted p-values
     assert curves.holm_rejections(np.array([0.01, 0.04, 0.03, 0.005])) == 2  # 0.005 < 0.0125, 0.01 < 0.0167, 0.03 > 0.025
     assert curves.holm_rejections(np.array([0.001, 0.002, 0.003, 0.004])) == 4
+    # step-down, not Bonferroni: after rejecting 0.01 < 0.025, 0.04 is compared with 0.05 / 1 (Bonferroni: 0.025)
+    assert curves.holm_rejections(np.array([0.01, 0.04])) == 2
     # one p-value of 0.004 passes alone but not among 31 tests (0.05 / 31 = 0.0016)
     assert curves.holm_rejections(np.array([0.004])) == 1
     assert curves.holm_rejections(np.array([0.004] + [0.5] * 30)) == 0

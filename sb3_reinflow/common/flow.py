@@ -73,11 +73,11 @@ class ChainContext(NamedTuple):
 
     :param velocity: ``VelocityNet.context``: for the built-in nets, the velocity head's first-Linear output without
         the x term, shape (K, batch, hidden); a ``FlowEmbedding`` of that leading shape for nets without a split
-    :param noise: noise net's first-Linear output, shape (K, batch, noise_hidden)
+    :param noise: noise net's first-Linear output, shape (K, batch, noise_hidden); None when not asked for
     """
 
     velocity: "th.Tensor | FlowEmbedding"
-    noise: th.Tensor
+    noise: th.Tensor | None
 
 
 class ChainEvaluation(NamedTuple):
@@ -396,15 +396,18 @@ class FlowChain(nn.Module):
         std = self.noise_net(th.cat([emb.time.detach(), emb.cond], dim=-1))
         return Transition(mean, std)
 
-    def context(self, obs: th.Tensor) -> ChainContext:
+    def context(self, obs: th.Tensor, with_noise: bool = True) -> ChainContext:
         """
         The x-independent parts of all K transitions of chains conditioned on ``obs``.
 
         :param obs: shape (batch, obs_dim)
+        :param with_noise: also the noise net's part (False: a noise-free chain whose stds are not needed)
         :return: see :class:`ChainContext`
         """
         time = self.velocity_net.embed_time(self.times, th.full_like(self.times, 1.0 / self.n_flow_steps))
         cond = self.velocity_net.embed_cond(obs)
+        if not with_noise:
+            return ChainContext(self.velocity_net.context(time, cond), None)
         noise_time, noise_cond = self.noise_net.split_contexts(time.detach(), cond)
         return ChainContext(self.velocity_net.context(time, cond), noise_cond + noise_time.unsqueeze(1))
 
@@ -504,10 +507,10 @@ class FlowChain(nn.Module):
         if x0 is None:
             x0 = noise[:, 0] if noise is not None else self.initial_noise(obs.shape[0], deterministic, generator)
         x, chain, means, stds = x0, [x0], [], []
-        context = self.context(obs)
-        need_stds = with_stds or not deterministic
+        context = self.context(obs, with_noise=with_stds or not deterministic)
         for k in range(self.n_flow_steps):
-            mean, std = self._transition(x, _rows(context.velocity, k), context.noise[k] if need_stds else None)
+            noise_context = None if context.noise is None else context.noise[k]
+            mean, std = self._transition(x, _rows(context.velocity, k), noise_context)
             if deterministic:
                 x = mean
             else:
@@ -614,7 +617,9 @@ class FlowChain(nn.Module):
         # rows ordered step-major, (k, b), like the context
         x = chains[:, :-1].transpose(0, 1).reshape(n_steps * batch, self.action_dim)
         context = self.context(obs)
+        assert context.noise is not None  # asked for
         mean, std = self._transition(x, _rows(context.velocity), context.noise.flatten(end_dim=1))
+        assert std is not None  # a noise context was given
         means = mean.reshape(n_steps, batch, -1).transpose(0, 1)
         stds = std.reshape(n_steps, batch, -1).transpose(0, 1)
         entropy = gaussian_chain_entropy(stds, self.include_initial_noise, self.normalize_log_prob)
