@@ -52,6 +52,7 @@ class MatrixRow(NamedTuple):
     :param worst_ratio: smallest deployed / stochastic return ratio from 0.5M env steps on, over all runs
     :param low_after_3000: lowest deployed evaluation after a run first passed 3000 (NaN if none did)
     :param above_start: number of seeds whose deployed final exceeds their own start
+    :param n_seeds: number of seeds (runs)
     :param wall_clock_min: mean wall-clock minutes per run
     """
 
@@ -67,6 +68,7 @@ class MatrixRow(NamedTuple):
     shortfalls: tuple[int, int, int]
     low_after_3000: float
     above_start: int
+    n_seeds: int
     wall_clock_min: float
 
 
@@ -127,6 +129,7 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
         shortfalls=shortfall_counts(np.concatenate(pvalues)),
         low_after_3000=float(np.nanmin(lows)) if not np.all(np.isnan(lows)) else float("nan"),
         above_start=above,
+        n_seeds=len(labels),
         wall_clock_min=float(np.mean(walls)),
     )
 
@@ -148,8 +151,7 @@ def print_table(rows: list[MatrixRow]) -> None:
     print("|---" * 13 + "|")
     for row in rows:
         iqm = "-" if np.isnan(row.iqm[0]) else f"{ret(row.iqm[0])} [{ret(row.iqm[1])}, {ret(row.iqm[2])}]"
-        n_seeds = len(row.seeds.split())
-        above = "-" if np.isnan(row.start) else f"{row.above_start}/{n_seeds}"
+        above = "-" if np.isnan(row.start) else f"{row.above_start}/{row.n_seeds}"
         below = "-" if row.shortfalls[1] == 0 else f"{row.shortfalls[0]}/{row.shortfalls[1]} (Holm: {row.shortfalls[2]})"
         print(
             f"| {row.env} | {row.config} | {row.seeds} | {fmt(row.start)} | {fmt(row.final_mean)} | {fmt(row.final_min)} | "

@@ -133,3 +133,29 @@ def test_seeds_column_marks_tuning_seeds_and_runs_short_of_the_budget():
     assert matrix.seed_label(101, full, tuning_seeds={101}) == "101*"
     assert matrix.seed_label(202, stopped, tuning_seeds=set()) == "202 (to 0.65M)"
     assert matrix.seed_label(101, stopped, tuning_seeds={101}) == "101* (to 0.65M)"
+
+
+def test_seeds_above_start_counts_runs_not_words_of_the_seeds_column(capsys):
+    """A run stopped before the budget is labelled "202 (to 0.2M)": still one seed in "seeds above start"."""
+    matrix = load_script("results_matrix")
+    rows = [
+        dict(
+            env="Hopper-v4",
+            config="c",
+            seed=202,
+            timesteps=t,
+            env_steps=t,
+            wall_clock_s=60.0 * t / 50_000,
+            protocol=protocol,
+            deployed=protocol == "mean",
+            mean_return=value,
+            std_return=1.0,
+            success_rate=None,
+        )
+        for t, start_or_end in ((0, 1000.0), (100_000, 1500.0), (200_000, 1600.0))
+        for protocol, value in (("mean", start_or_end), ("stochastic", start_or_end))
+    ]
+    row = matrix.summarize(pd.DataFrame(rows), tuning_seeds=set())
+    assert row.seeds == "202 (to 0.2M)" and row.n_seeds == 1 and row.above_start == 1
+    matrix.print_table([row])
+    assert "| 1/1 |" in capsys.readouterr().out
