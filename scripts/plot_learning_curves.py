@@ -178,8 +178,8 @@ def ratio_shortfalls(
     :param alpha: test level; other parameters as :func:`shortfall_pvalues`
     :return: (evaluations significantly below the target ratio, evaluations compared)
     """
-    pvalues = shortfall_pvalues(seed_data, deployed, target, n_episodes, after)
-    return int((pvalues < alpha).sum()), len(pvalues)
+    below, compared, _ = shortfall_counts(shortfall_pvalues(seed_data, deployed, target, n_episodes, after), alpha)
+    return below, compared
 
 
 def holm_rejections(pvalues: np.ndarray, alpha: float = 0.05) -> int:
