@@ -44,7 +44,7 @@ EXPERIMENTS = {
     "reflow_K4_noise0.04": "remedy experiment on the 1-epoch Ant entry, tuning seed, 1M env steps",
     "reflow_K4_noise0.02": "remedy experiment on the 1-epoch Ant entry, tuning seed, 1M env steps",
     "reflow_K4_epochs1": "the Ant entry before the noise change: noise 0.08-0.16; held-out seeds",
-    "reflow_K4_ent0.03": "the Ant entry before the change: ent_coef 0.03, 5 epochs; held-out seed, stopped at 1.6M",
+    "reflow_K4_ent0.03": "the first Ant entry: ent_coef 0.03, 5 epochs; held-out seed, stopped at 1.6M",
 }
 # Kitchen diagnostics runs: in the kitchen table only
 KITCHEN_RUNS = {
