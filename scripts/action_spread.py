@@ -52,8 +52,7 @@ def main() -> None:
     print("| checkpoint | K | per-state std of sampled normalised actions |")
     print("|---|---|---|")
     for n_flow_steps in args.n_flow_steps:
-        policy = ReinFlowPolicy(**{**base._get_constructor_parameters(), "n_flow_steps": n_flow_steps})
-        policy.load_state_dict(base.state_dict())
+        policy = base.with_options(n_flow_steps=n_flow_steps)
         spread = action_spread(policy, norm_obs, args.n_samples, th.Generator().manual_seed(args.seed))
         print(f"| {args.checkpoint} | {n_flow_steps} | {spread:.3f} |")
 

@@ -106,8 +106,7 @@ def checkpoint_stats(args: argparse.Namespace) -> EpisodeStats:
     base = ReinFlowPolicy.load(resolve_pretrained(args.checkpoint), device="cpu")
     deterministic = args.protocol != "stochastic"
     overrides = dict(args.policy_kwargs, **({"deterministic_mode": args.protocol} if deterministic else {}))
-    policy = ReinFlowPolicy(**{**base._get_constructor_parameters(), **overrides})
-    policy.load_state_dict(base.state_dict())
+    policy = base.with_options(**overrides)  # the noise bounds of --policy-kwargs, not the checkpoint's
     env = make_vec_env(
         args.env,
         n_envs=args.n_envs,

@@ -80,8 +80,7 @@ def main() -> None:
         overrides = {**args.policy_kwargs, "n_flow_steps": n_flow_steps, "time_grid": grid}
         if deterministic:
             overrides["deterministic_mode"] = protocol
-        policy = ReinFlowPolicy(**{**base._get_constructor_parameters(), **overrides})
-        policy.load_state_dict(base.state_dict())
+        policy = base.with_options(**overrides)  # the noise bounds of --policy-kwargs, not the checkpoint's
         env = make_vec_env(
             args.env, n_envs=args.n_envs, seed=args.seed, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=policy.horizon)
         )

@@ -411,3 +411,29 @@ def test_set_training_mode_reaches_every_module():
     policy.value_net.train()
     policy.set_training_mode(False)
     assert not any(module.training for module in policy.modules())
+
+
+def test_with_options_acts_like_a_pretrained_policy_loaded_with_those_options(tmp_path):
+    """A policy copied with other noise bounds is the one ReinFlowPPO builds from the file with those policy_kwargs."""
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=3)
+    spaces_of_env = (env.observation_space, env.action_space)
+    source = ReinFlowPolicy(*spaces_of_env, lambda _: 1e-4, **TINY, min_noise_std=0.08, max_noise_std=0.16)
+    with th.no_grad():  # a noise net whose output is not at the middle of its range
+        for param in source.actor.noise_net.parameters():
+            param.add_(0.3)
+    path = tmp_path / "policy.safetensors"
+    source.save(path, env_id="Pendulum-v1")
+    overrides = dict(min_noise_std=0.04, max_noise_std=0.08)
+    copy = ReinFlowPolicy.load(path).with_options(**overrides)
+    assert copy.actor.noise_net.std_bounds == pytest.approx((0.04, 0.08))
+    assert source.actor.noise_net.std_bounds == pytest.approx((0.08, 0.16))  # the source is untouched
+    model = ReinFlowPPO("MlpPolicy", env, pretrained_policy=str(path), policy_kwargs=overrides, seed=3)
+    obs = env.reset()
+    # the default deterministic mode averages noisy chains: it depends on the noise bounds
+    actions, _ = copy.predict(obs, deterministic=True)
+    expected, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_allclose(actions, expected, atol=1e-6)
+    old_bounds, _ = source.predict(obs, deterministic=True)
+    assert np.abs(old_bounds - expected).max() > 1e-4
+    for key, value in model.policy.state_dict().items():
+        assert th.equal(copy.state_dict()[key], value), key

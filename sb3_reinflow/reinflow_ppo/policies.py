@@ -726,6 +726,22 @@ class ReinFlowPolicy(ActorCriticPolicy):
                 )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
+    def with_options(self, **overrides: Any) -> "ReinFlowPolicy":
+        """
+        A new policy with this one's weights and some constructor options changed (for example ``n_flow_steps``,
+        ``deterministic_mode`` or the noise bounds), as ``ReinFlowPPO`` builds one from a pretrained policy and
+        ``policy_kwargs``. The noise bounds are buffers of the state dict: the new policy keeps those of its own
+        options, not this policy's.
+
+        :param overrides: constructor arguments to change
+        :return: the new policy, on this policy's device, with the same ``env_id``
+        """
+        policy = type(self)(**{**self._get_constructor_parameters(), **overrides})
+        policy.load_state_dict(self.state_dict())
+        policy.actor.noise_net.set_std_bounds(policy.min_noise_std, policy.max_noise_std)
+        policy.env_id = self.env_id
+        return policy.to(self.device)
+
 
 def known_policy_kwargs(policy_class: type[BasePolicy], policy_kwargs: dict[str, Any], source: str) -> dict[str, Any]:
     """
