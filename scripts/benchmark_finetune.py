@@ -203,6 +203,23 @@ def append_rows(output: Path, rows: list[dict]) -> None:
         handle.write(table.to_csv(index=False).encode())
 
 
+def keep_episodes(run_dir: Path, folder: Path, name: str) -> Path:
+    """
+    Copy the run's ``evaluations.npz`` (every evaluation's per-episode returns and lengths, per protocol) to
+    ``<folder>/<name>.npz``, atomically, so that a run can be looked at episode by episode after its logs are gone
+    (``scripts/episode_breakdown.py``).
+
+    :param run_dir: the rl_zoo3 run folder
+    :param folder: where to keep it
+    :param name: file name without suffix, e.g. ``Hopper-v4_reflow_K4_201``
+    :return: the copy
+    """
+    target = folder / f"{name}.npz"
+    with atomic_write(target) as handle:
+        handle.write((run_dir / "evaluations.npz").read_bytes())
+    return target
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--algo", default="reinflow_ppo", choices=["reinflow_ppo", "ppo"])
@@ -218,6 +235,9 @@ def main() -> None:
     parser.add_argument("--folder", default="logs/benchmark")
     parser.add_argument("--output", required=True, help="CSV file (appended)")
     parser.add_argument("--from-run", default=None, help="only record an existing run folder (with one --seeds value)")
+    parser.add_argument(
+        "--episodes-folder", default=None, help="also keep each run's evaluations.npz there, as <env>_<config>_<seed>.npz"
+    )
     parser.add_argument("extra", nargs="*", help="extra rl_zoo3.train arguments, after --")
     args = parser.parse_args()
     output = Path(args.output)
@@ -226,6 +246,8 @@ def main() -> None:
         run_dir = Path(args.from_run) if args.from_run else run_seed(args, seed, Path(args.folder))
         rows = curve_rows(run_dir, args, seed)
         append_rows(output, rows)
+        if args.episodes_folder:
+            keep_episodes(run_dir, Path(args.episodes_folder), f"{args.env}_{args.config}_{seed}")
         final = [row for row in rows if row["timesteps"] == rows[-1]["timesteps"]]
         print({row["protocol"]: round(row["mean_return"]) for row in final}, flush=True)
 

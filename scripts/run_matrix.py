@@ -113,6 +113,7 @@ def make_run(env: str, config: str, seed: int, runs_folder: Path) -> Run:
         *("--algo", spec.algo, "--env", env, "--config", config, "--seeds", str(seed)),
         *("--n-timesteps", str(spec.n_timesteps), "--eval-freq", str(spec.eval_freq)),
         *("--eval-episodes", "10", "--n-eval-envs", "5", "--output", str(csv)),
+        *("--episodes-folder", str(runs_folder.parent / "episodes")),
         "--",
         *zoo_args,
         *("--tensorboard-log", f"logs/tb/{name}"),

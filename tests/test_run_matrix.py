@@ -26,6 +26,7 @@ def test_commands_carry_the_configuration_and_the_seed(matrix, tmp_path):
     command = run.command
     assert command[command.index("--seeds") + 1] == "202"
     assert command[command.index("--output") + 1] == str(tmp_path / "Hopper-v4_shortcut_K1_202.csv")
+    assert command[command.index("--episodes-folder") + 1] == str(tmp_path.parent / "episodes")
     zoo_args = command[command.index("--") + 1 :]
     assert zoo_args[:3] == [
         "-params",
