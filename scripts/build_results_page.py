@@ -34,7 +34,7 @@ TUNING_SEEDS = ("101",)
 EXPERIMENTS = {
     "reflow_K4_decay0.1": "remedy experiment, tuning seed",
     "reflow_K4_consistency1": "remedy experiment, tuning seed",
-    "reflow_K4_consistency0.1": "remedy experiment: tuning seed (stopped early), and Hopper's held-out seeds",
+    "reflow_K4_consistency0.1": "remedy experiment: tuning seed (stopped early); on Hopper-v4 also the held-out seeds",
     "reflow_K4_ent0": "remedy experiment, tuning seed, 1M env steps",
     "reflow_K4_ent0_bc0.1": "remedy experiment, tuning seed, 1M env steps",
     "reflow_K4_ent0_epochs1": "remedy experiment, tuning seed, 1M env steps",

@@ -31,7 +31,7 @@ from sb3_reinflow.common.save_util import atomic_write
 
 # ReinFlow (K=4, D4RL data), mean of 3 seeds read off the published curves: (env steps, return).
 PAPER_POINTS = {
-    "Hopper": [(0, 1432), (0.8e6, 1940), (1.6e6, 2697), (80e6, 3206)],
+    "Hopper": [(0, 1432), (0.8e6, 1940), (1.6e6, 2697), (80e6, 3205)],
     "Walker2d": [(0, 2740), (80e6, 4109)],
     "HalfCheetah": [],
     "Ant": [(0, 1231), (80e6, 4009)],
@@ -63,9 +63,18 @@ PROTOCOL_LABELS = {
 }
 
 
-def value_at(group: pd.DataFrame, env_steps: float) -> float:
-    """Linear interpolation of the mean return at an env-step count (NaN past the end of the run)."""
-    if env_steps > group["env_steps"].max():
+def value_at(group: pd.DataFrame, env_steps: float, tolerance: float = 0.01) -> float:
+    """
+    Linear interpolation of the mean return at an env-step count.
+
+    :param group: one run's evaluations of one protocol
+    :param env_steps: the env-step count
+    :param tolerance: a count at most this fraction past the last evaluation reads the last evaluation (a run's
+        last evaluation can fall a chunk short of its budget, e.g. 1,996,800 for 2M)
+    :return: the return; NaN before the first evaluation (a from-scratch run has no step-0 evaluation) or past the end
+    """
+    first, last = group["env_steps"].min(), group["env_steps"].max()
+    if env_steps < first or env_steps > last * (1 + tolerance):
         return float("nan")
     return float(np.interp(env_steps, group["env_steps"], group["mean_return"]))
 

@@ -159,3 +159,16 @@ def test_seeds_above_start_counts_runs_not_words_of_the_seeds_column(capsys):
     assert row.seeds == "202 (to 0.2M)" and row.n_seeds == 1 and row.above_start == 1
     matrix.print_table([row])
     assert "| 1/1 |" in capsys.readouterr().out
+
+
+def test_milestone_values_neither_invent_a_start_nor_drop_a_last_evaluation_a_chunk_short():
+    curves = load_script("plot_learning_curves")
+    # a from-scratch run evaluates first at 50k: it has no step-0 value
+    scratch = pd.DataFrame(dict(env_steps=[50_000, 100_000], mean_return=[200.0, 400.0]))
+    assert np.isnan(curves.value_at(scratch, 0))
+    assert curves.value_at(scratch, 75_000) == pytest.approx(300.0)
+    # a run whose last evaluation is at 1,996,800 env steps reads it at 2M; one that stopped at 1.6M does not
+    ended = pd.DataFrame(dict(env_steps=[1_500_000, 1_996_800], mean_return=[3000.0, 3400.0]))
+    assert curves.value_at(ended, 2_000_000) == pytest.approx(3400.0)
+    stopped = pd.DataFrame(dict(env_steps=[1_500_000, 1_600_000], mean_return=[3000.0, 3400.0]))
+    assert np.isnan(curves.value_at(stopped, 2_000_000))
