@@ -28,6 +28,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+# the evaluation protocols (sb3_reinflow.common.callbacks.EVAL_PROTOCOLS), kept here so that reading an
+# evaluations file does not import torch
+PROTOCOLS = ("mean", "median", "zero", "random", "stochastic")
+
 
 class EpisodeStats(NamedTuple):
     """
@@ -143,7 +147,9 @@ def main() -> None:
     parser.add_argument("--env", help="env id, with --checkpoint")
     parser.add_argument("--n-episodes", type=int, default=100)
     parser.add_argument("--n-envs", type=int, default=5)
-    parser.add_argument("--protocol", default="mean", help="deterministic_mode, or 'stochastic'")
+    parser.add_argument(
+        "--protocol", default="mean", choices=PROTOCOLS, help="deterministic_mode, or 'stochastic' (noisy chain)"
+    )
     parser.add_argument("--policy-kwargs", type=json.loads, default={}, help="policy options to override (JSON)")
     parser.add_argument("--seed", type=int, default=12345)
     args = parser.parse_args()

@@ -40,3 +40,9 @@ def test_windows_split_the_run_in_order(breakdown, tmp_path):
     assert [(stats.n_episodes, stats.n_low, stats.n_early) for _, stats in rows] == [(12, 0, 0), (12, 1, 1)]
     with pytest.raises(ValueError, match="fewer than --windows"):
         breakdown.window_stats(path, n_windows=9, low_return=4000, time_limit=1000)
+
+
+def test_protocols_are_the_packages(breakdown):
+    from sb3_reinflow.common.callbacks import EVAL_PROTOCOLS
+
+    assert breakdown.PROTOCOLS == EVAL_PROTOCOLS
