@@ -7,8 +7,9 @@ and how many ended before the time limit (terminated: on locomotion, a fall).
 
 Two sources:
 
-- ``--evaluations``: the ``evaluations.npz`` that rl_zoo3's ``EvalCallback`` writes next to a run (per-episode returns
-  and lengths of the deployed mode at every evaluation), split into ``--windows`` equal spans of the run;
+- ``--evaluations``: the ``evaluations.npz`` that the run's evaluation callback writes (rl_zoo3's ``EvalCallback``, or
+  the package's ``ProtocolEvalCallback`` for ``reinflow_ppo``): per-episode returns and lengths of the deployed mode at
+  every evaluation, split into ``--windows`` equal spans of the run;
 - ``--checkpoint``: a shipped name, policy file or model zip, evaluated here for ``--n-episodes`` episodes in the
   package's default deterministic mode (``--protocol`` for another), with ``--policy-kwargs`` overrides (for example
   the registry entry's noise bounds, which the ``mean`` mode depends on).

@@ -138,4 +138,4 @@ def _load_into(policy: ReinFlowPolicy, velocity: dict[str, th.Tensor], noise: di
         check_state_dict(policy.actor.noise_net, noise, "noise net")
         policy.actor.noise_net.load_state_dict(noise)
         # the checkpoint's bounds are the policy's defaults; min/max_noise_std in policy_kwargs win
-        policy.actor.noise_net.set_std_bounds(policy.min_noise_std, policy.max_noise_std)
+        policy.reset_noise_bounds()

@@ -738,9 +738,17 @@ class ReinFlowPolicy(ActorCriticPolicy):
         """
         policy = type(self)(**{**self._get_constructor_parameters(), **overrides})
         policy.load_state_dict(self.state_dict())
-        policy.actor.noise_net.set_std_bounds(policy.min_noise_std, policy.max_noise_std)
+        policy.reset_noise_bounds()
         policy.env_id = self.env_id
         return policy.to(self.device)
+
+    def reset_noise_bounds(self) -> None:
+        """
+        Set the noise net's bounds to this policy's ``min_noise_std`` and ``max_noise_std``. The bounds are buffers of
+        the state dict, so loading another policy's weights brings its bounds along; call this after loading weights
+        whose bounds should not win (a pretrained checkpoint under other ``policy_kwargs``).
+        """
+        self.actor.noise_net.set_std_bounds(self.min_noise_std, self.max_noise_std)
 
 
 def known_policy_kwargs(policy_class: type[BasePolicy], policy_kwargs: dict[str, Any], source: str) -> dict[str, Any]:

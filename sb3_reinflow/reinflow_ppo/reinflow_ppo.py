@@ -352,7 +352,7 @@ class ReinFlowPPO(PPO):
         check_env_match(recorded, (self.env_id, self.observation_space, self.action_space), source, self.allow_env_mismatch)
         self.policy.load_state_dict(checkpoint.state_dict)
         # the noise bounds are buffers: keep those of the (possibly overridden) policy_kwargs, not the checkpoint's
-        self.policy.actor.noise_net.set_std_bounds(self.policy.min_noise_std, self.policy.max_noise_std)
+        self.policy.reset_noise_bounds()
 
     def _check_env_id(self) -> None:
         """Record the env's id; a model loaded from a zip recorded on another env raises (see ``allow_env_mismatch``)."""
