@@ -86,6 +86,7 @@ def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> dict[
     from rl_zoo3.utils import create_test_env, get_saved_hyperparams
     from sb3_reinflow import ReinFlowPPO
     from sb3_reinflow.common.callbacks import evaluate_protocol
+    from sb3_reinflow.zoo.literals import parse_kwargs_string
 
     hyperparams, stats_path = get_saved_hyperparams(str(run_dir / args.env), norm_reward=False)
     env = create_test_env(
@@ -93,7 +94,7 @@ def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> dict[
     )
     policy_kwargs = hyperparams.get("policy_kwargs", {})
     if isinstance(policy_kwargs, str):  # the registry's string (the zoo's convention); -params gives a dict
-        policy_kwargs = eval(policy_kwargs)
+        policy_kwargs = parse_kwargs_string(policy_kwargs)
     model = ReinFlowPPO(
         "MlpPolicy", env, pretrained_policy=hyperparams["pretrained_policy"], policy_kwargs=policy_kwargs, device="cpu"
     )
