@@ -30,6 +30,7 @@ from sb3_reinflow.common.datasets import (
     normalized,
     unnormalized,
 )
+from sb3_reinflow.common.normalization import with_min_obs_span
 from sb3_reinflow.pretraining.behavior_cloning import check_output_path, pretrain, save_pretrained
 
 
@@ -51,6 +52,12 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--horizon", type=int, default=4, help="action chunk length Ta")
     parser.add_argument("--n-flow-steps", type=int, default=4, help="K used for evaluation and fine-tuning")
     parser.add_argument("--time-grid", choices=["euler", "reinflow_linspace"], default="euler", help="Euler time grid")
+    parser.add_argument(
+        "--obs-min-span",
+        type=float,
+        default=0.0,
+        help="widen observation ranges narrower than this (observation units) before normalising; 0: ReinFlow's rule",
+    )
     parser.add_argument("--policy-kwargs", type=json.loads, default={}, help="extra ReinFlowPolicy kwargs (JSON)")
     parser.add_argument("--n-gradient-steps", type=int, default=40_000, help="AdamW steps (the shipped checkpoints' count)")
     parser.add_argument("--batch-size", type=int, default=256, help="minibatch size")
@@ -92,6 +99,9 @@ def main() -> None:
         raw = load_minari_dataset(args.minari_id)
         stats = compute_normalization(raw)
         dataset = normalized(raw, stats)
+    if args.obs_min_span:
+        widened = with_min_obs_span(stats, args.obs_min_span)
+        dataset, stats = normalized(unnormalized(dataset, stats), widened), widened
     returns = episode_returns(unnormalized(dataset, stats))
     print(f"data: {len(dataset.states)} transitions, mean episode return {returns.mean():.1f}")
     env_kwargs = dict(env_kwargs=args.env_kwargs, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=args.horizon))

@@ -5,6 +5,8 @@ import re
 import numpy as np
 import pytest
 
+from sb3_reinflow.common.normalization import NormalizationStats, normalize, with_min_obs_span
+
 from sb3_reinflow.common.datasets import (
     TrajectoryDataset,
     episode_returns,
@@ -262,3 +264,23 @@ def test_datasets_module_reexports_the_split_pieces():
     for name, imports in forbidden.items():
         text = Path(datasets.__file__).with_name(f"{name}.py").read_text()
         assert not [word for word in imports if f"import {word}" in text or f".{word} import" in text], name
+
+
+def test_narrow_observation_ranges_are_widened_about_their_middle():
+    stats = NormalizationStats(
+        obs_min=np.array([0.0, 1.0, -2.0]),
+        obs_max=np.array([4.0, 1.0, -1.999]),
+        action_min=np.array([-1.0]),
+        action_max=np.array([1.0]),
+    )
+    widened = with_min_obs_span(stats, 0.1)
+    np.testing.assert_allclose(widened.obs_min, [0.0, 0.95, -2.0495])
+    np.testing.assert_allclose(widened.obs_max, [4.0, 1.05, -1.9495])
+    np.testing.assert_array_equal(widened.action_min, stats.action_min)
+    # a millimetre of jitter on the constant dimension: about 0.02 after widening, thousands before
+    jitter = np.array([2.0, 1.001, -1.9995])
+    assert np.abs(normalize(jitter, widened.obs_min, widened.obs_max)).max() < 0.05
+    assert np.abs(normalize(jitter, stats.obs_min, stats.obs_max)).max() > 1000
+    assert all(np.array_equal(a, b) for a, b in zip(with_min_obs_span(stats, 0.0), stats, strict=True))
+    with pytest.raises(ValueError, match="min_span must be >= 0, got -1"):
+        with_min_obs_span(stats, -1)

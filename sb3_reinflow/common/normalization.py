@@ -67,3 +67,23 @@ def minmax_affine(low: np.ndarray, high: np.ndarray) -> MinMaxAffine:
     """
     span = high - low + NORMALIZATION_EPS
     return MinMaxAffine(low + span / 2, 2.0 / span)
+
+
+def with_min_obs_span(stats: NormalizationStats, min_span: float) -> NormalizationStats:
+    """
+    Widen every observation range narrower than ``min_span`` to ``min_span``, about its middle. A dimension that
+    barely moves in the data (an untouched object's coordinate) otherwise gets a scale of up to
+    ``2 / NORMALIZATION_EPS``, so a millimetre of jitter at run time becomes an input in the thousands.
+
+    :param stats: the data's statistics
+    :param min_span: the narrowest observation range kept, in the observation's own units (0: ReinFlow's rule)
+    :return: the statistics with the narrow observation ranges widened; actions unchanged
+    """
+    if min_span < 0:
+        raise ValueError(f"min_span must be >= 0, got {min_span}")
+    middle = (stats.obs_min + stats.obs_max) / 2
+    half_span = np.maximum(stats.obs_max - stats.obs_min, min_span) / 2
+    narrow = stats.obs_max - stats.obs_min < min_span
+    obs_min = np.where(narrow, middle - half_span, stats.obs_min)
+    obs_max = np.where(narrow, middle + half_span, stats.obs_max)
+    return stats._replace(obs_min=obs_min, obs_max=obs_max)
