@@ -17,6 +17,9 @@ Example:
     # a fine-tuned model or zoo checkpoint, at its own K and with its noise bounds as trained
     python scripts/evaluate_pretrained.py --checkpoint logs/reinflow_ppo/Hopper-v4_1/rl_model_100000_steps.zip \
         --env Hopper-v4 --protocols mean median zero random stochastic --n-envs 5 --seed 777
+
+``--input-ranges`` adds two columns: the largest normalised observation the policy saw (and its dimension) and the
+share of decisions with some normalised input beyond +-2 (the data's range is +-1).
 """
 
 import argparse
@@ -24,9 +27,12 @@ import itertools
 import json
 
 import gymnasium as gym
+import numpy as np
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy
@@ -47,6 +53,42 @@ def _chunked(env: gym.Env, horizon: int) -> gym.Env:
     return ActionChunkWrapper(env, horizon=horizon)
 
 
+class _InputRanges(VecEnvWrapper):
+    """
+    Records how far the policy's normalised observations leave the data's [-1, 1] range.
+
+    :param venv: the evaluation envs
+    :param policy: the policy whose observation normaliser is applied
+    """
+
+    def __init__(self, venv: VecEnv, policy: ReinFlowPolicy) -> None:
+        super().__init__(venv)
+        self.offset, self.scale = policy.obs_offset.cpu().numpy(), policy.obs_scale.cpu().numpy()
+        self.largest = np.zeros_like(self.offset)
+        self.n_decisions = self.n_outside = 0
+
+    def _record(self, obs: np.ndarray) -> None:
+        inputs = np.abs((obs - self.offset) * self.scale)
+        self.largest = np.maximum(self.largest, inputs.max(axis=0))
+        self.n_decisions += len(inputs)
+        self.n_outside += int((inputs.max(axis=1) > 2).sum())
+
+    def reset(self) -> np.ndarray:
+        obs = self.venv.reset()
+        self._record(obs)
+        return obs
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, dones, infos = self.venv.step_wait()
+        self._record(obs)
+        return obs, rewards, dones, infos
+
+    def summary(self) -> str:
+        """:return: the two table cells"""
+        dim = int(np.argmax(self.largest))
+        return f"{self.largest[dim]:.3g} (dim {dim}) | {self.n_outside}/{self.n_decisions}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="policy file, model zip (a zoo checkpoint) or shipped name")
@@ -63,6 +105,7 @@ def main() -> None:
         "--policy-kwargs", type=json.loads, default={}, help="policy options to override (JSON), e.g. '{\"obs_clip\": 5.0}'"
     )
     parser.add_argument("--seed", type=int, default=12345)
+    parser.add_argument("--input-ranges", action="store_true", help="also report the normalised inputs' range")
     args = parser.parse_args()
     protocols = args.deterministic_x0 or args.protocols
 
@@ -73,8 +116,9 @@ def main() -> None:
     path = resolve_pretrained(args.checkpoint)
     base = ReinFlowPolicy.load(path, device="cpu")
     n_flow_steps_values = args.n_flow_steps or [base.actor.n_flow_steps]
-    print("| checkpoint | data mean return | K | time grid | protocol | return (mean +- std) | % of data |")
-    print("|---|---|---|---|---|---|---|")
+    extra = " largest normalised input | decisions with an input beyond +-2 |" if args.input_ranges else ""
+    print(f"| checkpoint | data mean return | K | time grid | protocol | return (mean +- std) | % of data |{extra}")
+    print("|---|---|---|---|---|---|---|" + ("---|---|" if args.input_ranges else ""))
     for n_flow_steps, grid, protocol in itertools.product(n_flow_steps_values, args.time_grids, protocols):
         deterministic = protocol != "stochastic"
         overrides = {**args.policy_kwargs, "n_flow_steps": n_flow_steps, "time_grid": grid}
@@ -84,12 +128,15 @@ def main() -> None:
         env = make_vec_env(
             args.env, n_envs=args.n_envs, seed=args.seed, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=policy.horizon)
         )
+        if args.input_ranges:
+            env = _InputRanges(env, policy)
         th.manual_seed(args.seed)
         mean, std = evaluate_policy(policy, env, n_eval_episodes=args.n_episodes, deterministic=deterministic)
         ratio = f"{100 * mean / data_return:.0f}%" if data_return > 0 else "n/a"
         result = f"{_ret(mean)} +- {_ret(std)}"
         data = _ret(data_return) if args.data else "n/a"
-        print(f"| {args.checkpoint} | {data} | {n_flow_steps} | {grid} | {protocol} | {result} | {ratio} |", flush=True)
+        cells = f" {env.summary()} |" if args.input_ranges else ""
+        print(f"| {args.checkpoint} | {data} | {n_flow_steps} | {grid} | {protocol} | {result} | {ratio} |{cells}", flush=True)
 
 
 if __name__ == "__main__":
