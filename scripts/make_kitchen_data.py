@@ -14,7 +14,7 @@ from pathlib import Path
 from sb3_reinflow.common.datasets import save_minari_dataset, save_reinflow_dataset
 from sb3_reinflow.common.save_util import atomic_write
 from sb3_reinflow.envs.kitchen import KITCHEN_ENV_IDS, MAX_EPISODE_STEPS
-from sb3_reinflow.envs.kitchen_data import KITCHEN_DATASETS, collect_kitchen_demonstrations
+from sb3_reinflow.envs.kitchen_data import KITCHEN_DATASETS, collect_kitchen_demonstrations, kitchen_normalization
 
 STATS_FILE = "kitchen_stats.json"
 
@@ -45,7 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         max_episode_steps=args.max_episode_steps,
         progress_bar=not args.no_progress_bar,
     )
-    train_path, norm_path = save_reinflow_dataset(args.output, demonstrations.dataset)
+    train_path, norm_path = save_reinflow_dataset(
+        args.output, demonstrations.dataset, kitchen_normalization(demonstrations.dataset)
+    )
     stats_path = Path(args.output) / STATS_FILE
     with atomic_write(stats_path) as handle:
         handle.write(json.dumps(demonstrations.stats, indent=1).encode())

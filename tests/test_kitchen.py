@@ -133,6 +133,9 @@ def test_data_script_writes_loadable_dataset(tmp_path: Path) -> None:
     assert dataset.states.shape[1] == 66 and dataset.actions.shape[1] == 9
     assert len(dataset.traj_lengths) == 1 and dataset.traj_lengths[0] <= 280
     assert np.all(np.abs(dataset.states) <= 1.0 + 1e-6) and stats.obs_min.shape == (66,)
+    # the goal mask keeps its own range, [0, 1], even where the data never changes it (no scale of 2e6)
+    np.testing.assert_array_equal(stats.obs_min[-7:], 0.0)
+    np.testing.assert_array_equal(stats.obs_max[-7:], 1.0)
     figures = json.loads((tmp_path / "kitchen_stats.json").read_text())
     assert figures["n_episodes"] == 1 and figures["n_transitions"] == int(dataset.traj_lengths.sum())
     # Return = number of targets completed (each pays once)

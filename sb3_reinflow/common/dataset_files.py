@@ -29,16 +29,19 @@ def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
         np.savez_compressed(handle, **arrays)  # type: ignore[arg-type]
 
 
-def save_reinflow_dataset(directory: str | Path, dataset: TrajectoryDataset) -> tuple[Path, Path]:
+def save_reinflow_dataset(
+    directory: str | Path, dataset: TrajectoryDataset, stats: NormalizationStats | None = None
+) -> tuple[Path, Path]:
     """
     Normalise a raw dataset and write ``train.npz`` and ``normalization.npz`` into ``directory``.
 
     :param directory: output folder (created if needed)
     :param dataset: raw dataset
+    :param stats: the normalisation statistics (default: the data's own min/max)
     :return: paths of ``train.npz`` and ``normalization.npz``
     """
     validate_dataset(dataset, "dataset")
-    stats = compute_normalization(dataset)
+    stats = compute_normalization(dataset) if stats is None else stats
     directory = Path(directory)
     train_path, norm_path = directory / "train.npz", directory / "normalization.npz"
     _atomic_savez(

@@ -20,13 +20,37 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
-from sb3_reinflow.common.datasets import TrajectoryDataset
-from sb3_reinflow.envs.kitchen import KITCHEN_ENV_IDS, MAX_EPISODE_STEPS, TARGET_TASKS, register_kitchen_envs
+from sb3_reinflow.common.datasets import TrajectoryDataset, compute_normalization
+from sb3_reinflow.common.normalization import NormalizationStats
+from sb3_reinflow.envs.kitchen import (
+    KITCHEN_ENV_IDS,
+    KITCHEN_TASKS,
+    MAX_EPISODE_STEPS,
+    TARGET_TASKS,
+    register_kitchen_envs,
+)
 from sb3_reinflow.envs.kitchen_expert import KitchenExpert
 
 KITCHEN_DATASETS = tuple(TARGET_TASKS)
 # Steps recorded after the expert has finished its plan (when the targets are not all done).
 _STEPS_AFTER_PLAN = 5
+
+
+def kitchen_normalization(dataset: TrajectoryDataset) -> NormalizationStats:
+    """
+    The data's min/max, except for the goal mask (the last ``len(KITCHEN_TASKS)`` observation entries), whose range
+    is [0, 1] by definition. Under the data's own range a mask entry that never changes in the data (the *complete*
+    data's last target, the slide cabinet, is never seen done) becomes a constant dimension with a scale of 2e6, so
+    completing that subtask out of order feeds the policy an input of -2e6 (docs/kitchen.md).
+
+    :param dataset: raw kitchen transitions (observations of :class:`~sb3_reinflow.envs.kitchen.KitchenGoalWrapper`)
+    :return: the normalisation statistics
+    """
+    stats = compute_normalization(dataset)
+    mask = slice(-len(KITCHEN_TASKS), None)
+    obs_min, obs_max = stats.obs_min.copy(), stats.obs_max.copy()
+    obs_min[mask], obs_max[mask] = 0.0, 1.0
+    return stats._replace(obs_min=obs_min, obs_max=obs_max)
 
 
 class KitchenDemonstrations(NamedTuple):
