@@ -31,6 +31,8 @@ from sb3_reinflow.common.datasets import (
     unnormalized,
 )
 from sb3_reinflow.common.normalization import with_min_obs_span
+from sb3_reinflow.envs.kitchen import KITCHEN_ENV_IDS
+from sb3_reinflow.envs.kitchen_data import kitchen_normalization
 from sb3_reinflow.pretraining.behavior_cloning import check_output_path, pretrain, save_pretrained
 
 
@@ -97,7 +99,8 @@ def main() -> None:
         dataset, stats = load_reinflow_dataset(args.data)
     else:
         raw = load_minari_dataset(args.minari_id)
-        stats = compute_normalization(raw)
+        # the kitchen's goal mask keeps its [0, 1] range, as in scripts/make_kitchen_data.py's normalization.npz
+        stats = kitchen_normalization(raw) if args.env in KITCHEN_ENV_IDS.values() else compute_normalization(raw)
         dataset = normalized(raw, stats)
     if args.obs_min_span:
         widened = with_min_obs_span(stats, args.obs_min_span)
