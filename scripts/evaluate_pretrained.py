@@ -18,8 +18,9 @@ Example:
     python scripts/evaluate_pretrained.py --checkpoint logs/reinflow_ppo/Hopper-v4_1/rl_model_100000_steps.zip \
         --env Hopper-v4 --protocols mean median zero random stochastic --n-envs 5 --seed 777
 
-``--input-ranges`` adds two columns: the largest normalised observation the policy saw (and its dimension) and the
-share of decisions with some normalised input beyond +-2 (the data's range is +-1).
+``--input-ranges`` adds two columns: the largest normalised observation the policy saw (and its dimension) and how
+many of the observations it was given had some normalised entry beyond +-2 (the data's range is +-1). Observations
+are counted before the policy's ``obs_clip``, including each env's reset observations.
 """
 
 import argparse
@@ -65,12 +66,12 @@ class _InputRanges(VecEnvWrapper):
         super().__init__(venv)
         self.offset, self.scale = policy.obs_offset.cpu().numpy(), policy.obs_scale.cpu().numpy()
         self.largest = np.zeros_like(self.offset)
-        self.n_decisions = self.n_outside = 0
+        self.n_observations = self.n_outside = 0
 
     def _record(self, obs: np.ndarray) -> None:
         inputs = np.abs((obs - self.offset) * self.scale)
         self.largest = np.maximum(self.largest, inputs.max(axis=0))
-        self.n_decisions += len(inputs)
+        self.n_observations += len(inputs)
         self.n_outside += int((inputs.max(axis=1) > 2).sum())
 
     def reset(self) -> np.ndarray:
@@ -86,7 +87,7 @@ class _InputRanges(VecEnvWrapper):
     def summary(self) -> str:
         """:return: the two table cells"""
         dim = int(np.argmax(self.largest))
-        return f"{self.largest[dim]:.3g} (dim {dim}) | {self.n_outside}/{self.n_decisions}"
+        return f"{self.largest[dim]:.3g} (dim {dim}) | {self.n_outside}/{self.n_observations}"
 
 
 def main() -> None:
@@ -116,7 +117,7 @@ def main() -> None:
     path = resolve_pretrained(args.checkpoint)
     base = ReinFlowPolicy.load(path, device="cpu")
     n_flow_steps_values = args.n_flow_steps or [base.actor.n_flow_steps]
-    extra = " largest normalised input | decisions with an input beyond +-2 |" if args.input_ranges else ""
+    extra = " largest normalised input | observations with an input beyond +-2 |" if args.input_ranges else ""
     print(f"| checkpoint | data mean return | K | time grid | protocol | return (mean +- std) | % of data |{extra}")
     print("|---|---|---|---|---|---|---|" + ("---|---|" if args.input_ranges else ""))
     for n_flow_steps, grid, protocol in itertools.product(n_flow_steps_values, args.time_grids, protocols):

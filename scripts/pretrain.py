@@ -102,7 +102,7 @@ def main() -> None:
         # the kitchen's goal mask keeps its [0, 1] range, as in scripts/make_kitchen_data.py's normalization.npz
         stats = kitchen_normalization(raw) if args.env in KITCHEN_ENV_IDS.values() else compute_normalization(raw)
         dataset = normalized(raw, stats)
-    if args.obs_min_span:
+    if args.obs_min_span != 0:
         widened = with_min_obs_span(stats, args.obs_min_span)
         dataset, stats = normalized(unnormalized(dataset, stats), widened), widened
     returns = episode_returns(unnormalized(dataset, stats))

@@ -5,8 +5,6 @@ import re
 import numpy as np
 import pytest
 
-from sb3_reinflow.common.normalization import NormalizationStats, normalize, with_min_obs_span
-
 from sb3_reinflow.common.datasets import (
     TrajectoryDataset,
     episode_returns,
@@ -14,6 +12,8 @@ from sb3_reinflow.common.datasets import (
     save_reinflow_dataset,
     unnormalized,
 )
+from sb3_reinflow.common.normalization import NormalizationStats, normalize, with_min_obs_span
+from sb3_reinflow.envs.kitchen_data import kitchen_normalization
 
 TRAJ_LENGTHS = np.array([40, 7, 1, 52])
 N = int(TRAJ_LENGTHS.sum())
@@ -282,5 +282,23 @@ def test_narrow_observation_ranges_are_widened_about_their_middle():
     assert np.abs(normalize(jitter, widened.obs_min, widened.obs_max)).max() < 0.05
     assert np.abs(normalize(jitter, stats.obs_min, stats.obs_max)).max() > 1000
     assert all(np.array_equal(a, b) for a, b in zip(with_min_obs_span(stats, 0.0), stats, strict=True))
-    with pytest.raises(ValueError, match="min_span must be >= 0, got -1"):
-        with_min_obs_span(stats, -1)
+    for bad in (-1, float("nan")):
+        with pytest.raises(ValueError, match=f"min_span must be >= 0, got {bad}"):
+            with_min_obs_span(stats, bad)
+
+
+def test_the_kitchen_goal_mask_keeps_its_own_range():
+    rng = np.random.default_rng(0)
+    states = rng.normal(size=(6, 66))
+    states[:, 59:] = [0, 0, 1, 1, 0, 1, 0]  # a mask that never changes in this data: scale 2e6 under the data's range
+    dataset = TrajectoryDataset(states, rng.normal(size=(6, 9)), np.zeros(6), np.zeros(6, bool), traj_lengths=np.array([6]))
+    stats = kitchen_normalization(dataset)
+    np.testing.assert_array_equal(stats.obs_min[59:], 0.0)
+    np.testing.assert_array_equal(stats.obs_max[59:], 1.0)
+    np.testing.assert_array_equal(stats.obs_min[:59], states[:, :59].min(axis=0))
+    # a subtask done out of the data's order (mask entry 1 -> 0) stays inside [-1, 1]
+    done = states[0].copy()
+    done[62] = 0.0
+    assert np.abs(normalize(done, stats.obs_min, stats.obs_max)).max() <= 1.0
+    with pytest.raises(ValueError, match=r"must be 66 wide.*got shape \(6, 65\)"):
+        kitchen_normalization(dataset._replace(states=states[:, :65]))

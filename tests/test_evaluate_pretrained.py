@@ -30,7 +30,7 @@ def script():
     return load_script("evaluate_pretrained")
 
 
-def test_the_largest_input_and_the_decisions_beyond_two_are_counted(script):
+def test_the_largest_input_and_the_observations_beyond_two_are_counted(script):
     policy = SimpleNamespace(obs_offset=th.zeros(2), obs_scale=th.tensor([1.0, 10.0]))
     env = script._InputRanges(DummyVecEnv([_Ramp]), policy)
     env.reset()
@@ -38,5 +38,5 @@ def test_the_largest_input_and_the_decisions_beyond_two_are_counted(script):
         env.step(np.zeros((1, 1), np.float32))
     # observations 0, 1, 2, then the reset's 0 after the episode ends: the second dimension reads 0, 10, 20, 0
     np.testing.assert_allclose(env.largest, [2.0, 20.0])
-    assert (env.n_decisions, env.n_outside) == (4, 2)
+    assert (env.n_observations, env.n_outside) == (4, 2)
     assert env.summary() == "20 (dim 1) | 2/4"

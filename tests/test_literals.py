@@ -1,3 +1,5 @@
+"""Reading rl_zoo3 policy_kwargs strings without running them (sb3_reinflow.zoo.literals)."""
+
 import pytest
 
 from sb3_reinflow.zoo.literals import parse_kwargs_string
@@ -24,7 +26,9 @@ def test_registry_strings_are_read_as_their_values(text, expected):
         ("dict(activation_fn=nn.ReLU)", "nn.ReLU"),
         ("dict(a=__import__('os').getcwd())", "__import__"),
         ("dict(**other)", "unpacking"),
-        ("[1, 2]", "list"),
+        ("[1, 2]", "not a dict"),
+        ("{**other}", "unpacking"),
+        ("{1: 2}", "not names"),
         ("dict(n_flow_steps=4", "never closed"),
     ],
 )

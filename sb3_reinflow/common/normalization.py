@@ -75,12 +75,15 @@ def with_min_obs_span(stats: NormalizationStats, min_span: float) -> Normalizati
     barely moves in the data (an untouched object's coordinate) otherwise gets a scale of up to
     ``2 / NORMALIZATION_EPS``, so a millimetre of jitter at run time becomes an input in the thousands.
 
+    A widened dimension's values map to other normalised values (a constant maps to 0 instead of -1), so the result
+    is for training a policy on, not for re-normalising the inputs of one trained under the original statistics.
+
     :param stats: the data's statistics
     :param min_span: the narrowest observation range kept, in the observation's own units (0: ReinFlow's rule)
     :return: the statistics with the narrow observation ranges widened; actions unchanged
     """
-    if min_span < 0:
-        raise ValueError(f"min_span must be >= 0, got {min_span}")
+    if not min_span >= 0:  # also refuses NaN
+        raise ValueError(f"min_span must be >= 0, got {min_span}: pass a span such as 0.01, or 0 for ReinFlow's rule")
     middle = (stats.obs_min + stats.obs_max) / 2
     half_span = np.maximum(stats.obs_max - stats.obs_min, min_span) / 2
     narrow = stats.obs_max - stats.obs_min < min_span

@@ -26,6 +26,7 @@ from sb3_reinflow.envs.kitchen import (
     KITCHEN_ENV_IDS,
     KITCHEN_TASKS,
     MAX_EPISODE_STEPS,
+    OBSERVATION_DIM,
     TARGET_TASKS,
     register_kitchen_envs,
 )
@@ -45,7 +46,14 @@ def kitchen_normalization(dataset: TrajectoryDataset) -> NormalizationStats:
 
     :param dataset: raw kitchen transitions (observations of :class:`~sb3_reinflow.envs.kitchen.KitchenGoalWrapper`)
     :return: the normalisation statistics
+    :raises ValueError: if the observations are not the wrapper's (env observation, then the goal mask)
     """
+    width = OBSERVATION_DIM + len(KITCHEN_TASKS)
+    if dataset.states.ndim != 2 or dataset.states.shape[1] != width:
+        raise ValueError(
+            f"kitchen observations must be {width} wide (the env's {OBSERVATION_DIM}, then the {len(KITCHEN_TASKS)}-entry "
+            f"goal mask), got shape {dataset.states.shape}: record them through KitchenGoalWrapper"
+        )
     stats = compute_normalization(dataset)
     mask = slice(-len(KITCHEN_TASKS), None)
     obs_min, obs_max = stats.obs_min.copy(), stats.obs_max.copy()

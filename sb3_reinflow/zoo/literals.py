@@ -17,7 +17,9 @@ def _literal(node: ast.expr) -> Any:
             raise ValueError("'**' unpacking is not a literal")
         return {keyword.arg: _literal(keyword.value) for keyword in node.keywords}
     if isinstance(node, ast.Dict):
-        return {_literal(key): _literal(value) for key, value in zip(node.keys, node.values, strict=True)}
+        if any(key is None for key in node.keys):
+            raise ValueError("'**' unpacking is not a literal")
+        return {_literal(key): _literal(value) for key, value in zip(node.keys, node.values, strict=True)}  # type: ignore[arg-type]
     if isinstance(node, ast.List | ast.Tuple):
         values = [_literal(element) for element in node.elts]
         return values if isinstance(node, ast.List) else tuple(values)
@@ -45,5 +47,8 @@ def parse_kwargs_string(text: str) -> dict[str, Any]:
             "numbers, strings, booleans or lists as values; code such as nn.ReLU is not evaluated here"
         ) from None
     if not isinstance(value, dict):
-        raise ValueError(f"policy_kwargs {text!r} is a {type(value).__name__}, not a dict: write it as dict(key=value)")
+        raise ValueError(f"policy_kwargs {text!r} is not a dict but {value!r}: write it as dict(key=value)")
+    names = [key for key in value if not isinstance(key, str)]
+    if names:
+        raise ValueError(f"policy_kwargs {text!r} has keys {names} that are not names: write it as dict(key=value)")
     return value
