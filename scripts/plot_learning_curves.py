@@ -255,8 +255,20 @@ def interquartile_mean(finals: np.ndarray) -> tuple[float, float, float]:
     return float(statistic(finals)), float(result.confidence_interval.low), float(result.confidence_interval.high)
 
 
+def stopped_runs(data: pd.DataFrame) -> dict[int, int]:
+    """
+    :param data: the rows of one configuration
+    :return: seed -> last env step, for the runs whose last evaluation is short of the configuration's longest run
+        by more than 2.5% (stopped early: their "final" is not a final of the same budget)
+    """
+    last = data.groupby("seed")["env_steps"].max()
+    return {int(seed): int(steps) for seed, steps in last.items() if steps < 0.975 * last.max()}
+
+
 def aggregate_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
     rows = []
+    stopped = stopped_runs(data)
+    data = data[~data["seed"].isin(list(stopped))]
     for use, seeds in (("held out", lambda s: s not in tuning_seeds), ("all", lambda s: True)):
         subset = data[data["seed"].map(seeds)]
         for protocol in PROTOCOL_LABELS:
@@ -266,12 +278,16 @@ def aggregate_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
             iqm, low, high = interquartile_mean(finals)
             interval = f"[{ret(low)}, {ret(high)}]"
             rows.append(f"| {use} | {protocol} | {len(finals)} | {ret(iqm)} | {interval} | {ret(finals.min())} |")
+    note = ", ".join(f"seed {seed} (stopped at {steps / 1e6:.2g}M)" for seed, steps in stopped.items())
+    note = f"Not aggregated, shorter than the other runs: {note}.\n" if stopped else ""
     if not rows:
-        print("(fewer than 2 seeds: no interquartile mean)\n")
+        print(f"(fewer than 2 full-length seeds: no interquartile mean)\n{note}")
         return
     print("| seeds | protocol | n | IQM of final return | 95% CI (bootstrap) | min final |")
     print("|---|---|---|---|---|---|")
     print("\n".join(rows) + "\n")
+    if note:
+        print(note)
 
 
 def main() -> None:

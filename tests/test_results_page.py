@@ -172,3 +172,18 @@ def test_milestone_values_neither_invent_a_start_nor_drop_a_last_evaluation_a_ch
     assert curves.value_at(ended, 2_000_000) == pytest.approx(3400.0)
     stopped = pd.DataFrame(dict(env_steps=[1_500_000, 1_600_000], mean_return=[3000.0, 3400.0]))
     assert np.isnan(curves.value_at(stopped, 2_000_000))
+
+
+def test_runs_stopped_early_are_left_out_of_the_aggregates_and_named(capsys):
+    curves = load_script("plot_learning_curves")
+    rows = [
+        dict(env="Hopper-v4", config="c", seed=seed, env_steps=t, protocol="mean", mean_return=value)
+        for seed, last, value in ((101, 1_300_000, 100.0), (201, 2_000_000, 3000.0), (202, 1_996_800, 3500.0))
+        for t in (0, last // 2, last)
+    ]
+    data = pd.DataFrame(rows)
+    assert curves.stopped_runs(data) == {101: 1_300_000}
+    curves.aggregate_table(data, tuning_seeds={101})
+    out = capsys.readouterr().out
+    assert "| all | mean | 2 |" in out and "| held out | mean | 2 |" in out  # 101's 1.3M "final" is not pooled
+    assert "seed 101 (stopped at 1.3M)" in out
