@@ -30,11 +30,11 @@ from sb3_reinflow.common.save_util import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNING_SEEDS = ("101",)
-# Remedy experiments (tuning seeds only): a section each, left out of the matrix
+# Remedy experiments: a section each, left out of the matrix; keyed "<env>/<config>" for one env, or "<config>" for all
 EXPERIMENTS = {
     "reflow_K4_decay0.1": "remedy experiment, tuning seed",
     "reflow_K4_consistency1": "remedy experiment, tuning seed",
-    "reflow_K4_consistency0.1": "remedy experiment: tuning seed (stopped early); on Hopper-v4 also the held-out seeds",
+    "Walker2d-v4/reflow_K4_consistency0.1": "remedy experiment, tuning seed, stopped at 1.6M",
     "reflow_K4_ent0": "remedy experiment, tuning seed, 1M env steps",
     "reflow_K4_ent0_bc0.1": "remedy experiment, tuning seed, 1M env steps",
     "reflow_K4_ent0_epochs1": "remedy experiment, tuning seed, 1M env steps",
@@ -46,6 +46,29 @@ EXPERIMENTS = {
     "reflow_K4_epochs1": "the Ant entry before the noise change: noise 0.08-0.16; held-out seeds",
     "reflow_K4_ent0.03": "the first Ant entry: ent_coef 0.03, 5 epochs; held-out seed, stopped at 1.6M",
 }
+# Matrix configurations whose runs used an earlier registry entry, or that are the current one under another name
+NOTES = {
+    "Hopper-v4/reflow_K4_consistency0.1": "the current Hopper entry: consistency_coef 0.1, adopted 2026-12-03 after "
+    "held-out seeds 201-205 met every target; 206-208 fresh seeds; tuning seed 101 stopped at 1.3M",
+    "Hopper-v4/reflow_K4": "the previous Hopper entry, without the consistency term (reproduce with "
+    "-params consistency_coef:0.0)",
+    **{
+        f"Hopper-v4/{config}": "run with the previous Hopper entry, without the consistency term"
+        for config in ("reflow_K2", "reflow_K1", "shortcut_K4", "shortcut_K1", "paper_hparams")
+    },
+}
+
+
+def note_of(table: dict[str, str], env: str, config: str) -> str | None:
+    """
+    :param table: :data:`EXPERIMENTS` or :data:`NOTES`
+    :param env: env id
+    :param config: configuration label
+    :return: the entry for this env and configuration (an ``<env>/<config>`` key first), or None
+    """
+    return table.get(f"{env}/{config}", table.get(config))
+
+
 # Kitchen diagnostics runs: in the kitchen table only
 KITCHEN_RUNS = {
     "shortcut_K4": "registry (obs_clip 5.0)",
@@ -88,24 +111,34 @@ def run_script(script: str, *args: str) -> str:
     return "\n".join(line for line in out.splitlines() if not line.startswith("wrote ")).strip()
 
 
-def matrix_region(csvs: list[Path]) -> str:
-    """
-    The matrix table, and its figure written to ``docs/images/matrix.png``.
+def last_env_step(csv: Path) -> int:
+    """:return: the env step of a run's last evaluation"""
+    return int(pd.read_csv(csv, usecols=["env_steps"])["env_steps"].max())
 
-    :param csvs: every CSV file
-    :return: the table
+
+def matrix_region(groups: dict[tuple[str, str], list[Path]]) -> str:
     """
-    excluded = sorted(set(EXPERIMENTS) | (set(KITCHEN_RUNS) - {"shortcut_K4"}))
-    return run_script(
-        "results_matrix.py",
-        *[str(c) for c in csvs],
-        "--tuning-seeds",
-        *TUNING_SEEDS,
-        "--exclude-config",
-        *excluded,
-        "--output",
-        "docs/images/matrix.png",
+    The matrix table, and its figure written to ``docs/images/matrix.png``: every configuration but the remedy
+    experiments and the kitchen diagnostics, without runs stopped short of their configuration's longest run.
+
+    :param groups: the CSV files of each (env, configuration)
+    :return: the table and its notes
+    """
+    files, notes = [], []
+    for (env, config), group in groups.items():
+        if note_of(EXPERIMENTS, env, config) is not None or (env == KITCHEN_ENV and config != "shortcut_K4"):
+            continue
+        lasts = {csv: last_env_step(csv) for csv in group}
+        stopped = [csv.stem for csv, last in lasts.items() if last < 0.975 * max(lasts.values())]
+        files += [csv for csv in group if csv.stem not in stopped]
+        note = note_of(NOTES, env, config)
+        if note or stopped:
+            left_out = f" (left out, stopped early: {', '.join(stopped)})" if stopped else ""
+            notes.append(f"- {env} {config}: {note or ''}{left_out}")
+    table = run_script(
+        "results_matrix.py", *[str(f) for f in files], "--tuning-seeds", *TUNING_SEEDS, "--output", "docs/images/matrix.png"
     )
+    return table + ("\n".join(notes) + "\n" if notes else "")
 
 
 def configuration_region(groups: dict[tuple[str, str], list[Path]]) -> str:
@@ -132,7 +165,8 @@ def configuration_region(groups: dict[tuple[str, str], list[Path]]) -> str:
             "--output",
             f"docs/{image}",
         )
-        suffix = f" ({EXPERIMENTS[config]})" if config in EXPERIMENTS else ""
+        note = note_of(EXPERIMENTS, env, config) or note_of(NOTES, env, config)
+        suffix = f" ({note})" if note else ""
         sections.append(f"#### {env}, {config}{suffix}\n\n![{env} {config}]({image})\n\n{tables}\n")
     return "\n".join(sections)
 
@@ -206,7 +240,7 @@ def main() -> None:
         parser.error(f"no CSV files in {args.runs}: run scripts/benchmark_finetune.py first")
     groups = group_runs(csvs)
     page = Path(args.page).read_text()
-    page = replace_region(page, "matrix", matrix_region(csvs))
+    page = replace_region(page, "matrix", matrix_region(groups))
     page = replace_region(page, "configurations", configuration_region(groups))
     page = replace_region(page, "kitchen", kitchen_region(groups))
     with atomic_write(args.page) as f:

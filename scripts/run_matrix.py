@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 HELD_OUT_SEEDS = (201, 202, 203, 204, 205)
+#: seeds never run before the Hopper entry took the consistency term (declared in docs/finetuning.md)
+FRESH_SEEDS = (206, 207, 208)
 NOISE_BOUNDS = "min_noise_std=0.1, max_noise_std=0.24"
 
 
@@ -50,7 +52,10 @@ def _flow_steps(n_flow_steps: int) -> str:
 SHORTCUT = "pretrained_policy:'Hopper-v4_shortcut'"
 # ReinFlow's fine-tuning settings (40 envs x 500 steps per iteration, 5 epochs of one full batch): Hopper's, and the
 # learning rates and critic warm-up that differ for Walker2d (ReinFlow's configs, as cited in docs/finetuning.md)
-PAPER_HYPERPARAMETERS = ("n_envs:40", "n_steps:500", "batch_size:20000", "n_epochs:5", "vf_coef:0.5", "target_kl:1.0")
+PAPER_HYPERPARAMETERS = (
+    *("n_envs:40", "n_steps:500", "batch_size:20000", "n_epochs:5", "vf_coef:0.5", "target_kl:1.0"),
+    "consistency_coef:0.0",  # ReinFlow has no such term
+)
 PAPER_RATES = {
     "Hopper-v4": ("learning_rate:4.5e-5", "critic_learning_rate:6.5e-4", "critic_warmup_iterations:0"),
     "Walker2d-v4": ("learning_rate:4e-4", "critic_learning_rate:4e-3", "critic_warmup_iterations:5"),
@@ -64,9 +69,25 @@ CONFIGS: dict[str, Config] = {
     "paper_hparams": Config(("-params", *PAPER_HYPERPARAMETERS)),
     "ppo_scratch": Config(algo="ppo", n_timesteps=2_000_000, eval_freq=50_000),
 }
+# The Hopper entry's self-distillation term (adopted 2026-12-03): the same configurations with it spelled out, so that
+# their runs never mix with the earlier runs of the plain names, which the previous entry made
+CONSISTENCY = "consistency_coef:0.1"
+CONFIGS.update(
+    {
+        f"{name}_consistency0.1": Config(("-params", *CONFIGS[name].zoo_args[1:], CONSISTENCY))
+        for name in ("reflow_K4", "reflow_K2", "reflow_K1", "shortcut_K4", "shortcut_K1")
+    }
+)
+#: runs made with the previous Hopper entry, reproduced with the term switched off
+PREVIOUS_HOPPER_ENTRY = {("Hopper-v4", name) for name in ("reflow_K4", "reflow_K2", "reflow_K1", "shortcut_K4", "shortcut_K1")}
 # (env, configuration) -> seeds, as the issue asks: 5 held-out seeds for the main configurations, 3 for the variants,
 # 1 for the paper's hyperparameters
 MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
+    ("Hopper-v4", "reflow_K4_consistency0.1"): HELD_OUT_SEEDS + FRESH_SEEDS,
+    ("Hopper-v4", "reflow_K2_consistency0.1"): HELD_OUT_SEEDS[:3],
+    ("Hopper-v4", "reflow_K1_consistency0.1"): HELD_OUT_SEEDS[:3],
+    ("Hopper-v4", "shortcut_K4_consistency0.1"): HELD_OUT_SEEDS[:3],
+    ("Hopper-v4", "shortcut_K1_consistency0.1"): HELD_OUT_SEEDS[:3],
     ("Hopper-v4", "reflow_K4"): HELD_OUT_SEEDS,
     ("Walker2d-v4", "reflow_K4"): HELD_OUT_SEEDS,
     ("Hopper-v4", "reflow_K2"): HELD_OUT_SEEDS[:3],
@@ -105,6 +126,8 @@ def make_run(env: str, config: str, seed: int, runs_folder: Path) -> Run:
         if env not in PAPER_RATES:
             raise ValueError(f"paper_hparams: no paper learning rates for {env}; known: {sorted(PAPER_RATES)}")
         zoo_args = (*zoo_args, *PAPER_RATES[env])
+    if (env, config) in PREVIOUS_HOPPER_ENTRY:
+        zoo_args = ("-params", *zoo_args[1:], "consistency_coef:0.0")
     name = f"{env}_{config}_{seed}"
     csv = runs_folder / f"{name}.csv"
     command = [

@@ -187,3 +187,13 @@ def test_runs_stopped_early_are_left_out_of_the_aggregates_and_named(capsys):
     out = capsys.readouterr().out
     assert "| all | mean | 2 |" in out and "| held out | mean | 2 |" in out  # 101's 1.3M "final" is not pooled
     assert "seed 101 (stopped at 1.3M)" in out
+
+
+def test_notes_for_one_env_come_before_notes_for_every_env(page_builder):
+    experiments = {"c": "every env", "Walker2d-v4/c": "Walker2d only"}
+    assert page_builder.note_of(experiments, "Walker2d-v4", "c") == "Walker2d only"
+    assert page_builder.note_of(experiments, "Hopper-v4", "c") == "every env"
+    assert page_builder.note_of(experiments, "Hopper-v4", "other") is None
+    # the adopted Hopper entry is in the matrix; the same override on Walker2d stays an experiment
+    assert page_builder.note_of(page_builder.EXPERIMENTS, "Hopper-v4", "reflow_K4_consistency0.1") is None
+    assert page_builder.note_of(page_builder.EXPERIMENTS, "Walker2d-v4", "reflow_K4_consistency0.1") is not None

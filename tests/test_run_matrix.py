@@ -64,3 +64,21 @@ def test_a_forced_run_keeps_the_old_csv(matrix, tmp_path):
     csv.write_text("old rows\n")
     matrix.move_aside(csv)
     assert not csv.exists() and (tmp_path / "Hopper-v4_reflow_K2_201.csv.old").read_text() == "old rows\n"
+
+
+def test_hopper_runs_say_which_entry_made_them(matrix, tmp_path):
+    """The Hopper entry took consistency_coef 0.1: plain names reproduce the previous entry, *_consistency0.1 the new."""
+
+    def params(env, config):
+        command = matrix.make_run(env, config, 201, tmp_path).command
+        zoo_args = command[command.index("--") + 1 :]
+        return zoo_args[1 : zoo_args.index("--tensorboard-log")] if zoo_args[0] == "-params" else []
+
+    assert params("Hopper-v4", "reflow_K4") == ["consistency_coef:0.0"]
+    assert params("Hopper-v4", "shortcut_K1")[-1] == "consistency_coef:0.0"
+    assert params("Hopper-v4", "reflow_K4_consistency0.1") == ["consistency_coef:0.1"]
+    previous = params("Hopper-v4", "shortcut_K1")
+    assert params("Hopper-v4", "shortcut_K1_consistency0.1") == [*previous[:-1], "consistency_coef:0.1"]
+    assert params("Walker2d-v4", "reflow_K4") == []  # other entries are unchanged
+    assert "consistency_coef:0.0" in params("Walker2d-v4", "paper_hparams")  # ReinFlow has no such term
+    assert set(matrix.FRESH_SEEDS).isdisjoint(matrix.HELD_OUT_SEEDS)
