@@ -54,7 +54,7 @@ NOTES = {
     "-params consistency_coef:0.0)",
     **{
         f"Hopper-v4/{config}": "run with the previous Hopper entry, without the consistency term"
-        for config in ("reflow_K2", "reflow_K1", "shortcut_K4", "shortcut_K1", "paper_hparams")
+        for config in ("reflow_K2", "reflow_K1", "shortcut_K4", "shortcut_K1")
     },
 }
 
@@ -138,7 +138,7 @@ def matrix_region(groups: dict[tuple[str, str], list[Path]]) -> str:
     table = run_script(
         "results_matrix.py", *[str(f) for f in files], "--tuning-seeds", *TUNING_SEEDS, "--output", "docs/images/matrix.png"
     )
-    return table + ("\n".join(notes) + "\n" if notes else "")
+    return table.rstrip("\n") + "\n\n" + "\n".join(notes) + "\n" if notes else table
 
 
 def configuration_region(groups: dict[tuple[str, str], list[Path]]) -> str:
