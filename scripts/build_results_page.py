@@ -27,6 +27,7 @@ import pandas as pd
 
 from sb3_reinflow.common.callbacks import EVAL_PROTOCOLS
 from sb3_reinflow.common.save_util import atomic_write
+from plot_learning_curves import stopped_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNING_SEEDS = ("101",)
@@ -111,11 +112,6 @@ def run_script(script: str, *args: str) -> str:
     return "\n".join(line for line in out.splitlines() if not line.startswith("wrote ")).strip()
 
 
-def last_env_step(csv: Path) -> int:
-    """:return: the env step of a run's last evaluation"""
-    return int(pd.read_csv(csv, usecols=["env_steps"])["env_steps"].max())
-
-
 def matrix_region(groups: dict[tuple[str, str], list[Path]]) -> str:
     """
     The matrix table, and its figure written to ``docs/images/matrix.png``: every configuration but the remedy
@@ -128,9 +124,10 @@ def matrix_region(groups: dict[tuple[str, str], list[Path]]) -> str:
     for (env, config), group in groups.items():
         if note_of(EXPERIMENTS, env, config) is not None or (env == KITCHEN_ENV and config != "shortcut_K4"):
             continue
-        lasts = {csv: last_env_step(csv) for csv in group}
-        stopped = [csv.stem for csv, last in lasts.items() if last < 0.975 * max(lasts.values())]
-        files += [csv for csv in group if csv.stem not in stopped]
+        seeds = {csv: int(RUN_NAME.fullmatch(csv.stem)["seed"]) for csv in group}  # type: ignore[index]
+        short = stopped_runs(pd.concat(pd.read_csv(csv, usecols=["seed", "env_steps"]) for csv in group))
+        stopped = [csv.stem for csv in group if seeds[csv] in short]
+        files += [csv for csv in group if seeds[csv] not in short]
         note = note_of(NOTES, env, config)
         if note or stopped:
             left_out = f" (left out, stopped early: {', '.join(stopped)})" if stopped else ""
