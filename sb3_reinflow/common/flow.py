@@ -480,10 +480,7 @@ class FlowChain(nn.Module):
         generator: th.Generator | None,
         noise: th.Tensor | None,
     ) -> ChainSample:
-        """:meth:`sample`, eager (see there)."""
-        if deterministic and x0 is None and self.deterministic_mode in CHAIN_SUMMARY_MODES:
-            chains = self._summary_chains(obs)
-            return ChainSample(chains, self.evaluate(obs, chains).log_prob)
+        """:meth:`sample`'s noisy or noise-free chain, eager (see there); :meth:`sample` handles the summary modes."""
         chains, means, stds = self._run_chain(obs, deterministic, x0, generator, noise)
         return ChainSample(chains, self._log_prob(chains, th.stack(means, dim=1), th.stack(stds, dim=1)))
 
