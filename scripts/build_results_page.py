@@ -57,6 +57,10 @@ NOTES = {
         f"Hopper-v4/{config}": "run with the previous Hopper entry, without the consistency term"
         for config in ("reflow_K2", "reflow_K1", "shortcut_K4", "shortcut_K1")
     },
+    **{
+        f"Hopper-v4/{config}_consistency0.1": "the current Hopper entry (consistency_coef 0.1), held-out seeds"
+        for config in ("reflow_K2", "reflow_K1", "shortcut_K4", "shortcut_K1")
+    },
 }
 
 
