@@ -35,7 +35,7 @@ TUNING_SEEDS = ("101",)
 EXPERIMENTS = {
     "reflow_K4_decay0.1": "remedy experiment, tuning seed",
     "reflow_K4_consistency1": "remedy experiment, tuning seed",
-    "Walker2d-v4/reflow_K4_consistency0.1": "remedy experiment, tuning seed, stopped at 1.6M",
+    "Walker2d-v4/reflow_K4_consistency0.1": "remedy experiment: tuning seed 101, stopped at 1.6M; held-out seeds 201-202",
     "reflow_K4_ent0": "remedy experiment, tuning seed, 1M env steps",
     "reflow_K4_ent0_bc0.1": "remedy experiment, tuning seed, 1M env steps",
     "reflow_K4_ent0_epochs1": "remedy experiment, tuning seed, 1M env steps",
@@ -51,6 +51,7 @@ EXPERIMENTS = {
 NOTES = {
     "Hopper-v4/reflow_K4_consistency0.1": "the current Hopper entry: consistency_coef 0.1, adopted 2026-12-03 after "
     "held-out seeds 201-205 met every target; 206-208 fresh seeds; tuning seed 101 stopped at 1.3M",
+    "Ant-v4/reflow_K4": "the current Ant entry; seeds 201-203 also ran the earlier entries, 206-208 are fresh",
     "Hopper-v4/reflow_K4": "the previous Hopper entry, without the consistency term (reproduce with "
     "-params consistency_coef:0.0)",
     **{
