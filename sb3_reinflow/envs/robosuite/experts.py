@@ -1,0 +1,249 @@
+"""Scripted experts for the robosuite pixel tasks: waypoints on privileged state, tracked by the OSC_POSE controller.
+
+Each expert walks through phases (reach above the object, descend, grasp, carry, place, release, retreat). A phase
+ends when the end effector is within a tolerance of its waypoint (or after a fixed number of steps for the gripper
+phases). The action is a proportional step towards the waypoint in the controller's units: OSC_POSE maps an action
+of 1 to 5 cm and 0.5 rad per step.
+
+To look like human demonstrations rather than a perfect script, :class:`DemoStyle` adds Gaussian action noise,
+pauses (zero motion for a few steps), per-episode offsets of the waypoints (varied paths) and a slower or faster hand;
+with enough noise some episodes fail, as human data does.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+POSITION_SCALE = 0.05  # metres per unit action (OSC_POSE output_max)
+ROTATION_SCALE = 0.5  # radians per unit action
+GRIPPER_OPEN, GRIPPER_CLOSED = -1.0, 1.0
+
+
+@dataclass
+class DemoStyle:
+    """How imperfect the scripted demonstrations are.
+
+    :param action_noise: std of Gaussian noise added to the 6 arm action coordinates
+    :param pause_prob: probability, per step, of starting a pause (zero arm motion)
+    :param pause_steps: longest pause, in env steps
+    :param path_jitter: std (metres) of per-episode offsets of the via-points above objects and targets
+    :param speed_range: per-episode range of the proportional gain (a slower or faster hand)
+    """
+
+    action_noise: float = 0.0
+    pause_prob: float = 0.0
+    pause_steps: int = 10
+    path_jitter: float = 0.0
+    speed_range: tuple[float, float] = (1.0, 1.0)
+
+
+PERFECT = DemoStyle()
+HUMANLIKE = DemoStyle(action_noise=0.3, pause_prob=0.02, pause_steps=10, path_jitter=0.02, speed_range=(0.5, 1.0))
+
+
+def _yaw_of_quat_xyzw(quat: np.ndarray) -> float:
+    x, y, z, w = quat
+    return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
+
+
+def _wrap(angle: float, period: float = 2 * np.pi) -> float:
+    return float((angle + period / 2) % period - period / 2)
+
+
+@dataclass
+class Phase:
+    """Move to ``target()`` (world position) with the gripper at ``gripper``; done when within ``tol`` metres
+    (and ``yaw`` error below 0.05 rad if given) or after ``steps`` env steps when ``steps`` is set."""
+
+    target: Callable[[], np.ndarray]
+    gripper: float
+    tol: float = 0.01
+    steps: Optional[int] = None
+    yaw: Optional[Callable[[], float]] = None
+    max_speed: float = 1.0
+
+
+class ScriptedExpert:
+    """Base class: a sequence of :class:`Phase` built at reset from the robosuite env's privileged state.
+
+    :param env: a :class:`~sb3_reinflow.envs.robosuite.pixel_env.RobosuitePixelEnv`
+    :param style: how imperfect the demonstrations are
+    :param seed: seed of the expert's own randomness (noise, pauses, jitter)
+    """
+
+    max_phase_steps = 80  # give up a waypoint after this many steps and move on (a stuck hand, as people do)
+
+    def __init__(self, env, style: DemoStyle = PERFECT, seed: Optional[int] = None):
+        self.env = env
+        self.style = style
+        self.rng = np.random.default_rng(seed)
+        self.phases: list[Phase] = []
+
+    # --- privileged state ---
+    @property
+    def sim(self):
+        return self.env.suite.sim
+
+    def eef_pos(self) -> np.ndarray:
+        robot = self.env.suite.robots[0]
+        return np.array(self.sim.data.site_xpos[robot.eef_site_id["right"]])
+
+    def eef_yaw(self) -> float:
+        robot = self.env.suite.robots[0]
+        rotation = np.array(self.sim.data.site_xmat[robot.eef_site_id["right"]]).reshape(3, 3)
+        return float(np.arctan2(rotation[1, 0], rotation[0, 0]))
+
+    def body_pos(self, name: str) -> np.ndarray:
+        return np.array(self.sim.data.body_xpos[self.sim.model.body_name2id(name)])
+
+    def jitter(self) -> np.ndarray:
+        offset = self.rng.normal(0.0, self.style.path_jitter, 3) if self.style.path_jitter > 0 else np.zeros(3)
+        offset[2] = abs(offset[2])
+        return offset
+
+    # --- episode ---
+    def reset(self) -> None:
+        """Plan the episode's phases; call after ``env.reset()``."""
+        self.gain = float(self.rng.uniform(*self.style.speed_range))
+        self.phases = self.plan()
+        self.phase_index = 0
+        self.phase_steps = 0
+        self.pause_left = 0
+
+    def plan(self) -> list[Phase]:
+        raise NotImplementedError
+
+    def _phase_done(self, phase: Phase) -> bool:
+        if phase.steps is not None:
+            return self.phase_steps >= phase.steps
+        close = np.linalg.norm(phase.target() - self.eef_pos()) < phase.tol
+        if phase.yaw is not None:
+            close = close and abs(_wrap(phase.yaw() - self.eef_yaw())) < 0.05
+        return close or self.phase_steps >= self.max_phase_steps
+
+    def __call__(self, observation=None) -> np.ndarray:
+        """The expert's action for the env's current state (``observation`` is not needed: the state is privileged)."""
+        while self.phase_index < len(self.phases) - 1 and self._phase_done(self.phases[self.phase_index]):
+            self.phase_index += 1
+            self.phase_steps = 0
+        phase = self.phases[self.phase_index]
+        self.phase_steps += 1
+        action = np.zeros(7)
+        action[:3] = self.gain * (phase.target() - self.eef_pos()) / POSITION_SCALE
+        if phase.yaw is not None:
+            action[5] = self.gain * _wrap(phase.yaw() - self.eef_yaw()) / ROTATION_SCALE
+        action[:3] = np.clip(action[:3], -phase.max_speed, phase.max_speed)
+        action[:6] = np.clip(action[:6], -1.0, 1.0)
+        if self.style.action_noise > 0:
+            action[:6] += self.rng.normal(0.0, self.style.action_noise, 6)
+        if self.pause_left > 0 or (self.style.pause_prob > 0 and self.rng.random() < self.style.pause_prob):
+            self.pause_left = self.pause_left - 1 if self.pause_left > 0 else int(self.rng.integers(1, self.style.pause_steps + 1))
+            action[:6] = 0.0
+        action[6] = phase.gripper
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+class LiftExpert(ScriptedExpert):
+    """Lift: above the cube, down, grasp, up."""
+
+    def plan(self) -> list[Phase]:
+        cube = lambda: self.body_pos("cube_main")  # noqa: E731
+        above = self.jitter() + [0, 0, 0.08]
+        return [
+            Phase(lambda: cube() + above, GRIPPER_OPEN, tol=0.02),
+            Phase(lambda: cube() + [0, 0, 0.0], GRIPPER_OPEN, tol=0.008),
+            Phase(lambda: cube(), GRIPPER_CLOSED, steps=10),
+            Phase(lambda: cube() + [0, 0, 0.15], GRIPPER_CLOSED, tol=0.02),
+        ]
+
+
+class CanExpert(ScriptedExpert):
+    """Can (PickPlaceCan): above the can, down, grasp, up, over its bin, down, release, away."""
+
+    def plan(self) -> list[Phase]:
+        suite = self.env.suite
+        can = lambda: self.body_pos("Can_main")  # noqa: E731
+        target = np.array(suite.target_bin_placements[suite.object_to_id["can"]])
+        above_can = self.jitter() + [0, 0, 0.1]
+        carry = target + self.jitter() * [1, 1, 0] + [0, 0, 0.2]
+        held = {}
+
+        def carry_start() -> np.ndarray:
+            held.setdefault("start", self.eef_pos() + [0, 0, 0.15])
+            return held["start"]
+
+        return [
+            Phase(lambda: can() + above_can, GRIPPER_OPEN, tol=0.02),
+            Phase(lambda: can() + [0, 0, 0.01], GRIPPER_OPEN, tol=0.008),
+            Phase(lambda: can(), GRIPPER_CLOSED, steps=12),
+            Phase(carry_start, GRIPPER_CLOSED, tol=0.03),
+            Phase(lambda: carry, GRIPPER_CLOSED, tol=0.03),
+            Phase(lambda: target + [0, 0, 0.12], GRIPPER_CLOSED, tol=0.02),
+            Phase(lambda: target + [0, 0, 0.12], GRIPPER_OPEN, steps=8),
+            Phase(lambda: target + [0, 0, 0.3], GRIPPER_OPEN, tol=0.02),
+        ]
+
+
+class SquareExpert(ScriptedExpert):
+    """Square (NutAssemblySquare): turn to the handle, grasp it, carry the nut over the square peg with the hole
+    aligned, lower, release, away."""
+
+    grasp_yaw_offset = np.pi / 2  # the fingers close across the handle
+
+    def plan(self) -> list[Phase]:
+        suite = self.env.suite
+        nut = suite.nuts[0]
+        handle_site = self.sim.model.site_name2id(nut.important_sites["handle"])
+        handle = lambda: np.array(self.sim.data.site_xpos[handle_site])  # noqa: E731
+        nut_body = lambda: self.body_pos(nut.root_body)  # noqa: E731
+        nut_yaw = lambda: _yaw_of_quat_xyzw(  # noqa: E731
+            np.array(self.sim.data.body_xquat[self.sim.model.body_name2id(nut.root_body)])[[1, 2, 3, 0]]
+        )
+        grasp_yaw = _wrap(nut_yaw() + self.grasp_yaw_offset, np.pi)
+        peg = self.body_pos("peg1")
+
+        def place_yaw() -> float:
+            # turn the hand so that the nut's square meets the peg's (nut yaw a multiple of 90 degrees)
+            current = nut_yaw()
+            return self.eef_yaw() + (np.round(current / (np.pi / 2)) * np.pi / 2 - current)
+
+        def nut_over_peg(height: float) -> Callable[[], np.ndarray]:
+            # closed loop on the nut itself: move the hand by the nut's error from its place over the peg
+            return lambda: self.eef_pos() + (peg + [0, 0, height] - nut_body())
+
+        above = self.jitter() + [0, 0, 0.08]
+        return [
+            Phase(lambda: handle() + above, GRIPPER_OPEN, tol=0.02, yaw=lambda: grasp_yaw),
+            Phase(lambda: handle() + [0, 0, 0.012], GRIPPER_OPEN, tol=0.005, yaw=lambda: grasp_yaw),
+            Phase(handle, GRIPPER_CLOSED, steps=12),
+            Phase(lambda: handle() * [1, 1, 0] + [0, 0, 1.05], GRIPPER_CLOSED, tol=0.03),
+            Phase(nut_over_peg(0.16), GRIPPER_CLOSED, tol=0.004, yaw=place_yaw),
+            Phase(nut_over_peg(0.0), GRIPPER_CLOSED, tol=0.01, yaw=place_yaw, max_speed=0.3),
+            Phase(lambda: self.eef_pos(), GRIPPER_OPEN, steps=8),
+            Phase(lambda: peg + [0, 0, 0.3], GRIPPER_OPEN, tol=0.03),
+        ]
+
+
+EXPERTS = {"Lift": LiftExpert, "Can": CanExpert, "Square": SquareExpert}
+
+
+def make_expert(env, style: DemoStyle = PERFECT, seed: Optional[int] = None) -> ScriptedExpert:
+    """The scripted expert of ``env.task``."""
+    task = env.unwrapped.task
+    return EXPERTS[task](env.unwrapped, style=style, seed=seed)
+
+
+def run_episode(env, expert: ScriptedExpert, seed: Optional[int] = None, record: bool = False):
+    """Run one expert episode. Returns (success, length, transitions) with transitions (obs, action) if ``record``."""
+    observation, _ = env.reset(seed=seed)
+    expert.reset()
+    transitions = []
+    for step in range(env.unwrapped.horizon):
+        action = expert(observation)
+        if record:
+            transitions.append((observation, action))
+        observation, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            return bool(info.get("is_success", False)), step + 1, transitions
+    return False, env.unwrapped.horizon, transitions
