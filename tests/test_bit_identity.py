@@ -1,0 +1,98 @@
+"""
+Record or check that short seeded trainings give bit-identical parameters and optimizer state.
+
+Three runs, each a few hundred policy steps on one CPU thread:
+
+- ``hopper_default``: ReinFlowPPO from the shipped ``Hopper-v4_reflow`` policy, default settings;
+- ``hopper_options``: the same with the ``learn_decay`` noise schedule, the BC term and the consistency term;
+- ``pendulum_scratch``: ReinFlowPPO with ``MlpPolicy`` from scratch on Pendulum-v1.
+
+``python tests/test_bit_identity.py --record`` writes ``tests/reference/bit_identity.json`` (SHA-256 of every policy
+tensor and of the optimizer state, with the torch and SB3 versions that produced them); ``test_bit_identity``
+compares a fresh run against it (skipped under other torch or SB3 versions, whose kernels may round differently).
+"""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import stable_baselines3
+import torch as th
+
+REFERENCE = Path(__file__).resolve().parent / "reference" / "bit_identity.json"
+
+
+def _digest(array: np.ndarray) -> str:
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(array.dtype.str.encode() + str(array.shape).encode() + array.tobytes()).hexdigest()
+
+
+def _optimizer_digest(optimizer: th.optim.Optimizer) -> str:
+    state = optimizer.state_dict()
+    hasher = hashlib.sha256()
+    for index in sorted(state["state"]):
+        for key in sorted(state["state"][index]):
+            value = state["state"][index][key]
+            value = value.detach().cpu().numpy() if isinstance(value, th.Tensor) else np.asarray(value)
+            hasher.update(f"{index}/{key}".encode() + _digest(value).encode())
+    groups = [{k: v for k, v in group.items() if k != "params"} for group in state["param_groups"]]
+    hasher.update(json.dumps(groups, sort_keys=True, default=str).encode())
+    return hasher.hexdigest()
+
+
+def _fingerprint(model: Any) -> dict[str, Any]:
+    tensors = {name: _digest(value.detach().cpu().numpy()) for name, value in model.policy.state_dict().items()}
+    return {"policy": dict(sorted(tensors.items())), "optimizer": _optimizer_digest(model.policy.optimizer)}
+
+
+def run_all() -> dict[str, Any]:
+    """:return: the fingerprints of the three short trainings"""
+    import gymnasium as gym
+
+    from sb3_reinflow import ReinFlowPPO
+    from sb3_reinflow.common.wrappers import ActionChunkWrapper
+
+    th.set_num_threads(1)
+    results = {}
+    small = dict(n_steps=64, batch_size=32, n_epochs=2, seed=3, device="cpu")
+    hopper_options = dict(noise_std_schedule="learn_decay", bc_coef=0.1, consistency_coef=0.1, critic_warmup_iterations=1)
+    for name, extra in (("hopper_default", {}), ("hopper_options", hopper_options)):
+        env = ActionChunkWrapper(gym.make("Hopper-v4"), horizon=4)
+        model = ReinFlowPPO.from_pretrained("Hopper-v4_reflow", env, **small, **extra)
+        model.learn(256)
+        results[name] = _fingerprint(model)
+    model = ReinFlowPPO(
+        "MlpPolicy", "Pendulum-v1", policy_kwargs=dict(n_flow_steps=2, net_arch=[16]), **small  # type: ignore[arg-type]
+    )
+    model.learn(256)
+    results["pendulum_scratch"] = _fingerprint(model)
+    return results
+
+
+def _versions() -> dict[str, str]:
+    return {"torch": th.__version__, "stable_baselines3": stable_baselines3.__version__}
+
+
+def test_bit_identity() -> None:
+    """Default-setting trainings reproduce the recorded parameters and optimizer state bit for bit."""
+    reference = json.loads(REFERENCE.read_text())
+    versions = reference.pop("versions")
+    if versions != _versions():
+        pytest.skip(f"reference recorded with {versions}, running {_versions()}")
+    with th.random.fork_rng():
+        results = run_all()
+    for run, expected in reference.items():
+        assert results[run]["policy"] == expected["policy"], run
+        assert results[run]["optimizer"] == expected["optimizer"], run
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--record"]:
+        sys.exit("usage: python tests/test_bit_identity.py --record")
+    REFERENCE.parent.mkdir(parents=True, exist_ok=True)
+    REFERENCE.write_text(json.dumps({**run_all(), "versions": _versions()}, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {REFERENCE}")
