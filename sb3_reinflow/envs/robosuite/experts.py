@@ -11,7 +11,7 @@ with enough noise some episodes fail, as human data does.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import numpy as np
 
@@ -59,8 +59,8 @@ class Phase:
     target: Callable[[], np.ndarray]
     gripper: float
     tol: float = 0.01
-    steps: Optional[int] = None
-    yaw: Optional[Callable[[], float]] = None
+    steps: int | None = None
+    yaw: Callable[[], float] | None = None
     max_speed: float = 1.0
 
 
@@ -74,7 +74,7 @@ class ScriptedExpert:
 
     max_phase_steps = 80  # give up a waypoint after this many steps and move on (a stuck hand, as people do)
 
-    def __init__(self, env, style: DemoStyle = PERFECT, seed: Optional[int] = None):
+    def __init__(self, env, style: DemoStyle = PERFECT, seed: int | None = None):
         self.env = env
         self.style = style
         self.rng = np.random.default_rng(seed)
@@ -228,13 +228,13 @@ class SquareExpert(ScriptedExpert):
 EXPERTS = {"Lift": LiftExpert, "Can": CanExpert, "Square": SquareExpert}
 
 
-def make_expert(env, style: DemoStyle = PERFECT, seed: Optional[int] = None) -> ScriptedExpert:
+def make_expert(env, style: DemoStyle = PERFECT, seed: int | None = None) -> ScriptedExpert:
     """The scripted expert of ``env.task``."""
     task = env.unwrapped.task
     return EXPERTS[task](env.unwrapped, style=style, seed=seed)
 
 
-def run_episode(env, expert: ScriptedExpert, seed: Optional[int] = None, record: bool = False):
+def run_episode(env, expert: ScriptedExpert, seed: int | None = None, record: bool = False):
     """Run one expert episode. Returns (success, length, transitions) with transitions (obs, action) if ``record``."""
     observation, _ = env.reset(seed=seed)
     expert.reset()

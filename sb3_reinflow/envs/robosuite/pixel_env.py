@@ -13,7 +13,7 @@ once per action chunk, exactly when the policy looks.
 """
 
 import os
-from typing import Any, Optional
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -78,10 +78,10 @@ class RobosuitePixelEnv(gym.Env):
         self,
         task: str = "Can",
         image_size: int = 84,
-        camera: Optional[str] = None,
-        horizon: Optional[int] = None,
+        camera: str | None = None,
+        horizon: int | None = None,
         render_every: int = 1,
-        render_mode: Optional[str] = None,
+        render_mode: str | None = None,
     ):
         if task not in TASKS:
             raise ValueError(f"Unknown robosuite task {task!r}: choose one of {sorted(TASKS)}")
@@ -135,12 +135,13 @@ class RobosuitePixelEnv(gym.Env):
         return {"image": self._image.copy(), "state": state}
 
     # --- gymnasium API ---
-    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
+        suite = self.suite  # built (and reset once by robosuite) before the seed below takes effect
         if seed is not None:
             # robosuite samples placements from numpy's global stream: seed it for reproducible episodes.
             np.random.seed(seed)
-        raw = self.suite.reset()
+        raw = suite.reset()
         self._steps = 0
         return self._observation(raw, fresh_image=True), {}
 
@@ -154,7 +155,7 @@ class RobosuitePixelEnv(gym.Env):
         info = {"is_success": success}
         return self._observation(raw, fresh_image=fresh), float(success), success, truncated, info
 
-    def render(self) -> Optional[np.ndarray]:
+    def render(self) -> np.ndarray | None:
         """The policy's camera (fresh) beside a wide view, both at 256x256."""
         if self.render_mode != "rgb_array":
             return None
@@ -182,3 +183,18 @@ class RobosuitePixelEnv(gym.Env):
     def privileged_state(self) -> dict[str, Any]:
         """The full robosuite observation dict (object poses included), for scripted experts."""
         return self.suite._get_observations(force_update=True)
+
+
+# gym.make ids: robosuite needs the ``pixels`` extra only when one of them is made.
+PIXEL_ENV_IDS = {task: f"Pixel{task}-v0" for task in TASKS}
+
+
+def register_pixel_envs() -> None:
+    """Register :data:`PIXEL_ENV_IDS` with gymnasium (idempotent; imports nothing heavy)."""
+    for task, env_id in PIXEL_ENV_IDS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point="sb3_reinflow.envs.robosuite.pixel_env:RobosuitePixelEnv", kwargs={"task": task})
+
+
+# importing the module registers the ids, as gymnasium-robotics does for its own envs
+register_pixel_envs()
