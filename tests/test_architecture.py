@@ -9,24 +9,21 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "sb3_reinflow"
 
 GROUND, SB3_LAYER, BUILDERS, TOP = 0, 1, 2, 3
-#: module (or package prefix) -> floor; the longest matching prefix wins
+#: folder -> floor; a module's floor is that of the deepest folder that holds it (no module has its own entry)
 LAYERS: dict[str, int] = {
-    # ground floor: flow math, networks, losses, distribution, normalisation, file formats, safe saving, data
+    # ground floor: flow math, networks, losses, flow types; datasets; file formats, safe saving; envs
     "sb3_reinflow.common": GROUND,
     "sb3_reinflow.pretrained": GROUND,
-    "sb3_reinflow.envs": GROUND,  # env wrappers, the scripted kitchen expert and its datasets (no SB3 algorithm)
-    # SB3 layer: the policy, its rollout buffer, the algorithm, callbacks
-    "sb3_reinflow.common.buffers": SB3_LAYER,
-    "sb3_reinflow.common.callbacks": SB3_LAYER,
+    "sb3_reinflow.envs": GROUND,
+    # SB3 layer: the policy, its arguments, rollout buffer, distribution, callbacks, and the algorithm
+    "sb3_reinflow.common.reinflow": SB3_LAYER,
     "sb3_reinflow.reinflow_ppo": SB3_LAYER,
     # builders: pretraining, the official-checkpoint importer, demonstrations (they build or fill policies)
     "sb3_reinflow.pretraining": BUILDERS,
-    # top: the package's public names, the zoo plugin, and the deprecated aliases of moved modules
+    # top: the package's public names, the zoo plugin, the command-line tools
     "sb3_reinflow": TOP,
     "sb3_reinflow.zoo": TOP,
-    "sb3_reinflow.common.pretrain": TOP,
-    "sb3_reinflow.common.checkpoints": TOP,
-    "sb3_reinflow.common.demonstrations": TOP,
+    "sb3_reinflow.tools": TOP,
 }
 #: SB3 modules that hold (or import) algorithms: off limits for the ground floor
 SB3_ALGORITHM_MODULES = (
@@ -93,6 +90,27 @@ def upward_imports(module: str, source: str) -> list[str]:
 PACKAGE_MODULES = sorted(PACKAGE.rglob("*.py"))
 
 
+def test_every_floor_is_a_folder() -> None:
+    """The layers are folders: every key of LAYERS is a package, not a module with its own exception."""
+    for name in LAYERS:
+        assert (ROOT / name.replace(".", "/") / "__init__.py").exists(), name
+
+
+def test_init_files_only_re_export() -> None:
+    """An ``__init__.py`` holds a docstring, imports and ``__all__``: no logic."""
+    for path in PACKAGE.rglob("__init__.py"):
+        for node in ast.parse(path.read_text()).body:
+            allowed = isinstance(node, ast.Import | ast.ImportFrom)
+            allowed |= isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)
+            allowed |= isinstance(node, ast.Assign) and [t.id for t in node.targets if isinstance(t, ast.Name)] == ["__all__"]
+            assert allowed, f"{path.relative_to(ROOT)}:{node.lineno} is logic, not a re-export"
+
+
+def test_no_package_file_is_over_450_lines() -> None:
+    long_files = {str(path.relative_to(ROOT)): n for path in PACKAGE_MODULES if (n := len(path.read_text().splitlines())) > 450}
+    assert long_files == {}
+
+
 @pytest.mark.parametrize("path", PACKAGE_MODULES, ids=lambda path: str(path.relative_to(ROOT)))
 def test_no_module_imports_upward(path: Path) -> None:
     assert upward_imports(module_name(path), path.read_text()) == []
@@ -106,12 +124,12 @@ def test_every_floor_is_used() -> None:
 @pytest.mark.parametrize(
     ("module", "source", "expected"),
     [
-        ("sb3_reinflow.common.flow", "from sb3_reinflow.reinflow_ppo.policies import ReinFlowPolicy", "floor 1"),
-        ("sb3_reinflow.common.flow", "def f():\n    from sb3_reinflow import ReinFlowPPO", "floor 3"),
-        ("sb3_reinflow.common.flow", "from sb3_reinflow.pretraining import behavior_cloning", "floor 2"),
-        ("sb3_reinflow.reinflow_ppo.policies", "import sb3_reinflow.zoo", "floor 3"),
-        ("sb3_reinflow.common.losses", "from stable_baselines3 import PPO", "SB3 algorithm"),
-        ("sb3_reinflow.common.losses", "from stable_baselines3.common.base_class import BaseAlgorithm", "SB3 algorithm"),
+        ("sb3_reinflow.common.flow.chain", "from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy", "floor 1"),
+        ("sb3_reinflow.common.flow.chain", "def f():\n    from sb3_reinflow import ReinFlowPPO", "floor 3"),
+        ("sb3_reinflow.common.flow.chain", "from sb3_reinflow.pretraining import behavior_cloning", "floor 2"),
+        ("sb3_reinflow.common.reinflow.policies", "import sb3_reinflow.zoo", "floor 3"),
+        ("sb3_reinflow.common.flow.losses", "from stable_baselines3 import PPO", "SB3 algorithm"),
+        ("sb3_reinflow.common.flow.losses", "from stable_baselines3.common.base_class import BaseAlgorithm", "SB3 algorithm"),
     ],
 )
 def test_the_checker_catches_upward_imports(module: str, source: str, expected: str) -> None:
@@ -121,8 +139,8 @@ def test_the_checker_catches_upward_imports(module: str, source: str, expected: 
 
 
 def test_the_checker_allows_downward_imports() -> None:
-    source = "from sb3_reinflow.common.flow import FlowChain\nfrom stable_baselines3.common.distributions import Distribution"
-    assert upward_imports("sb3_reinflow.common.distributions", source) == []
+    source = "from sb3_reinflow.common.flow.chain import FlowChain\nfrom stable_baselines3.common.distributions import Distribution"
+    assert upward_imports("sb3_reinflow.common.reinflow.distributions", source) == []
     assert upward_imports("sb3_reinflow.zoo", "from sb3_reinflow.pretraining import pretrain") == []
 
 
@@ -133,8 +151,8 @@ def test_chain_options_and_normaliser_live_in_one_place() -> None:
     import torch as th
 
     from sb3_reinflow import ReinFlowPPO
-    from sb3_reinflow.common.flow import ChainConfig
-    from sb3_reinflow.common.normalization import normalize
+    from sb3_reinflow.common.flow.chain_config import ChainConfig
+    from sb3_reinflow.common.data.normalization import normalize
 
     tiny = dict(velocity_net_arch=[8], noise_net_arch=[8], net_arch=[8], n_flow_steps=3, log_prob_bounds=[-2.0, 1.0])
     policy = ReinFlowPPO("MlpPolicy", "Pendulum-v1", policy_kwargs=tiny, device="cpu").policy
@@ -147,5 +165,5 @@ def test_chain_options_and_normaliser_live_in_one_place() -> None:
     obs = np.array([[0.5, 4.0, 1.0]], dtype=np.float32)
     expected = normalize(obs.astype(np.float64), low, high)
     with th.no_grad():
-        normalized = policy.normalize_obs(th.as_tensor(obs)).numpy()
+        normalized = policy.actor_features(th.as_tensor(obs)).numpy()
     np.testing.assert_allclose(normalized, expected, rtol=1e-5, atol=1e-6)

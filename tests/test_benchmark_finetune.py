@@ -1,4 +1,4 @@
-"""The fine-tuning benchmark's CSV writer (scripts/benchmark_finetune.py)."""
+"""The fine-tuning benchmark's CSV writer (benchmarks/benchmark_finetune.py)."""
 
 import pytest
 from conftest import load_script

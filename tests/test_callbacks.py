@@ -6,7 +6,7 @@ import pytest
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_reinflow import ReinFlowPPO
-from sb3_reinflow.common.callbacks import ProtocolEvalCallback
+from sb3_reinflow.common.reinflow.callbacks import ProtocolEvalCallback
 
 TINY = dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], n_flow_steps=2)
 

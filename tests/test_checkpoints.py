@@ -191,7 +191,7 @@ def test_finetuned_checkpoint_loads_policy_and_noise_net(tmp_path, norm_path, ob
     # noise std from the documented bounded parameterisation
     obs = th.as_tensor(observations[:8])
     with th.no_grad():
-        norm_obs = model.policy.normalize_obs(obs)
+        norm_obs = model.policy.actor_features(obs)
         emb = model.policy.actor.velocity_net.embed(norm_obs, th.zeros(8), th.full((8,), 1 / K))
         features = th.cat([emb.time, emb.cond], dim=-1)
         out = features

@@ -33,7 +33,7 @@ def models() -> tuple[ReinFlowPPO, ReinFlowPPO]:
 
 def _obs(model: ReinFlowPPO, n: int) -> th.Tensor:
     th.manual_seed(1)
-    return model.policy.normalize_obs(th.randn(n, *model.observation_space.shape))
+    return model.policy.actor_features(th.randn(n, *model.observation_space.shape))
 
 
 def test_sampling_with_given_noise_matches_eager(models):

@@ -5,15 +5,15 @@ import re
 import numpy as np
 import pytest
 
-from sb3_reinflow.common.datasets import (
+from sb3_reinflow.common.data import (
     TrajectoryDataset,
     episode_returns,
     load_reinflow_dataset,
     save_reinflow_dataset,
     unnormalized,
 )
-from sb3_reinflow.common.normalization import NormalizationStats, normalize, with_min_obs_span
-from sb3_reinflow.envs.kitchen_data import kitchen_normalization
+from sb3_reinflow.common.data.normalization import NormalizationStats, normalize, with_min_obs_span
+from sb3_reinflow.envs.kitchen.data import kitchen_normalization
 
 TRAJ_LENGTHS = np.array([40, 7, 1, 52])
 N = int(TRAJ_LENGTHS.sum())
@@ -215,7 +215,7 @@ def test_save_rejects_bad_datasets(tmp_path):
 
 def test_minari_round_trip(tmp_path, monkeypatch):
     pytest.importorskip("minari")
-    from sb3_reinflow.common.datasets import load_minari_dataset, save_minari_dataset
+    from sb3_reinflow.common.data import load_minari_dataset, save_minari_dataset
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     rng = np.random.default_rng(0)
@@ -249,10 +249,10 @@ def test_datasets_module_reexports_the_split_pieces():
     from sb3_reinflow.common import datasets
 
     homes = {
-        "sb3_reinflow.common.trajectories": {"TrajectoryDataset", "validate_dataset", "episode_returns", "normalized"},
-        "sb3_reinflow.common.dataset_files": {"save_reinflow_dataset", "load_reinflow_dataset", "load_minari_dataset"},
-        "sb3_reinflow.common.chunks": {"chunk_start_indices", "chunk_tensors"},
-        "sb3_reinflow.common.normalization": {"NormalizationStats", "normalize", "NORMALIZATION_EPS"},
+        "sb3_reinflow.common.data.trajectories": {"TrajectoryDataset", "validate_dataset", "episode_returns", "normalized"},
+        "sb3_reinflow.common.data.files": {"save_reinflow_dataset", "load_reinflow_dataset", "load_minari_dataset"},
+        "sb3_reinflow.common.data.chunks": {"chunk_start_indices", "chunk_tensors"},
+        "sb3_reinflow.common.data.normalization": {"NormalizationStats", "normalize", "NORMALIZATION_EPS"},
     }
     for module_name, names in homes.items():
         module = importlib.import_module(module_name)

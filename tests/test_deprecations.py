@@ -38,7 +38,7 @@ def test_unmoved_paths_import_without_warnings() -> None:
         warnings.simplefilter("error", DeprecationWarning)
         from sb3_reinflow.common.wrappers import ActionChunkWrapper
         from sb3_reinflow.pretrained import resolve_pretrained
-        from sb3_reinflow.reinflow_ppo.policies import MlpPolicy, ReinFlowPolicy
+        from sb3_reinflow.common.reinflow.policies import MlpPolicy, ReinFlowPolicy
         from sb3_reinflow.reinflow_ppo.reinflow_ppo import ReinFlowPPO as ModuleReinFlowPPO
         from sb3_reinflow.reinflow_ppo.reinflow_ppo import resolve_pretrained as old_resolve_pretrained
     assert ModuleReinFlowPPO is ReinFlowPPO and MlpPolicy is ReinFlowPolicy
@@ -63,7 +63,7 @@ def test_from_pretrained_matches_the_pretrained_policy_argument(tmp_path) -> Non
 
 
 def test_pretrain_with_an_algorithm_is_deprecated(tmp_path) -> None:
-    from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
+    from sb3_reinflow.common.data import NormalizationStats, TrajectoryDataset
 
     model = ReinFlowPPO("MlpPolicy", "Pendulum-v1", policy_kwargs=TINY, device="cpu")
     rng = np.random.default_rng(0)

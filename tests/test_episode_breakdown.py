@@ -1,4 +1,4 @@
-"""The per-episode breakdown script (scripts/episode_breakdown.py): its counts on hand-made episodes."""
+"""The per-episode breakdown script (benchmarks/episode_breakdown.py): its counts on hand-made episodes."""
 
 import numpy as np
 import pytest
@@ -43,6 +43,6 @@ def test_windows_split_the_run_in_order(breakdown, tmp_path):
 
 
 def test_protocols_are_the_packages(breakdown):
-    from sb3_reinflow.common.callbacks import EVAL_PROTOCOLS
+    from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
 
     assert breakdown.PROTOCOLS == EVAL_PROTOCOLS

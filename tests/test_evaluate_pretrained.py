@@ -1,4 +1,4 @@
-"""scripts/evaluate_pretrained.py --input-ranges: how far the normalised observations leave the data's range."""
+"""sb3_reinflow/tools/evaluate_pretrained.py --input-ranges: how far the normalised observations leave the data's range."""
 
 from types import SimpleNamespace
 

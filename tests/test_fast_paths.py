@@ -8,8 +8,9 @@ and stds; 1e-4 relative on gradients (float32 rounding differs only in the order
 import pytest
 import torch as th
 
-from sb3_reinflow.common.flow import ChainConfig, FlowChain, gaussian_chain_entropy, gaussian_chain_log_prob
-from sb3_reinflow.common.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
+from sb3_reinflow.common.flow.chain import FlowChain
+from sb3_reinflow.common.flow.chain_config import ChainConfig, gaussian_chain_entropy, gaussian_chain_log_prob
+from sb3_reinflow.common.flow.networks import NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
 
 ATOL = 1e-5
 ACTION_DIM, OBS_DIM, BATCH = 6, 5, 7
@@ -143,7 +144,7 @@ def test_generic_velocity_net_uses_the_unsplit_default():
             self.linear = th.nn.Linear(ACTION_DIM + 2 + OBS_DIM, ACTION_DIM)
 
         def embed(self, obs, t, step_size):
-            from sb3_reinflow.common.networks import FlowEmbedding
+            from sb3_reinflow.common.flow.networks import FlowEmbedding
 
             return FlowEmbedding(th.stack([t, step_size], dim=-1), obs)
 

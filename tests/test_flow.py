@@ -6,15 +6,9 @@ import pytest
 import torch as th
 from torch.distributions import Normal
 
-from sb3_reinflow.common.flow import (
-    ChainConfig,
-    FlowChain,
-    chain_median,
-    gaussian_chain_entropy,
-    gaussian_chain_log_prob,
-    time_grid,
-)
-from sb3_reinflow.common.networks import FlowEmbedding, NoiseNet, ReFlowVelocityNet, VelocityNet
+from sb3_reinflow.common.flow.chain import FlowChain, chain_median
+from sb3_reinflow.common.flow.chain_config import ChainConfig, gaussian_chain_entropy, gaussian_chain_log_prob, time_grid
+from sb3_reinflow.common.flow.networks import FlowEmbedding, NoiseNet, ReFlowVelocityNet, VelocityNet
 
 OBS_DIM = 3
 

@@ -18,11 +18,11 @@ pytest.importorskip("mink", reason="pip install mink (the kitchen expert's inver
 
 import mujoco
 
-from sb3_reinflow.common.datasets import load_reinflow_dataset
+from sb3_reinflow.common.data import load_reinflow_dataset
 from sb3_reinflow.envs import KITCHEN_ENV_IDS, KitchenGoalWrapper, make_kitchen_env
-from sb3_reinflow.envs.kitchen import KITCHEN_TASKS, OBSERVATION_DIM
-from sb3_reinflow.envs.kitchen_data import expert_plan
-from sb3_reinflow.envs.kitchen_expert import KitchenExpert
+from sb3_reinflow.envs.kitchen.env import KITCHEN_TASKS, OBSERVATION_DIM
+from sb3_reinflow.envs.kitchen.data import expert_plan
+from sb3_reinflow.envs.kitchen.expert import KitchenExpert
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPLETE = ("microwave", "kettle", "light switch", "slide cabinet")
@@ -144,10 +144,10 @@ def test_data_script_writes_loadable_dataset(tmp_path: Path) -> None:
 
 
 def test_doc_lists_script_options() -> None:
-    """docs/kitchen.md's options table matches the parser of scripts/make_kitchen_data.py."""
+    """docs/kitchen.md's options table matches the parser of sb3_reinflow/tools/make_kitchen_data.py."""
     parser = _load_script().make_parser()  # type: ignore[attr-defined]
     text = (ROOT / "docs" / "kitchen.md").read_text()
-    table = text[text.index("`scripts/make_kitchen_data.py`:\n") :].split("\n\n")[1]
+    table = text[text.index("`sb3_reinflow/tools/make_kitchen_data.py`:\n") :].split("\n\n")[1]
     documented = dict(re.findall(r"^\| `(--[a-z0-9-]+)` \| ([^|]+) \|", table, re.MULTILINE))
     actions = {action.option_strings[0]: action for action in parser._actions if action.option_strings[0] != "-h"}
     assert set(documented) == set(actions)
@@ -186,7 +186,7 @@ def kitchen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_tiny_pretrain_then_zoo_finetune(kitchen_run: Path) -> None:
     run_dir = kitchen_run / "logs" / "reinflow_ppo" / "FrankaKitchen-v1_1"
     config = yaml.load((run_dir / "FrankaKitchen-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
-    assert "sb3_reinflow.envs.kitchen.KitchenGoalWrapper" in dict(config)["env_wrapper"]
+    assert "sb3_reinflow.envs.kitchen.env.KitchenGoalWrapper" in dict(config)["env_wrapper"]
     evaluations = np.load(run_dir / "evaluations.npz")
     for suffix in ("", "_zero", "_random", "_stochastic"):
         # one 280-step episode per evaluation; its return is the number of targets completed

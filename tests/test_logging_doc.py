@@ -6,7 +6,7 @@ from pathlib import Path
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
-from sb3_reinflow.common.callbacks import ProtocolEvalCallback
+from sb3_reinflow.common.reinflow.callbacks import ProtocolEvalCallback
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "logging.md"
 TABLE_ROW = re.compile(r"^\| `([a-z0-9_/<>]+)` \|", re.MULTILINE)

@@ -4,8 +4,8 @@ import pytest
 import torch as th
 from torch.nn import functional as F
 
-from sb3_reinflow.common.losses import RectifiedFlowLoss, ShortcutLoss, sample_time
-from sb3_reinflow.common.networks import ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
+from sb3_reinflow.common.flow.losses import RectifiedFlowLoss, ShortcutLoss, sample_time
+from sb3_reinflow.common.flow.networks import ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
 
 BATCH, ACTION_DIM, OBS_DIM = 64, 3, 2
 

@@ -9,8 +9,9 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.env_util import make_vec_env
 
+from sb3_reinflow.common.reinflow.training import consistency_loss
 from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
-from sb3_reinflow.common.distributions import FlowChainDistribution
+from sb3_reinflow.common.reinflow.distributions import FlowChainDistribution
 
 TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
 
@@ -269,7 +270,7 @@ def test_set_normalization_observations():
     obs = np.concatenate([obs, obs_min[None].astype(np.float32), obs_max[None].astype(np.float32)])
     expected = 2.0 * (obs - obs_min) / (obs_max - obs_min + 1e-6) - 1.0
     with th.no_grad():
-        normalized = policy.normalize_obs(th.as_tensor(obs)).numpy()
+        normalized = policy.actor_features(th.as_tensor(obs)).numpy()
     np.testing.assert_allclose(normalized, expected, rtol=1e-5, atol=2e-5)
     assert np.all(np.abs(normalized) <= 1.0 + 1e-5)
     # The critic and actor see the normalised observation
@@ -289,9 +290,9 @@ def test_obs_clip_bounds_dimensions_constant_in_the_data(tmp_path):
     for policy in (plain, clipped):
         policy.set_normalization(obs_min=obs_min, obs_max=obs_max)
     with th.no_grad():
-        assert plain.normalize_obs(th.as_tensor(changed))[0, 1] < -1e6
-        np.testing.assert_allclose(clipped.normalize_obs(th.as_tensor(changed)).numpy(), [[0.25, -5.0, 0.0]], atol=1e-5)
-        th.testing.assert_close(clipped.normalize_obs(th.as_tensor(data)), plain.normalize_obs(th.as_tensor(data)))
+        assert plain.actor_features(th.as_tensor(changed))[0, 1] < -1e6
+        np.testing.assert_allclose(clipped.actor_features(th.as_tensor(changed)).numpy(), [[0.25, -5.0, 0.0]], atol=1e-5)
+        th.testing.assert_close(clipped.actor_features(th.as_tensor(data)), plain.actor_features(th.as_tensor(data)))
         assert abs(clipped.predict_values(th.as_tensor(changed)).item()) < 1e3
     clipped.save(tmp_path / "policy.safetensors")
     assert ReinFlowPolicy.load(tmp_path / "policy.safetensors").obs_clip == 5.0
@@ -392,7 +393,7 @@ def test_consistency_loss_vanishes_without_injected_noise(flow_model):
         model.learn(64)  # one rollout, and an update that leaves the actor as it was (learning rate 0)
         data = next(model.rollout_buffer.get(64))
         with th.no_grad():
-            losses[name] = model._consistency_loss(data.observations, data.actions).item()
+            losses[name] = consistency_loss(model.policy, data.observations, data.actions).item()
     assert losses["silent"] < 1e-9 < 1e-3 < losses["noisy"]
     with pytest.raises(ValueError, match="consistency_coef"):
         ReinFlowPPO("MlpPolicy", "Pendulum-v1", consistency_coef=-1.0, policy_kwargs=TINY)

@@ -9,7 +9,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
-from sb3_reinflow.common.datasets import (
+from sb3_reinflow.common.data import (
     NormalizationStats,
     TrajectoryDataset,
     load_reinflow_dataset,
@@ -137,7 +137,7 @@ def test_pretrain_trains_on_the_normalised_observations_it_sees_at_inference(dem
     # ... and the policy maps raw observations to exactly those states
     raw_states = th.as_tensor(unnormalized(dataset, stats).states, dtype=th.float32)
     with th.no_grad():
-        th.testing.assert_close(model.policy.normalize_obs(raw_states), states, atol=1e-5, rtol=0)
+        th.testing.assert_close(model.policy.actor_features(raw_states), states, atol=1e-5, rtol=0)
 
 
 def test_pretrain_rejects_wrong_dims(demo_dir):

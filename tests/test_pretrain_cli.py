@@ -1,4 +1,4 @@
-"""The options tables of docs/pretraining.md match the parsers of scripts/collect_demos.py and scripts/pretrain.py."""
+"""The options tables of docs/pretraining.md match the parsers of sb3_reinflow/tools/collect_demos.py and sb3_reinflow/tools/pretrain.py."""
 
 import argparse
 import importlib.util

@@ -430,7 +430,7 @@ def test_output_path_is_checked_before_training(tmp_path):
 
 def _pretrain_data():
     rng = np.random.default_rng(0)
-    from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
+    from sb3_reinflow.common.data import NormalizationStats, TrajectoryDataset
 
     n = 64
     dataset = TrajectoryDataset(

@@ -1,4 +1,4 @@
-"""The results page's generator (scripts/build_results_page.py): its regions, grouping and kitchen table."""
+"""The results page's generator (benchmarks/build_results_page.py): its regions, grouping and kitchen table."""
 
 from pathlib import Path
 

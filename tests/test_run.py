@@ -7,7 +7,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
-from sb3_reinflow.reinflow_ppo.reinflow_ppo import learn_decay_max_std
+from sb3_reinflow.common.reinflow.training import learn_decay_max_std, record_chain_stats
 
 TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
 
@@ -207,7 +207,7 @@ def test_chain_statistics_draw_from_the_model_generator(monkeypatch, record_logs
 
     def run(record_stats: bool, seed: int) -> tuple[ReinFlowPPO, list]:
         if not record_stats:
-            monkeypatch.setattr(ReinFlowPPO, "_record_chain_stats", lambda self: None)
+            monkeypatch.setattr("sb3_reinflow.reinflow_ppo.reinflow_ppo.record_chain_stats", lambda *args: None)
         model = pendulum_model(n_epochs=2, seed=seed)
         dumps = record_logs(model)
         model.learn(64 * 3)
@@ -219,11 +219,10 @@ def test_chain_statistics_draw_from_the_model_generator(monkeypatch, record_logs
         assert th.equal(value, without_stats.policy.state_dict()[key]), key
     gaps = [gap for gap in gaps if gap is not None]
     assert len(gaps) == 2 and gaps == [gap for gap in run(True, seed=0)[1] if gap is not None]
-    with_stats.set_random_seed(5)
-    assert with_stats._stats_rng.bit_generator.state == np.random.default_rng(5).bit_generator.state
+    assert pendulum_model(seed=5)._stats_rng.bit_generator.state == np.random.default_rng(5).bit_generator.state
     np.random.seed(0)
     state = np.random.get_state()
-    with_stats._record_chain_stats()
+    record_chain_stats(with_stats.policy, with_stats.rollout_buffer, with_stats._stats_rng, with_stats.logger)
     assert all(np.array_equal(a, b) for a, b in zip(state, np.random.get_state(), strict=True))
 
 

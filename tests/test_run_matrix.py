@@ -1,4 +1,4 @@
-"""The results matrix runner (scripts/run_matrix.py): which runs it plans and the commands it builds."""
+"""The results matrix runner (benchmarks/run_matrix.py): which runs it plans and the commands it builds."""
 
 import pytest
 from conftest import load_script

@@ -90,15 +90,11 @@ def test_policy_save_load_round_trip(tmp_path, observations):
     assert th.equal(loaded.obs_scale, policy.obs_scale) and th.equal(loaded.action_low, policy.action_low)
 
 
-def test_policy_load_from_model_zip(tmp_path, observations):
-    model = make_model()
-    set_stats(model.policy)
-    expected, _ = model.predict(observations, deterministic=True)
-    model.save(tmp_path / "model.zip")
-    with pytest.warns(DeprecationWarning, match="SB3 model zip"):
-        policy = ReinFlowPolicy.load(tmp_path / "model.zip", device="cpu")
-    actions, _ = policy.predict(observations, deterministic=True)
-    np.testing.assert_array_equal(actions, expected)
+def test_policy_load_refuses_a_model_zip(tmp_path):
+    """A model zip is not a policy file: the error says how to extract its policy."""
+    make_model().save(tmp_path / "model.zip")
+    with pytest.raises(ValueError, match=r"model.policy.save"):
+        ReinFlowPolicy.load(tmp_path / "model.zip", device="cpu")
 
 
 def test_set_parameters_into_fresh_model(tmp_path, observations):
@@ -134,13 +130,3 @@ def test_deterministic_mode_is_settable_and_saved(tmp_path, observations):
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], zero_a)
     loaded.policy.deterministic_mode = "mean"
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], mean_a)
-
-
-def test_deterministic_x0_is_a_deprecated_alias(tmp_path, observations):
-    """Models saved before deterministic_mode existed stored deterministic_x0: they load with the same behaviour."""
-    model = make_model(policy_kwargs=dict(deterministic_x0="zero"))
-    assert model.policy.deterministic_mode == "zero" and model.policy.deterministic_x0 == "zero"
-    model.policy.deterministic_x0 = "random"
-    assert model.policy.deterministic_mode == "random"
-    with pytest.raises(ValueError, match="deterministic_x0='ones'"):
-        model.policy.deterministic_x0 = "ones"

@@ -16,8 +16,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureC
 from torch import nn
 
 from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
-from sb3_reinflow.common.datasets import NormalizationStats, TrajectoryDataset
-from sb3_reinflow.common.networks import MLP, ResidualMLP
+from sb3_reinflow.common.data import NormalizationStats, TrajectoryDataset
+from sb3_reinflow.common.flow.layers import MLP, ResidualMLP
 from sb3_reinflow.common.policy_files import read_policy_config
 from sb3_reinflow.pretraining.behavior_cloning import pretrain
 from sb3_reinflow.reinflow_ppo.policies import CnnPolicy
@@ -87,7 +87,7 @@ def test_extractor_reads_normalised_observations():
     obs = th.tensor([[2.0, 0.0, 4.0]])
     normalised = (obs - th.tensor([1.0, 2.0, 4.0])) * th.tensor([1.0, 0.5, 0.25]) / (1 + 1e-6 / 2)
     with th.no_grad():
-        th.testing.assert_close(policy.normalize_obs(obs), policy.features_extractor(normalised), atol=1e-5, rtol=0)
+        th.testing.assert_close(policy.actor_features(obs), policy.features_extractor(normalised), atol=1e-5, rtol=0)
 
 
 def test_pretraining_refuses_a_learnable_extractor():
@@ -205,19 +205,6 @@ def test_policy_file_refuses_custom_extractor_class(tmp_path):
 # 3. Stock PPO needs the chain buffer, and says so at once
 
 
-def test_stock_ppo_without_chain_buffer_fails_at_once():
-    with pytest.raises(ValueError, match=r"got a RolloutBuffer.*ChainRolloutBuffer.*chain_length=5\)"):
-        PPO(ReinFlowPolicy, "Pendulum-v1")
-    with pytest.raises(ValueError, match=r"ChainRolloutBuffer of chain_length=5.*chain_length=3\)"):
-        PPO(
-            ReinFlowPolicy,
-            "Pendulum-v1",
-            rollout_buffer_class=ChainRolloutBuffer,
-            rollout_buffer_kwargs=dict(chain_length=5),
-            policy_kwargs=dict(n_flow_steps=2),
-        )
-
-
 def test_reinflow_ppo_sizes_its_chain_buffer():
     model = pendulum_model(rollout_buffer_kwargs=dict(chain_length=9))
     assert model.rollout_buffer.chain_length == model.policy.chain_length == 3
@@ -261,11 +248,6 @@ def test_reinflow_ppo_builds_its_chain_buffer_once(monkeypatch, policy, policy_k
     assert built == [chain_length]
     assert model.policy.chain_length == model.rollout_buffer.chain_length == chain_length
     assert model.rollout_buffer.actions.shape == (8, 1, chain_length)
-
-
-def test_reinflow_ppo_names_the_fix_when_k_is_hidden():
-    with pytest.raises(ValueError, match=r"HiddenStepsPolicy builds chains of length 7.*n_flow_steps=6\)"):
-        ReinFlowPPO(HiddenStepsPolicy, "Pendulum-v1", n_steps=8, batch_size=8, policy_kwargs=dict(noise_net_arch=[8]))
 
 
 def test_reinflow_ppo_checks_k_before_building_the_buffer():

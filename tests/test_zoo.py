@@ -270,7 +270,7 @@ def test_evaluation_envs_get_the_registry_env_kwargs(tmp_path: Path, tiny_conf: 
 
     import rl_zoo3.exp_manager
 
-    from sb3_reinflow.common.callbacks import ProtocolEvalCallback
+    from sb3_reinflow.common.reinflow.callbacks import ProtocolEvalCallback
     from sb3_reinflow.zoo import register
 
     register()

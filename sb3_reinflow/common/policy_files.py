@@ -17,15 +17,9 @@ JSON entry (``format_version`` 1)::
 Non-finite floats are written ``{"float": "inf"}`` so the JSON stays standard. ``summary`` repeats, for people and
 tools, what the tensors and ``policy_kwargs`` define; loading does not read it.
 
-Older pretrained files are SB3 model zips (``ReinFlowPPO.save``). They still load, with a ``DeprecationWarning``,
-through a restricted unpickler that only accepts the few classes such files hold (a gymnasium ``Box``, numpy
-arrays and random generators, and :data:`SAFE_CLASSES`), so a crafted file cannot run code either.
 """
 
-import base64
-import io
 import json
-import pickle
 import struct
 import warnings
 import zipfile
@@ -298,83 +292,9 @@ def read_policy_file(path: str | Path, device: th.device | str = "cpu") -> Polic
     )
 
 
-class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles only the globals an SB3 zip's spaces and policy_kwargs need; anything else is refused."""
-
-    _NUMPY_GLOBALS = frozenset(
-        {
-            ("numpy", "dtype"),
-            ("numpy", "ndarray"),
-            ("numpy.core.numeric", "_frombuffer"),
-            ("numpy._core.numeric", "_frombuffer"),
-            ("numpy.core.multiarray", "_reconstruct"),
-            ("numpy._core.multiarray", "_reconstruct"),
-            ("numpy.core.multiarray", "scalar"),
-            ("numpy._core.multiarray", "scalar"),
-            ("numpy.random._pickle", "__generator_ctor"),
-            ("numpy.random._pickle", "__bit_generator_ctor"),
-            ("numpy.random._pcg64", "PCG64"),
-            ("numpy.random._mt19937", "MT19937"),
-            ("numpy.random.bit_generator", "SeedSequence"),
-            ("numpy.random.bit_generator", "__pyx_unpickle_SeedSequence"),
-            ("numpy.random._generator", "Generator"),
-            ("gymnasium.spaces.box", "Box"),
-            ("copyreg", "_reconstructor"),
-            ("builtins", "object"),
-        }
-    )
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in self._NUMPY_GLOBALS:
-            return super().find_class(module, name)
-        for cls in SAFE_CLASSES.values():
-            if cls.__module__ == module and cls.__qualname__ == name:
-                return cls
-        raise pickle.UnpicklingError(f"refused to load {module}.{name}: old pretrained zips may only hold known classes")
-
-
-def _restricted_loads(data: Any, key: str, path: str | Path) -> Any:
-    if not (isinstance(data, dict) and ":serialized:" in data):
-        return data
-    try:
-        return _RestrictedUnpickler(io.BytesIO(base64.b64decode(data[":serialized:"]))).load()
-    except Exception as error:
-        raise ValueError(
-            f"{path}: cannot read {key!r} safely ({error}). If you trust this file, load it with "
-            "ReinFlowPPO.load (which unpickles) and save its policy in the new format: "
-            "model.policy.save('policy.safetensors', env_id=...)"
-        ) from error
-
-
-def read_legacy_zip(path: str | Path, device: th.device | str = "cpu") -> PolicyCheckpoint:
-    """
-    Read the policy of an SB3 model zip (the old pretrained format) with the restricted unpickler, and warn that
-    the format is deprecated.
-
-    :param path: the zip
-    :param device: where to put the tensors
-    :return: its policy's spaces, user-given policy_kwargs and weights (env id unknown)
-    """
-    warnings.warn(
-        f"{path} is an SB3 model zip: loading pretrained policies from model zips is deprecated. Convert it with "
-        f"`python scripts/convert_pretrained.py {path} --env-id <env id>` (writes a .safetensors policy file)",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    with zipfile.ZipFile(path) as archive:
-        names = archive.namelist()
-        if "data" not in names or "policy.pth" not in names:
-            raise ValueError(f"{path} is not an SB3 model zip with a policy (entries: {names})")
-        data = json.loads(archive.read("data"))
-        state_dict = th.load(io.BytesIO(archive.read("policy.pth")), map_location=device, weights_only=True)
-    loaded = {key: _restricted_loads(data.get(key), key, path) for key in ("observation_space", "action_space")}
-    policy_kwargs = _restricted_loads(data.get("policy_kwargs") or {}, "policy_kwargs", path)
-    return PolicyCheckpoint(None, loaded["observation_space"], loaded["action_space"], dict(policy_kwargs), state_dict)
-
-
 def read_pretrained(path: str | Path, device: th.device | str = "cpu") -> PolicyCheckpoint:
     """
-    Read a pretrained policy from a policy file, or (deprecated) from an SB3 model zip, never running code from it.
+    Read a pretrained policy from a policy file, never running code from it.
 
     :param path: the file (its content decides the format, not its name)
     :param device: where to put the tensors
@@ -382,14 +302,15 @@ def read_pretrained(path: str | Path, device: th.device | str = "cpu") -> Policy
     """
     if is_policy_file(path):
         return read_policy_file(path, device)
+    hint = ""
     if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            is_model_zip = "data" in archive.namelist()
-        if is_model_zip:
-            return read_legacy_zip(path, device)
+        hint = (
+            ": it is a zip; if it is a ReinFlowPPO model you trust, load it with ReinFlowPPO.load (which unpickles) "
+            "and save its policy with model.policy.save('policy.safetensors', env_id=...)"
+        )
     raise ValueError(
-        f"{path} is neither a pretrained-policy file (.safetensors, written by ReinFlowPolicy.save or "
-        "scripts/pretrain.py) nor an SB3 model zip"
+        f"{path} is not a pretrained-policy file (.safetensors, written by ReinFlowPolicy.save or "
+        f"`python -m sb3_reinflow.tools.pretrain`){hint}"
     )
 
 

@@ -8,7 +8,6 @@ every ``checkpoint_freq`` steps and on Ctrl-C).
 import copy
 import tempfile
 import time
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,15 +20,15 @@ from stable_baselines3.common.vec_env import VecEnv
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
-from sb3_reinflow.common.chunks import chunk_start_indices as chunk_start_indices
-from sb3_reinflow.common.chunks import chunk_tensors
-from sb3_reinflow.common.normalization import NormalizationStats
-from sb3_reinflow.common.trajectories import TrajectoryDataset
-from sb3_reinflow.common.flow import DeterministicX0
-from sb3_reinflow.common.losses import RectifiedFlowLoss, ShortcutLoss, TimeSampling
+from sb3_reinflow.common.data.chunks import chunk_start_indices as chunk_start_indices
+from sb3_reinflow.common.data.chunks import chunk_tensors
+from sb3_reinflow.common.data.normalization import NormalizationStats
+from sb3_reinflow.common.data.trajectories import TrajectoryDataset
+from sb3_reinflow.common.flow.chain_config import DeterministicMode
+from sb3_reinflow.common.flow.losses import TimeSampling
 from sb3_reinflow.common.policy_files import env_id_of
 from sb3_reinflow.common.save_util import atomic_write
-from sb3_reinflow.reinflow_ppo.policies import ReinFlowPolicy
+from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
 
 
 class PretrainResult(NamedTuple):
@@ -40,12 +39,6 @@ class PretrainResult(NamedTuple):
 
     losses: list[float]
     eval_returns: list[tuple[int, float, float]]
-
-
-def _make_loss(policy: ReinFlowPolicy, t_sampling: TimeSampling) -> RectifiedFlowLoss | ShortcutLoss:
-    if policy.flow_model == "shortcut":
-        return ShortcutLoss(t_sampling=t_sampling)
-    return RectifiedFlowLoss(t_sampling=t_sampling)
 
 
 def check_output_path(path: str | Path) -> Path:
@@ -86,15 +79,8 @@ def save_pretrained(policy: ReinFlowPolicy | BaseAlgorithm, path: str | Path, en
     return Path(path)
 
 
-def _as_policy(policy: ReinFlowPolicy | BaseAlgorithm) -> ReinFlowPolicy:
-    """The policy to pretrain; passing the algorithm is deprecated."""
-    if isinstance(policy, BaseAlgorithm):
-        warnings.warn(
-            "pretrain(model, ...) is deprecated: pass the policy, pretrain(model.policy, ...)",
-            DeprecationWarning,
-            stacklevel=3,
-        )
-        policy = policy.policy  # type: ignore[assignment]
+def _as_policy(policy: ReinFlowPolicy) -> ReinFlowPolicy:
+    """The policy to pretrain, checked."""
     if not isinstance(policy, ReinFlowPolicy):
         raise TypeError(f"pretrain needs a ReinFlowPolicy, got {type(policy).__name__}")
     return policy
@@ -182,7 +168,7 @@ def pretrain(
     eval_env: VecEnv | None = None,
     eval_freq: int = 5_000,
     n_eval_episodes: int = 10,
-    eval_deterministic_x0: DeterministicX0 = "random",
+    eval_deterministic_x0: DeterministicMode = "random",
     tensorboard_log: str | None = None,
     progress_bar: bool = True,
     log_interval: int = 100,
@@ -195,7 +181,7 @@ def pretrain(
     Fit the policy's velocity net to demonstrations by flow matching; the EMA weights end up in the policy and
     the dataset's normalisation statistics in its buffers.
 
-    :param policy: the policy, trained in place (passing a ReinFlowPPO is deprecated: pass ``model.policy``)
+    :param policy: the policy, trained in place
     :param dataset: normalised demonstrations (``load_reinflow_dataset``)
     :param stats: their normalisation statistics
     :param n_gradient_steps: number of AdamW steps
@@ -230,7 +216,7 @@ def pretrain(
     obs, actions = _prepare_data(policy, dataset, stats)
     # 2) the velocity net's optimiser, schedule and EMA (restored from the checkpoint when resuming)
     velocity_net = policy.actor.velocity_net
-    loss_fn = _make_loss(policy, t_sampling)
+    loss_fn = policy.flow_type.make_loss(t_sampling)
     trainer = _make_trainer(velocity_net, n_gradient_steps, learning_rate, min_learning_rate, weight_decay, ema_decay)
     optimizer, scheduler, ema = trainer.optimizer, trainer.scheduler, trainer.ema
     writer = _summary_writer(tensorboard_log)
@@ -324,12 +310,12 @@ def _check_flat_features(policy: Any) -> None:
         )
 
 
-def _eval_description(n_flow_steps: int, deterministic_x0: DeterministicX0, mean: float, std: float) -> str:
+def _eval_description(n_flow_steps: int, deterministic_x0: DeterministicMode, mean: float, std: float) -> str:
     return f"noise-free return {mean:.1f} +- {std:.1f} (EMA weights, K={n_flow_steps}, x_0 {deterministic_x0})"
 
 
 def _summary(
-    result: PretrainResult, n_gradient_steps: int, seconds: float, n_flow_steps: int, deterministic_x0: DeterministicX0
+    result: PretrainResult, n_gradient_steps: int, seconds: float, n_flow_steps: int, deterministic_x0: DeterministicMode
 ) -> str:
     """The closing lines of a pretraining run: time, loss, last and best evaluations."""
     duration = f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
@@ -354,18 +340,18 @@ def _check_dims(obs_shape: Any, action_dim: int, dataset: TrajectoryDataset) -> 
 
 
 def _evaluate_ema(
-    policy: ReinFlowPolicy, ema: AveragedModel, env: VecEnv, n_episodes: int, deterministic_x0: DeterministicX0
+    policy: ReinFlowPolicy, ema: AveragedModel, env: VecEnv, n_episodes: int, deterministic_x0: DeterministicMode
 ) -> tuple[float, float]:
     velocity_net = policy.actor.velocity_net
-    backup, x0_backup = copy.deepcopy(velocity_net.state_dict()), policy.deterministic_x0
+    backup, mode_backup = copy.deepcopy(velocity_net.state_dict()), policy.deterministic_mode
     velocity_net.load_state_dict(ema.module.state_dict())
-    policy.deterministic_x0 = deterministic_x0
+    policy.deterministic_mode = deterministic_x0
     policy.set_training_mode(False)
     try:
         mean, std = evaluate_policy(policy, env, n_eval_episodes=n_episodes, deterministic=True)
     finally:
         velocity_net.load_state_dict(backup)
-        policy.deterministic_x0 = x0_backup
+        policy.deterministic_mode = mode_backup
         policy.set_training_mode(True)
     return float(mean), float(std)
 

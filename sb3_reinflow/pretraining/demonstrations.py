@@ -12,7 +12,7 @@ import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from tqdm.auto import tqdm
 
-from sb3_reinflow.common.trajectories import TrajectoryDataset
+from sb3_reinflow.common.data.trajectories import TrajectoryDataset
 
 ObsTransform = Callable[[np.ndarray], np.ndarray]
 

@@ -7,7 +7,7 @@ Load official ReinFlow checkpoints (``torch.save`` dicts from the ReinFlow code 
 - Normalisation statistics come from a separate ``normalization.npz`` (``obs_min``, ``obs_max``, ``action_min``,
   ``action_max``).
 
-Module names of :mod:`sb3_reinflow.common.networks` follow the official ones, so the mapping is a prefix swap.
+Module names of :mod:`sb3_reinflow.common.flow.networks` follow the official ones, so the mapping is a prefix swap.
 """
 
 from pathlib import Path
@@ -17,8 +17,10 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.type_aliases import GymEnv
 
-from sb3_reinflow.common.flow import TimeGrid
-from sb3_reinflow.reinflow_ppo.policies import FlowModel, ReinFlowPolicy
+from sb3_reinflow.common.flow.chain_config import TimeGrid
+from sb3_reinflow.common.flow.networks import NoiseNet
+from sb3_reinflow.common.flow.registry import FlowModel, flow_type
+from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
 from sb3_reinflow.reinflow_ppo.reinflow_ppo import ReinFlowPPO
 
 _NETWORK_PREFIX = "network."
@@ -30,7 +32,7 @@ def official_time_grid(flow_model: FlowModel) -> TimeGrid:
     :param flow_model: ``"reflow"`` or ``"shortcut"``
     :return: the grid the official sampler uses: ``linspace(0, 1, K)`` for ReFlow, k/K for Shortcut
     """
-    return "reinflow_linspace" if flow_model == "reflow" else "euler"
+    return flow_type(flow_model).official_time_grid
 
 
 def extract_state_dicts(checkpoint: dict[str, Any], use_ema: bool = True) -> tuple[dict[str, th.Tensor], dict[str, th.Tensor]]:
@@ -136,6 +138,5 @@ def _load_into(policy: ReinFlowPolicy, velocity: dict[str, th.Tensor], noise: di
         # logvar bounds are 0-d here; the official code may store them with shape (1,)
         noise = {k: v.reshape(own[k].shape) if k.startswith("logvar") and k in own else v for k, v in noise.items()}
         check_state_dict(policy.actor.noise_net, noise, "noise net")
-        policy.actor.noise_net.load_state_dict(noise)
-        # the checkpoint's bounds are the policy's defaults; min/max_noise_std in policy_kwargs win
-        policy.reset_noise_bounds()
+        # the bounds are the policy's (its min/max_noise_std, defaulting to the checkpoint's), as in every loader
+        policy.actor.noise_net.load_state_dict({**noise, **{key: own[key] for key in NoiseNet.BOUND_BUFFERS}})

@@ -1,0 +1,95 @@
+"""Saving and loading a policy as a pretrained-policy file (safetensors + JSON, no pickle)."""
+
+import io
+import tempfile
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch as th
+from stable_baselines3.common.utils import get_device
+
+from sb3_reinflow.common.flow.networks import NoiseNet
+from sb3_reinflow.common.policy_files import read_pretrained, save_policy_file
+from sb3_reinflow.common.reinflow.arguments import known_policy_kwargs
+
+SelfPolicyFile = TypeVar("SelfPolicyFile", bound="PolicyFileMixin")
+
+
+class PolicyFileMixin:
+    """
+    ``save`` / ``load`` of :class:`~sb3_reinflow.common.reinflow.policies.ReinFlowPolicy` in the policy-file format
+    (:mod:`sb3_reinflow.common.policy_files`), and the state-dict loading every loader shares.
+    """
+
+    def save(self, path: str | Path, env_id: str | None = None) -> None:  # type: ignore[override]
+        """
+        Save the policy as a pretrained-policy file (safetensors weights + plain-JSON config; see
+        :mod:`sb3_reinflow.common.policy_files`), atomically and to ``path`` exactly as given.
+
+        :param path: destination, conventionally ``*.safetensors``
+        :param env_id: id of the env it was trained on (default: :attr:`env_id`), checked when it is loaded
+        """
+        save_policy_file(
+            path,
+            self.state_dict(),
+            self.observation_space,
+            self.action_space,
+            self._get_constructor_parameters(),
+            env_id=env_id if env_id is not None else self.env_id,
+        )
+
+    @classmethod
+    def load(
+        cls: type[SelfPolicyFile], path: str | Path | io.BufferedIOBase, device: th.device | str = "auto"
+    ) -> SelfPolicyFile:
+        """
+        Load a policy file written by ``ReinFlowPolicy.save`` (or ``python -m sb3_reinflow.tools.pretrain``) without
+        unpickling anything.
+
+        :param path: file path or buffer
+        :param device: torch device
+        :return: the policy, with ``env_id`` set to the env it was trained on (when recorded)
+        """
+        if isinstance(path, io.BufferedIOBase):
+            with tempfile.TemporaryDirectory() as folder:
+                copy = Path(folder) / "policy"
+                copy.write_bytes(path.read())
+                return cls.load(copy, device)
+        checkpoint = read_pretrained(path, device="cpu")
+        policy_kwargs = known_policy_kwargs(cls, checkpoint.policy_kwargs, str(path))
+        policy = cls(checkpoint.observation_space, checkpoint.action_space, lambda _: 0.0, **policy_kwargs)
+        policy.load_state_dict(checkpoint.state_dict)
+        policy.env_id = checkpoint.env_id
+        return policy.to(get_device(device))
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
+        """
+        Like :meth:`torch.nn.Module.load_state_dict`, with an error naming the parameter and both shapes when a
+        checkpoint does not fit this policy. The noise bounds are this policy's (``min_noise_std``,
+        ``max_noise_std``, set at construction or by ReinFlowPPO's noise schedule), not the checkpoint's, so every
+        loader gives a policy file the bounds its arguments name.
+        """
+        own = self.state_dict()
+        for key, value in state_dict.items():
+            if key in own and tuple(own[key].shape) != tuple(value.shape):
+                raise ValueError(
+                    f"Cannot load parameter {key!r}: the checkpoint has shape {tuple(value.shape)} but this policy "
+                    f"has {tuple(own[key].shape)}; build the policy with the same spaces and policy_kwargs "
+                    "(velocity_net_arch, n_flow_steps, action chunk horizon...) as the checkpoint"
+                )
+        bounds = {key: own[key] for key in state_dict if key.endswith(NoiseNet.BOUND_BUFFERS) and key in own}
+        return super().load_state_dict({**state_dict, **bounds}, strict=strict, assign=assign)
+
+    def with_options(self: SelfPolicyFile, **overrides: Any) -> SelfPolicyFile:
+        """
+        A new policy with this one's weights and some constructor options changed (for example ``n_flow_steps``,
+        ``deterministic_mode`` or the noise bounds), used by ``python -m sb3_reinflow.tools.evaluate_pretrained`` and
+        the benchmark scripts. The new policy has the noise bounds of its own options.
+
+        :param overrides: constructor arguments to change
+        :return: the new policy, on this policy's device, with the same ``env_id``
+        """
+        policy = type(self)(**{**self._get_constructor_parameters(), **overrides})
+        policy.load_state_dict(self.state_dict())
+        policy.env_id = self.env_id
+        return policy.to(self.device)

@@ -1,0 +1,55 @@
+"""
+Pretrained flow policies shipped with the package, as policy files (``<env id>_<flow model>.safetensors``:
+safetensors weights + plain-JSON config, see :mod:`sb3_reinflow.common.policy_files`; loading them runs no code).
+Ground floor: file look-up only; :meth:`sb3_reinflow.ReinFlowPPO.from_pretrained` builds a model from one.
+"""
+
+from importlib import resources
+from pathlib import Path
+
+from sb3_reinflow.common.policy_files import POLICY_FILE_SUFFIX
+
+
+def available_pretrained() -> list[str]:
+    """
+    :return: names of the shipped checkpoints, ``"<env id>_<flow model>"``
+    """
+    files = resources.files("sb3_reinflow.pretrained")
+    return sorted(
+        entry.name[: -len(POLICY_FILE_SUFFIX)] for entry in files.iterdir() if entry.name.endswith(POLICY_FILE_SUFFIX)
+    )
+
+
+def pretrained_path(env_id: str, flow_model: str = "reflow") -> Path:
+    """
+    Path of a shipped pretrained policy, for ``ReinFlowPPO(..., pretrained_policy=path)`` or ``ReinFlowPolicy.load``.
+
+    :param env_id: e.g. ``"Hopper-v4"``
+    :param flow_model: ``"reflow"`` or ``"shortcut"``
+    :return: the policy file's path
+    """
+    name = f"{env_id}_{flow_model}"
+    path = Path(str(resources.files("sb3_reinflow.pretrained").joinpath(f"{name}{POLICY_FILE_SUFFIX}")))
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"No shipped pretrained policy {name!r}; available: {available_pretrained()}. "
+            "Pretrain your own with sb3_reinflow/tools/pretrain.py"
+        )
+    return path
+
+
+def resolve_pretrained(name_or_path: str | Path) -> Path:
+    """
+    :param name_or_path: a policy file (or deprecated model zip), or the name of a shipped checkpoint
+        (e.g. ``"Hopper-v4_reflow"``)
+    :return: the file's path
+    """
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if str(name_or_path) in available_pretrained():
+        env_id, flow_model = str(name_or_path).rsplit("_", 1)
+        return pretrained_path(env_id, flow_model)
+    raise FileNotFoundError(
+        f"pretrained_policy={str(name_or_path)!r} is neither a file nor a shipped checkpoint ({available_pretrained()})"
+    )
