@@ -6,7 +6,8 @@ env steps (4 x the logged timesteps: one timestep is one Ta=4 action chunk). Wri
 quarter of the run.
 
 Example:
-    python benchmarks/finetune_diagnostics.py logs/diag/tb/Hopper-v4/ReinFlowPPO_1 --output docs/images/diagnostics_Hopper-v4.png
+    python benchmarks/finetune_diagnostics.py logs/diag/tb/Hopper-v4/ReinFlowPPO_1 \
+        --output docs/images/diagnostics_Hopper-v4.png
 """
 
 import argparse

@@ -42,23 +42,28 @@ def record_logs() -> Callable[[BaseAlgorithm], list[dict[str, Any]]]:
     return attach
 
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+ROOT = Path(__file__).resolve().parents[1]
+TOOLS = ("pretrain", "collect_demos", "evaluate_pretrained", "make_kitchen_data")
 
 
 def load_script(name: str) -> ModuleType:
     """
-    Import ``scripts/<name>.py`` as a module, with ``scripts/`` on ``sys.path`` while it loads (scripts import each
-    other, e.g. ``results_matrix`` imports ``plot_learning_curves``).
+    Import a command-line script as a module: a tool of :mod:`sb3_reinflow.tools`, the SB3-suite runner next to the
+    tests, or a script of ``benchmarks/`` (with ``benchmarks/`` on ``sys.path`` while it loads, since the benchmark
+    scripts import each other, e.g. ``results_matrix`` imports ``plot_learning_curves``).
 
     :param name: the script's file name without ``.py``
     :return: the module
     """
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    if name in TOOLS:
+        return importlib.import_module(f"sb3_reinflow.tools.{name}")
+    folder = ROOT / ("tests" if name == "run_sb3_tests" else "benchmarks")
+    spec = importlib.util.spec_from_file_location(name, folder / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(SCRIPTS))
+    sys.path.insert(0, str(folder))
     try:
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(str(SCRIPTS))
+        sys.path.remove(str(folder))
     return module

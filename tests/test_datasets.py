@@ -240,13 +240,13 @@ def test_minari_round_trip(tmp_path, monkeypatch):
 
 
 def test_datasets_module_reexports_the_split_pieces():
-    """``common.datasets`` only re-exports: each name is its home module's object, and each piece keeps to its job
+    """``common.data`` only re-exports: each name is its home module's object, and each piece keeps to its job
     (the in-memory dataset does no file I/O, the files do no batching, the chunks read no files)."""
     import ast
     import importlib
     from pathlib import Path
 
-    from sb3_reinflow.common import datasets
+    from sb3_reinflow.common import data as datasets
 
     homes = {
         "sb3_reinflow.common.data.trajectories": {"TrajectoryDataset", "validate_dataset", "episode_returns", "normalized"},

@@ -1,4 +1,5 @@
-"""sb3_reinflow/tools/evaluate_pretrained.py --input-ranges: how far the normalised observations leave the data's range."""
+"""``python -m sb3_reinflow.tools.evaluate_pretrained --input-ranges``: how far the normalised observations leave the
+data's range."""
 
 from types import SimpleNamespace
 

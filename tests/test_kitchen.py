@@ -119,7 +119,7 @@ def test_expert_plans() -> None:
 
 
 def _load_script() -> object:
-    spec = importlib.util.spec_from_file_location("_make_kitchen_data", ROOT / "scripts" / "make_kitchen_data.py")
+    spec = importlib.util.find_spec("sb3_reinflow.tools.make_kitchen_data")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -144,10 +144,10 @@ def test_data_script_writes_loadable_dataset(tmp_path: Path) -> None:
 
 
 def test_doc_lists_script_options() -> None:
-    """docs/kitchen.md's options table matches the parser of sb3_reinflow/tools/make_kitchen_data.py."""
+    """docs/kitchen.md's options table matches the parser of python -m sb3_reinflow.tools.make_kitchen_data."""
     parser = _load_script().make_parser()  # type: ignore[attr-defined]
     text = (ROOT / "docs" / "kitchen.md").read_text()
-    table = text[text.index("`sb3_reinflow/tools/make_kitchen_data.py`:\n") :].split("\n\n")[1]
+    table = text[text.index("`python -m sb3_reinflow.tools.make_kitchen_data`:\n") :].split("\n\n")[1]
     documented = dict(re.findall(r"^\| `(--[a-z0-9-]+)` \| ([^|]+) \|", table, re.MULTILINE))
     actions = {action.option_strings[0]: action for action in parser._actions if action.option_strings[0] != "-h"}
     assert set(documented) == set(actions)
@@ -175,7 +175,7 @@ def kitchen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny = json.dumps(dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], cond_net_arch=[8, 16]))
     pretrain_args = f"--env {KITCHEN_ENV_IDS['complete']} --data {folder / 'data'} --flow-model shortcut"
     pretrain_args += f" --n-gradient-steps 20 --batch-size 32 --eval-freq 0 --no-progress-bar --output {policy_file}"
-    _run([str(ROOT / "scripts" / "pretrain.py"), *pretrain_args.split(), "--policy-kwargs", tiny], folder)
+    _run(["-m", "sb3_reinflow.tools.pretrain", *pretrain_args.split(), "--policy-kwargs", tiny], folder)
     zoo = "-m rl_zoo3.train --algo reinflow_ppo --env FrankaKitchen-v1 --gym-packages gymnasium_robotics --seed 3"
     zoo += " -n 140 --eval-freq 70 --eval-episodes 1 --n-eval-envs 1 -f logs"
     zoo += f" -params n_envs:1 n_steps:70 batch_size:70 n_epochs:1 pretrained_policy:'{policy_file}'"

@@ -204,8 +204,8 @@ def test_pretrain_save_load_finetune(demo_dir, tmp_path):
     loaded_policy = ReinFlowPolicy.load(policy_path, device="cpu")
     assert loaded_policy.velocity_net_arch == [32] and loaded_policy.env_id == "Pendulum-v1"
     np.testing.assert_array_equal(loaded_policy.predict(obs, deterministic=True)[0], expected)
-    with pytest.warns(DeprecationWarning, match="SB3 model zip"):  # the old pretrained format still loads
-        np.testing.assert_array_equal(ReinFlowPolicy.load(path, device="cpu").predict(obs, deterministic=True)[0], expected)
+    with pytest.raises(ValueError, match="not a pretrained-policy file"):  # a model zip is not a policy file
+        ReinFlowPolicy.load(path, device="cpu")
 
     # fine-tune the loaded model for two PPO iterations
     before = {k: v.clone() for k, v in loaded.policy.actor.state_dict().items()}

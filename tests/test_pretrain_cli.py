@@ -1,4 +1,4 @@
-"""The options tables of docs/pretraining.md match the parsers of sb3_reinflow/tools/collect_demos.py and sb3_reinflow/tools/pretrain.py."""
+"""The options tables of docs/pretraining.md match the parsers of ``sb3_reinflow.tools.collect_demos`` and ``.pretrain``."""
 
 import argparse
 import importlib.util
@@ -12,16 +12,16 @@ ROW = re.compile(r"^\| `(--[a-z0-9-]+)` \| ([^|]+) \|", re.MULTILINE)
 
 
 def script_parser(name: str) -> argparse.ArgumentParser:
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", ROOT / "scripts" / f"{name}.py")
+    spec = importlib.util.find_spec(f"sb3_reinflow.tools.{name}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.make_parser()
 
 
 def doc_table(script: str) -> dict[str, str]:
-    """Option -> default cell of the table that follows the line "`scripts/<script>.py`:" in docs/pretraining.md."""
+    """Option -> default cell of the table after the line "`python -m sb3_reinflow.tools.<script>`:" (docs/pretraining.md)."""
     text = (ROOT / "docs" / "pretraining.md").read_text()
-    start = text.index(f"`scripts/{script}.py`:\n")
+    start = text.index(f"`python -m sb3_reinflow.tools.{script}`:\n")
     table = text[start:].split("\n\n")[1]
     return {option: cell.strip() for option, cell in ROW.findall(table)}
 

@@ -201,10 +201,10 @@ def test_pickle_renamed_as_policy_file_is_refused_without_running(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.safetensors"
     path.write_bytes(pickle.dumps(_Payload(marker)))
-    with pytest.raises(ValueError, match="neither a pretrained-policy file"):
+    with pytest.raises(ValueError, match="is not a pretrained-policy file"):
         ReinFlowPolicy.load(path)
     th.save(_Payload(marker), path)  # a torch pickle (itself a zip) under the same name
-    with pytest.raises(ValueError, match="neither a pretrained-policy file"):
+    with pytest.raises(ValueError, match="is not a pretrained-policy file"):
         ReinFlowPPO("MlpPolicy", "Pendulum-v1", pretrained_policy=str(path), device="cpu")
     assert not marker.exists()
 

@@ -6,6 +6,7 @@ import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
+from sb3_reinflow.pretraining.behavior_cloning import save_pretrained
 from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.reinflow.training import learn_decay_max_std, record_chain_stats
 
@@ -234,3 +235,21 @@ def test_noise_decay_ratio_sets_the_final_upper_bound():
     assert model.policy.actor.noise_net.std_bounds == pytest.approx((min_std, 0.9 * min_std + 0.1 * max_std))
     with pytest.raises(ValueError, match="noise_decay_ratio=0"):
         pendulum_model(noise_decay_ratio=0)
+
+
+def test_from_pretrained_matches_the_pretrained_policy_argument(tmp_path) -> None:
+    tiny = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32], n_flow_steps=2)
+    source = ReinFlowPPO("MlpPolicy", "Pendulum-v1", policy_kwargs=tiny, seed=1, device="cpu")
+    with th.no_grad():
+        source.policy.actor.velocity_net.mlp_mean.layers[0].weight.add_(0.5)  # differs from any fresh init
+    path = save_pretrained(source.policy, tmp_path / "policy.safetensors")
+    settings = dict(policy_kwargs={"max_noise_std": 0.2}, n_steps=16, batch_size=8, seed=0, device="cpu")
+    loaded = ReinFlowPPO.from_pretrained(path, "Pendulum-v1", **settings)
+    shorthand = ReinFlowPPO("MlpPolicy", "Pendulum-v1", pretrained_policy=str(path), **settings)
+    expected = source.policy.state_dict()
+    for model in (loaded, shorthand):
+        assert model.pretrained_policy == str(path)
+        assert model.policy.velocity_net_arch == [32] and model.policy.max_noise_std == 0.2  # file's, then the override
+        for key, value in model.policy.state_dict().items():
+            if "noise_net.log" not in key:  # the noise bounds are the overridden ones
+                assert th.equal(value, expected[key]), key

@@ -32,7 +32,7 @@ def test_transform_matches_vec_normalize(tmp_path):
     venv.save(str(tmp_path / "vecnormalize.pkl"))
     transform = load_vecnormalize_obs_transform(tmp_path / "vecnormalize.pkl")
     obs = np.random.default_rng(0).normal(scale=4.0, size=(16, 3))
-    np.testing.assert_allclose(transform(obs), venv.actor_features(obs), rtol=1e-6)
+    np.testing.assert_allclose(transform(obs), venv.normalize_obs(obs), rtol=1e-6)
     assert np.abs(transform(obs)).max() == pytest.approx(2.5)  # the clip is the pickle's
 
 

@@ -33,7 +33,7 @@ def pretrained_path(env_id: str, flow_model: str = "reflow") -> Path:
     if not path.is_file():
         raise FileNotFoundError(
             f"No shipped pretrained policy {name!r}; available: {available_pretrained()}. "
-            "Pretrain your own with sb3_reinflow/tools/pretrain.py"
+            "Pretrain your own with python -m sb3_reinflow.tools.pretrain"
         )
     return path
 

@@ -165,6 +165,8 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         self.pretrained_policy = pretrained_policy
         self.allow_env_mismatch = allow_env_mismatch
         self.env_id: str | None = None
+        if not isinstance(env, str) and env is not None:  # before SB3's own checks, with an error that names the fix
+            check_observation_space(env.observation_space)
         start = None
         if pretrained_policy is not None and _init_setup_model:
             policy_class = self.policy_aliases.get(policy, policy) if isinstance(policy, str) else policy

@@ -99,7 +99,8 @@ def main() -> None:
         dataset, stats = load_reinflow_dataset(args.data)
     else:
         raw = load_minari_dataset(args.minari_id)
-        # the kitchen's goal mask keeps its [0, 1] range, as in sb3_reinflow/tools/make_kitchen_data.py's normalization.npz
+        # the kitchen's goal mask keeps its [0, 1] range, as in the normalization.npz of
+        # `python -m sb3_reinflow.tools.make_kitchen_data`
         stats = kitchen_normalization(raw) if args.env in KITCHEN_ENV_IDS.values() else compute_normalization(raw)
         dataset = normalized(raw, stats)
     if args.obs_min_span != 0:

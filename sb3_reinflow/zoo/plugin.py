@@ -207,8 +207,8 @@ def check_registry_entry(
     pretrained = custom.get("pretrained_policy", (registry.get(env_id) or {}).get("pretrained_policy"))
     how_to_add = (
         f"To add an entry, copy {config} and add a block '{env_id}:' (e.g. '<<: *defaults' plus "
-        f'pretrained_policy: "my_policy.safetensors" from sb3_reinflow/tools/pretrain.py and policy_kwargs), then pass -conf '
-        "<your file>"
+        'pretrained_policy: "my_policy.safetensors" from `python -m sb3_reinflow.tools.pretrain`, and policy_kwargs), '
+        "then pass -conf <your file>"
     )
     if env_id not in registry:
         if not pretrained and not trained_agent:

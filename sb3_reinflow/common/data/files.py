@@ -60,7 +60,7 @@ def _load_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"Dataset file {path} does not exist")
     if path.stat().st_size == 0:
-        raise ValueError(f"Dataset file {path} is empty; regenerate it (sb3_reinflow/tools/collect_demos.py)")
+        raise ValueError(f"Dataset file {path} is empty; regenerate it (python -m sb3_reinflow.tools.collect_demos)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
