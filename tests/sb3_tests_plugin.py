@@ -30,7 +30,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 import sb3_reinflow
 from sb3_reinflow import ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
-from sb3_reinflow.reinflow_ppo.policies import CnnPolicy
+from sb3_reinflow.reinflow_ppo.policies import CnnPolicy, MultiInputPolicy
 
 STAND_INS = ("reinflow_ppo", "stock_ppo")
 PACKAGE_DIR = str(Path(sb3_reinflow.__file__).resolve().parent)
@@ -113,7 +113,7 @@ class StockPPOWithReinFlowPolicy(PPO):
     and is not counted.
     """
 
-    policy_aliases = {"MlpPolicy": ReinFlowPolicy, "CnnPolicy": CnnPolicy, "MultiInputPolicy": ReinFlowPolicy}  # noqa: RUF012
+    policy_aliases = {"MlpPolicy": ReinFlowPolicy, "CnnPolicy": CnnPolicy, "MultiInputPolicy": MultiInputPolicy}  # noqa: RUF012
 
     def __init__(self, policy: Any, env: Any, *args: Any, **kwargs: Any) -> None:
         flow_policy = isinstance(policy, str) or (isinstance(policy, type) and issubclass(policy, ReinFlowPolicy))

@@ -255,9 +255,9 @@ def test_reinflow_ppo_checks_k_before_building_the_buffer():
         pendulum_model(policy_kwargs=dict(n_flow_steps=0))
 
 
-def test_chain_buffer_refuses_dict_observations():
+def test_chain_buffer_points_dict_observations_to_the_dict_buffer():
     obs_space = spaces.Dict({"a": OBS_SPACE})
-    with pytest.raises(NotImplementedError, match=r"Box observation spaces only.*FlattenObservation"):
+    with pytest.raises(NotImplementedError, match=r"Box observation spaces.*use DictChainRolloutBuffer"):
         ChainRolloutBuffer(4, obs_space, ACTION_SPACE, chain_length=3)
 
 

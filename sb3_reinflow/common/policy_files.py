@@ -32,7 +32,7 @@ import torch as th
 from gymnasium import spaces
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_save
-from stable_baselines3.common.torch_layers import FlattenExtractor, NatureCNN
+from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
@@ -63,6 +63,7 @@ SAFE_CLASSES: dict[str, type] = {
     **{f"torch.optim.{cls.__name__}": cls for cls in _OPTIMIZERS},
     "stable_baselines3.common.torch_layers.FlattenExtractor": FlattenExtractor,
     "stable_baselines3.common.torch_layers.NatureCNN": NatureCNN,
+    "stable_baselines3.common.torch_layers.CombinedExtractor": CombinedExtractor,
 }
 _CLASS_NAMES = {cls: name for name, cls in SAFE_CLASSES.items()}
 # constructor parameters stored elsewhere in the file (spaces) or meaningless after loading (the schedule)
@@ -149,34 +150,58 @@ def decode_value(value: Any, key: str) -> Any:
     return value
 
 
+def _encode_bound(values: np.ndarray) -> Any:
+    """A bound array as JSON: one number when all entries are equal (image spaces), else the flat list."""
+    flat = values.reshape(-1)
+    if flat.size and np.all(flat == flat[0]):
+        return _encode_float(float(flat[0]))
+    return [_encode_float(x) for x in flat.tolist()]
+
+
 def space_to_json(space: spaces.Space) -> dict[str, Any]:
     """
-    :param space: a Box space
-    :return: its type, shape, dtype and bounds as plain JSON
+    :param space: a Box space, or a Dict of Box spaces
+    :return: its type, shape, dtype and bounds as plain JSON (a Dict: its subspaces by key)
     """
+    if isinstance(space, spaces.Dict):
+        return {"type": "Dict", "spaces": {key: space_to_json(subspace) for key, subspace in space.spaces.items()}}
     if not isinstance(space, spaces.Box):
-        raise TypeError(f"policy files store Box spaces only, got {space}")
+        raise TypeError(f"policy files store Box spaces or Dicts of them only, got {space}")
     return {
         "type": "Box",
         "shape": list(space.shape),
         "dtype": np.dtype(space.dtype).name,
-        "low": [_encode_float(x) for x in space.low.reshape(-1).tolist()],
-        "high": [_encode_float(x) for x in space.high.reshape(-1).tolist()],
+        "low": _encode_bound(space.low),
+        "high": _encode_bound(space.high),
     }
 
 
-def space_from_json(data: dict[str, Any]) -> spaces.Box:
+def space_from_json(data: dict[str, Any]) -> spaces.Box | spaces.Dict:
     """
     :param data: written by :func:`space_to_json`
-    :return: the Box space
+    :return: the Box space, or the Dict of Box spaces
     """
-    if data.get("type") != "Box":
-        raise ValueError(f"Unsupported space type {data.get('type')!r} in a policy file (only Box)")
+    if data.get("type") == "Dict" and isinstance(data.get("spaces"), dict):
+        return spaces.Dict({str(key): _box_from_json(value) for key, value in data["spaces"].items()})
+    return _box_from_json(data)
+
+
+def _decode_bound(value: Any, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    array = np.array(value, dtype=dtype)
+    if array.ndim == 0:  # one number for every entry (see _encode_bound)
+        return np.full(shape, array, dtype=dtype)
+    return array.reshape(shape)
+
+
+def _box_from_json(data: Any) -> spaces.Box:
+    if not isinstance(data, dict) or data.get("type") != "Box":
+        found = data.get("type") if isinstance(data, dict) else data
+        raise ValueError(f"Unsupported space type {found!r} in a policy file (only Box, or a Dict of Boxes)")
     shape = tuple(int(size) for size in data["shape"])
     dtype = np.dtype(data["dtype"])
     if dtype.kind not in "fiu":
         raise ValueError(f"Unsupported space dtype {dtype} in a policy file")
-    low, high = (np.array(decode_value(data[key], key), dtype=dtype).reshape(shape) for key in ("low", "high"))
+    low, high = (_decode_bound(decode_value(data[key], key), dtype, shape) for key in ("low", "high"))
     return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)  # type: ignore[arg-type]
 
 

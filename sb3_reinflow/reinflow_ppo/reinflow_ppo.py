@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch as th
+from gymnasium import spaces
 from stable_baselines3 import PPO
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.callbacks import BaseCallback, ConvertCallback
@@ -23,7 +24,8 @@ from torch import nn
 
 from sb3_reinflow.common.policy_files import PolicyCheckpoint, check_env_match, env_id_of
 from sb3_reinflow.common.reinflow.arguments import check_observation_space, check_reinflow_arguments, read_pretrained_policy
-from sb3_reinflow.common.reinflow.buffers import ChainRolloutBuffer
+from sb3_reinflow.common.reinflow.augmentation import augment_rollout, image_keys
+from sb3_reinflow.common.reinflow.buffers import ChainRolloutBuffer, DictChainRolloutBuffer
 from sb3_reinflow.common.reinflow.callbacks import EnvStepCounter
 from sb3_reinflow.common.reinflow.ppo_update import ChainPPOUpdate
 from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
@@ -36,6 +38,10 @@ from sb3_reinflow.reinflow_ppo.policies import CnnPolicy, MlpPolicy, MultiInputP
 
 SelfReinFlowPPO = TypeVar("SelfReinFlowPPO", bound="ReinFlowPPO")
 NoiseStdSchedule = Literal["constant", "learn_decay"]
+
+
+# DrQ's, DPPO's and ReinFlow's random shift, in pixels, applied to image observations unless augmentation_pad says
+DEFAULT_AUGMENTATION_PAD = 4
 
 
 class ReinFlowPPO(ChainPPOUpdate, PPO):
@@ -102,6 +108,9 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         read the file with :func:`read_pretrained_policy`
     :param allow_env_mismatch: load a pretrained policy (or, in ``load``, a model) recorded on another env id or
         with other spaces than ``env``, with a warning instead of an error
+    :param augmentation_pad: random shift (pixels) of image observations, applied to each rollout once after
+        collection, with the old log-probs, values and advantages recomputed on the shifted images (so the PPO
+        ratio starts at 1); None: 4 when the observations hold an image; 0: off
     :param _init_setup_model: build the networks at creation
     """
 
@@ -147,6 +156,7 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         consistency_coef: float = 0.0,
         pretrained_policy: str | None = None,
         allow_env_mismatch: bool = False,
+        augmentation_pad: int | None = None,
         _init_setup_model: bool = True,
     ) -> None:
         check_reinflow_arguments(
@@ -164,6 +174,9 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         self._has_bc_reference = False
         self.pretrained_policy = pretrained_policy
         self.allow_env_mismatch = allow_env_mismatch
+        if augmentation_pad is not None and (not isinstance(augmentation_pad, int) or augmentation_pad < 0):
+            raise ValueError(f"augmentation_pad={augmentation_pad!r} must be None (4 with images), 0 (off) or a pixel count")
+        self.augmentation_pad = augmentation_pad
         self.env_id: str | None = None
         if not isinstance(env, str) and env is not None:  # before SB3's own checks, with an error that names the fix
             check_observation_space(env.observation_space)
@@ -265,9 +278,10 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         )
         self.policy = self.policy.to(self.device)
         if self.rollout_buffer_class is None:
-            self.rollout_buffer_class = ChainRolloutBuffer
+            dict_obs = isinstance(self.observation_space, spaces.Dict)
+            self.rollout_buffer_class = DictChainRolloutBuffer if dict_obs else ChainRolloutBuffer
         buffer_kwargs = self.rollout_buffer_kwargs
-        if issubclass(self.rollout_buffer_class, ChainRolloutBuffer):
+        if issubclass(self.rollout_buffer_class, ChainRolloutBuffer | DictChainRolloutBuffer):
             buffer_kwargs = {**buffer_kwargs, "chain_length": self.policy.chain_length}
         self.rollout_buffer = self.rollout_buffer_class(
             self.n_steps,
@@ -332,10 +346,21 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         if self.bc_coef > 0 and self._bc_reference is None:
             self._bc_reference = make_bc_reference(self.policy)
         self._announce_critic_warmup()
+        self._augment_rollout()
         self._ppo_update()
         self._n_iterations += 1
         record_chain_stats(self.policy, self.rollout_buffer, self._stats_rng, self.logger)
         self._apply_noise_std_schedule()
+
+    def _augment_rollout(self) -> None:
+        """Shift the rollout's images once and recompute its log-probs, values and advantages (ratio 1 at start)."""
+        pad = self.augmentation_pad
+        keys = image_keys(self.observation_space)
+        if pad == 0 or not keys:
+            return
+        if getattr(self, "_augmentation_generator", None) is None:
+            self._augmentation_generator = th.Generator().manual_seed(0 if self.seed is None else int(self.seed))
+        augment_rollout(self.policy, self.rollout_buffer, DEFAULT_AUGMENTATION_PAD if pad is None else pad, self._augmentation_generator)
 
     def save(
         self,

@@ -156,10 +156,8 @@ def check_observation_space(
     :param features_extractor_class: the policy's features extractor (None: not known yet, images are not checked)
     """
     if isinstance(observation_space, spaces.Dict):
-        raise NotImplementedError(
-            f"ReinFlowPolicy supports Box observation spaces only, got a Dict space {observation_space}; flatten it with "
-            "gymnasium.wrappers.FlattenObservation (rl_zoo3: env_wrapper: [gymnasium.wrappers.FlattenObservation])"
-        )
+        _check_dict_space(observation_space, features_extractor_class)
+        return
     if not isinstance(observation_space, spaces.Box):
         raise NotImplementedError(
             f"ReinFlowPolicy supports Box observation spaces only, got {observation_space}; wrap the env so that it "
@@ -174,6 +172,23 @@ def check_observation_space(
             f"{observation_space}, dtype {observation_space.dtype}): its networks are MLPs on flat float features. Use "
             '"CnnPolicy" (a trained NatureCNN features extractor), or pass an image features extractor with '
             "policy_kwargs=dict(features_extractor_class=...)"
+        )
+
+
+def _check_dict_space(
+    observation_space: spaces.Dict, features_extractor_class: type[BaseFeaturesExtractor] | None
+) -> None:
+    """Dict observations: Box entries only, read by an extractor that takes Dicts (``"MultiInputPolicy"``)."""
+    for key, subspace in observation_space.spaces.items():
+        if not isinstance(subspace, spaces.Box):
+            raise NotImplementedError(
+                f"ReinFlowPolicy supports Dict observations of Box entries only; entry {key!r} is {subspace}: flatten it "
+                "(gymnasium.wrappers.FlattenObservation) or drop it"
+            )
+    if features_extractor_class is not None and issubclass(features_extractor_class, FlattenExtractor):
+        raise NotImplementedError(
+            f'Dict observations ({observation_space}) need "MultiInputPolicy" (SB3\'s CombinedExtractor), not the '
+            'FlattenExtractor of "MlpPolicy"; or flatten them with gymnasium.wrappers.FlattenObservation'
         )
 
 

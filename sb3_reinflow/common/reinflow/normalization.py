@@ -6,12 +6,29 @@ to the dataset's (or the env's) action range.
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from stable_baselines3.common.preprocessing import preprocess_obs
+from stable_baselines3.common.preprocessing import get_flattened_obs_dim, is_image_space, preprocess_obs
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 from stable_baselines3.common.type_aliases import PyTorchObs
 
 from sb3_reinflow.common.data.normalization import minmax_affine
 from sb3_reinflow.common.reinflow.arguments import check_finite_obs, check_ordered
+
+
+def normalized_keys(observation_space: spaces.Space) -> list[str] | None:
+    """The keys of a Dict observation that the min-max statistics cover (its non-image entries, in the space's
+    order); None for a Box observation (the statistics cover all of it)."""
+    if not isinstance(observation_space, spaces.Dict):
+        return None
+    return [key for key, space in observation_space.spaces.items() if not is_image_space(space)]
+
+
+def normalized_obs_dim(observation_space: spaces.Space) -> int:
+    """Size of the vector the min-max statistics cover: the flat Box, or the concatenated non-image Dict entries."""
+    keys = normalized_keys(observation_space)
+    if keys is None:
+        return get_flattened_obs_dim(observation_space)
+    assert isinstance(observation_space, spaces.Dict)
+    return sum(get_flattened_obs_dim(observation_space.spaces[key]) for key in keys)
 
 
 class MinMaxNormalization:
@@ -95,17 +112,31 @@ class MinMaxNormalization:
         if features_extractor is None and not self.share_features_extractor:
             pi_features = self.extract_features(obs, self.pi_features_extractor)
             return pi_features, self.extract_features(obs, self.vf_features_extractor)
-        assert isinstance(obs, th.Tensor)
         preprocessed = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
-        assert isinstance(preprocessed, th.Tensor)
-        flat = preprocessed.flatten(start_dim=1)
+        extractor = self.pi_features_extractor if features_extractor is None else features_extractor
+        if isinstance(preprocessed, dict):
+            return extractor(self._normalize_dict(preprocessed))
+        return extractor(self._normalize_flat(preprocessed.flatten(start_dim=1)).reshape(preprocessed.shape))
+
+    def _normalize_flat(self, flat: th.Tensor) -> th.Tensor:
         if self.check_finite_obs:
             check_finite_obs(flat)
         normalized = (flat - self.obs_offset) * self.obs_scale
         if self.obs_clip is not None:
             normalized = normalized.clamp(-self.obs_clip, self.obs_clip)
-        extractor = self.pi_features_extractor if features_extractor is None else features_extractor
-        return extractor(normalized.reshape(preprocessed.shape))
+        return normalized
+
+    def _normalize_dict(self, preprocessed: dict[str, th.Tensor]) -> dict[str, th.Tensor]:
+        """Normalise the non-image entries of a Dict observation as one vector (images pass through)."""
+        keys = normalized_keys(self.observation_space) or []
+        if not keys:
+            return preprocessed
+        vectors = [preprocessed[key].flatten(start_dim=1) for key in keys]
+        normalized = self._normalize_flat(th.cat(vectors, dim=1)).split([v.shape[1] for v in vectors], dim=1)
+        out = dict(preprocessed)
+        for key, value in zip(keys, normalized, strict=True):
+            out[key] = value.reshape(preprocessed[key].shape)
+        return out
 
     def actor_features(self, obs: PyTorchObs) -> th.Tensor:
         """

@@ -5,8 +5,8 @@ from typing import Any
 import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
-from stable_baselines3.common.preprocessing import get_action_dim, get_flattened_obs_dim
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, NatureCNN, create_mlp
+from stable_baselines3.common.preprocessing import get_action_dim
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, FlattenExtractor, create_mlp
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
@@ -21,7 +21,7 @@ from sb3_reinflow.common.reinflow.arguments import (
     resolve_net_arch,
 )
 from sb3_reinflow.common.reinflow.distributions import FlowChainDistribution
-from sb3_reinflow.common.reinflow.normalization import MinMaxNormalization
+from sb3_reinflow.common.reinflow.normalization import MinMaxNormalization, normalized_obs_dim
 from sb3_reinflow.common.reinflow.policy_io import PolicyFileMixin
 
 
@@ -293,7 +293,7 @@ class ReinFlowPolicy(PolicyFileMixin, MinMaxNormalization, ActorCriticPolicy):
             compile_chain=self._initial_compile_chain,
         )
         self.value_net = nn.Sequential(*create_mlp(self.features_dim, 1, arch.critic, self.activation_fn))
-        self._build_normalization(get_flattened_obs_dim(self.observation_space))
+        self._build_normalization(normalized_obs_dim(self.observation_space))
         # The features extractors are trained too: a shared one in the actor's group, else each with its net
         actor_params = [*self.actor.parameters(), *self.pi_features_extractor.parameters()]
         critic_params = [*self.value_net.parameters()]
@@ -419,31 +419,3 @@ class ReinFlowPolicy(PolicyFileMixin, MinMaxNormalization, ActorCriticPolicy):
         """
         with th.inference_mode():  # SB3's predict runs this under no_grad; inference mode skips more bookkeeping
             return self.actor.act(self.actor_features(observation), deterministic=deterministic)
-
-class CnnPolicy(ReinFlowPolicy):
-    """
-    :class:`ReinFlowPolicy` for image observations: the features extractor defaults to SB3's ``NatureCNN``.
-    Other arguments are those of :class:`ReinFlowPolicy`.
-
-    :param observation_space: Box image observation space
-    :param action_space: Box action space
-    :param lr_schedule: learning rate schedule
-    :param features_extractor_class: features extractor
-    :param kwargs: :class:`ReinFlowPolicy` keyword arguments
-    """
-
-    def __init__(
-        self,
-        observation_space: spaces.Space,
-        action_space: spaces.Space,
-        lr_schedule: Schedule,
-        features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(
-            observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs
-        )
-
-
-# Dict observations are not supported; the alias gives SB3 users the clear error instead of "Policy unknown"
-MultiInputPolicy = ReinFlowPolicy

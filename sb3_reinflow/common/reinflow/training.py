@@ -10,6 +10,7 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.buffers import RolloutBuffer
 from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.type_aliases import PyTorchObs
 from torch import nn
 from torch.nn import functional as F
 
@@ -84,19 +85,24 @@ def consistency_loss(policy: ReinFlowPolicy, obs: th.Tensor, actions: th.Tensor)
     return F.mse_loss(policy.noise_free_action(obs, chains[:, 0]), chains[:, -1].detach())
 
 
-def sample_rollout(buffer: RolloutBuffer, n_samples: int, rng: np.random.Generator) -> tuple[th.Tensor, th.Tensor]:
+def sample_rollout(buffer: RolloutBuffer, n_samples: int, rng: np.random.Generator) -> tuple[PyTorchObs, th.Tensor]:
     """
-    :param buffer: the rollout buffer
+    :param buffer: the rollout buffer (a Dict-observation one too)
     :param n_samples: how many (observation, chain) pairs to draw, with replacement
     :param rng: the generator to draw with (not the global numpy stream, which SB3's minibatches use)
-    :return: observations (of the observation space's shape) and flattened chains
+    :return: observations (of the observation space's shape, or a dict of them) and flattened chains
     """
     size = buffer.buffer_size * buffer.n_envs
     indices = rng.integers(0, size, size=min(size, n_samples))
-    return (
-        buffer.to_torch(buffer.observations.reshape(size, *buffer.obs_shape)[indices]),  # type: ignore[arg-type]
-        buffer.to_torch(buffer.actions.reshape(size, -1)[indices]),
-    )
+
+    def take(array: np.ndarray, shape: tuple[int, ...]) -> th.Tensor:
+        return buffer.to_torch(array.reshape(size, *shape)[indices])
+
+    if isinstance(buffer.observations, dict):
+        obs: PyTorchObs = {key: take(value, buffer.obs_shape[key]) for key, value in buffer.observations.items()}
+    else:
+        obs = take(buffer.observations, buffer.obs_shape)  # type: ignore[arg-type]
+    return obs, take(buffer.actions, (-1,))
 
 
 def noise_free_gap(policy: ReinFlowPolicy, features: th.Tensor) -> float:
