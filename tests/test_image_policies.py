@@ -126,7 +126,9 @@ def test_save_load_gives_identical_actions(tmp_path):
     observation["image"] = np.moveaxis(CameraEnv.observation_space["image"].sample(), -1, 0)
     expected, _ = model.predict(observation, deterministic=True)
     model.save(tmp_path / "model.zip")
-    np.testing.assert_array_equal(ReinFlowPPO.load(tmp_path / "model.zip").predict(observation, deterministic=True)[0], expected)
+    np.testing.assert_array_equal(
+        ReinFlowPPO.load(tmp_path / "model.zip").predict(observation, deterministic=True)[0], expected
+    )
     model.policy.save(tmp_path / "policy.safetensors")
     loaded = ReinFlowPolicy.load(tmp_path / "policy.safetensors")
     assert loaded.observation_space == model.policy.observation_space

@@ -5,12 +5,12 @@ import pytest
 
 pytest.importorskip("robosuite")
 
-import gymnasium as gym  # noqa: E402
-import mujoco  # noqa: E402
+import gymnasium as gym
+import mujoco
 
-from sb3_reinflow.envs.robosuite.compat import apply_robosuite_compat  # noqa: E402
-from sb3_reinflow.envs.robosuite.experts import PERFECT, make_expert, run_episode  # noqa: E402
-from sb3_reinflow.envs.robosuite.pixel_env import PIXEL_ENV_IDS, RobosuitePixelEnv  # noqa: E402
+from sb3_reinflow.envs.robosuite.compat import apply_robosuite_compat
+from sb3_reinflow.envs.robosuite.experts import PERFECT, make_expert, run_episode
+from sb3_reinflow.envs.robosuite.pixel_env import PIXEL_ENV_IDS, RobosuitePixelEnv
 
 
 @pytest.fixture(scope="module")

@@ -21,14 +21,23 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from sb3_reinflow.common.data.chunks import chunk_start_indices as chunk_start_indices
-from sb3_reinflow.common.data.chunks import chunk_tensors
+from sb3_reinflow.common.data.chunks import chunk_images, chunk_tensors
 from sb3_reinflow.common.data.normalization import NormalizationStats
 from sb3_reinflow.common.data.trajectories import TrajectoryDataset
 from sb3_reinflow.common.flow.chain_config import DeterministicMode
 from sb3_reinflow.common.flow.losses import TimeSampling
 from sb3_reinflow.common.policy_files import env_id_of
 from sb3_reinflow.common.save_util import atomic_write
+from sb3_reinflow.common.reinflow.normalization import normalized_obs_dim
 from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
+from sb3_reinflow.pretraining.pixels import (
+    PRETRAIN_AUGMENTATION_PAD,
+    check_pixel_data,
+    is_pixel_policy,
+    pixel_features,
+    trained_modules,
+    velocity_of,
+)
 
 
 class PretrainResult(NamedTuple):
@@ -214,10 +223,12 @@ def pretrain(
     policy = _as_policy(policy)
     # 1) check the data against the policy, and store its normalisation statistics in the policy
     obs, actions = _prepare_data(policy, dataset, stats)
-    # 2) the velocity net's optimiser, schedule and EMA (restored from the checkpoint when resuming)
-    velocity_net = policy.actor.velocity_net
+    images = chunk_images(dataset, policy.horizon).to(policy.device) if is_pixel_policy(policy) else None
+    # 2) the optimiser, schedule and EMA of the velocity net (and a pixel policy's encoder), restored when resuming
+    trained = trained_modules(policy)
+    velocity_net = velocity_of(trained)
     loss_fn = policy.flow_type.make_loss(t_sampling)
-    trainer = _make_trainer(velocity_net, n_gradient_steps, learning_rate, min_learning_rate, weight_decay, ema_decay)
+    trainer = _make_trainer(trained, n_gradient_steps, learning_rate, min_learning_rate, weight_decay, ema_decay)
     optimizer, scheduler, ema = trainer.optimizer, trainer.scheduler, trainer.ema
     writer = _summary_writer(tensorboard_log)
     result, done = PretrainResult([], []), 0
@@ -232,13 +243,16 @@ def pretrain(
     try:
         for step in bar:
             indices = th.randint(0, len(obs), (batch_size,), device=obs.device)
-            # the dataset's states are already normalised with ``stats``: no second normalize_obs
-            loss = loss_fn(velocity_net, obs[indices], actions[indices])
+            # the dataset's states are already normalised with ``stats``: no second normalisation
+            features = obs[indices]
+            if images is not None:
+                features = pixel_features(policy, images[indices], features, PRETRAIN_AUGMENTATION_PAD)
+            loss = loss_fn(velocity_net, features, actions[indices])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             scheduler.step()
-            ema.update_parameters(velocity_net)
+            ema.update_parameters(trained)
             done, rng_state = step, th.get_rng_state()
             window.append(loss.item())
             if step % log_interval == 0:
@@ -264,7 +278,7 @@ def pretrain(
         if writer is not None:
             writer.close()
     # 4) the EMA weights become the policy's
-    velocity_net.load_state_dict(ema.module.state_dict())
+    trained.load_state_dict(ema.module.state_dict())
     policy.set_training_mode(False)
     if verbose >= 1:
         print(_summary(result, n_gradient_steps, time.perf_counter() - start, policy.n_flow_steps, eval_deterministic_x0))
@@ -279,8 +293,11 @@ def _prepare_data(
 
     :return: observations and flat action chunks, on the policy's device
     """
-    _check_flat_features(policy)
-    _check_dims(policy.observation_space.shape, policy.flat_action_dim // policy.horizon, dataset)
+    if is_pixel_policy(policy):
+        check_pixel_data(policy, dataset)
+    else:
+        _check_flat_features(policy)
+    _check_dims(normalized_obs_dim(policy.observation_space), policy.flat_action_dim // policy.horizon, dataset)
     policy.set_normalization(stats.obs_min, stats.obs_max, stats.action_min, stats.action_max)
     obs, actions = chunk_tensors(dataset, policy.horizon)
     return obs.to(policy.device), actions.to(policy.device)
@@ -330,8 +347,7 @@ def _summary(
     return "\n".join(lines)
 
 
-def _check_dims(obs_shape: Any, action_dim: int, dataset: TrajectoryDataset) -> None:
-    obs_dim = int(np.prod(obs_shape))
+def _check_dims(obs_dim: int, action_dim: int, dataset: TrajectoryDataset) -> None:
     if dataset.states.shape[1] != obs_dim or dataset.actions.shape[1] != action_dim:
         raise ValueError(
             f"Dataset dims (obs {dataset.states.shape[1]}, action {dataset.actions.shape[1]}) do not match the policy's "
@@ -342,15 +358,15 @@ def _check_dims(obs_shape: Any, action_dim: int, dataset: TrajectoryDataset) -> 
 def _evaluate_ema(
     policy: ReinFlowPolicy, ema: AveragedModel, env: VecEnv, n_episodes: int, deterministic_x0: DeterministicMode
 ) -> tuple[float, float]:
-    velocity_net = policy.actor.velocity_net
-    backup, mode_backup = copy.deepcopy(velocity_net.state_dict()), policy.deterministic_mode
-    velocity_net.load_state_dict(ema.module.state_dict())
+    trained = trained_modules(policy)
+    backup, mode_backup = copy.deepcopy(trained.state_dict()), policy.deterministic_mode
+    trained.load_state_dict(ema.module.state_dict())
     policy.deterministic_mode = deterministic_x0
     policy.set_training_mode(False)
     try:
         mean, std = evaluate_policy(policy, env, n_eval_episodes=n_episodes, deterministic=True)
     finally:
-        velocity_net.load_state_dict(backup)
+        trained.load_state_dict(backup)
         policy.deterministic_mode = mode_backup
         policy.set_training_mode(True)
     return float(mean), float(std)

@@ -360,7 +360,8 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
             return
         if getattr(self, "_augmentation_generator", None) is None:
             self._augmentation_generator = th.Generator().manual_seed(0 if self.seed is None else int(self.seed))
-        augment_rollout(self.policy, self.rollout_buffer, DEFAULT_AUGMENTATION_PAD if pad is None else pad, self._augmentation_generator)
+        pad = DEFAULT_AUGMENTATION_PAD if pad is None else pad
+        augment_rollout(self.policy, self.rollout_buffer, pad, self._augmentation_generator)
 
     def save(
         self,

@@ -112,7 +112,8 @@ def main() -> None:
     env = make_vec_env(args.env, n_envs=1, seed=args.seed, **env_kwargs)
     eval_env = make_vec_env(args.env, n_envs=1, seed=args.seed + 1000, **env_kwargs)
     policy_kwargs = dict(flow_model=args.flow_model, n_flow_steps=args.n_flow_steps, time_grid=args.time_grid)
-    model = ReinFlowPPO("MlpPolicy", env, policy_kwargs={**policy_kwargs, **args.policy_kwargs}, seed=args.seed, device="cpu")
+    policy = "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "MlpPolicy"
+    model = ReinFlowPPO(policy, env, policy_kwargs={**policy_kwargs, **args.policy_kwargs}, seed=args.seed, device="cpu")
     try:
         pretrain(
             model.policy,

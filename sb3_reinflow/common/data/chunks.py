@@ -37,3 +37,16 @@ def chunk_tensors(dataset: TrajectoryDataset, horizon: int) -> tuple[th.Tensor, 
     windows = starts[:, None] + np.arange(horizon)[None, :]
     actions = dataset.actions[windows].reshape(len(starts), -1)
     return th.as_tensor(dataset.states[starts], dtype=th.float32), th.as_tensor(actions, dtype=th.float32)
+
+
+def chunk_images(dataset: TrajectoryDataset, horizon: int) -> th.Tensor:
+    """
+    :param dataset: a dataset with images
+    :param horizon: chunk length
+    :return: the image at the start of each chunk of :func:`chunk_tensors`, channel-first uint8 (M, C, H, W) as SB3
+        feeds images to a CNN
+    """
+    if dataset.images is None:
+        raise ValueError("the dataset holds no images")
+    starts = chunk_start_indices(dataset.traj_lengths, horizon)
+    return th.as_tensor(np.ascontiguousarray(np.moveaxis(dataset.images[starts], -1, 1)))

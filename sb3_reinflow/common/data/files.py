@@ -6,6 +6,8 @@ ReinFlow layout:
 
 - ``train.npz``: ``states`` (N, obs_dim) and ``actions`` (N, action_dim), both min-max normalised to [-1, 1];
   ``rewards`` (N,), ``terminals`` (N,) and ``traj_lengths`` (E,) with ``sum(traj_lengths) == N``.
+- pixel tasks add ``images`` (N, height, width, channels) uint8 to ``train.npz`` (not normalised); ``states`` then
+  holds the other observation entries.
 - ``normalization.npz``: ``obs_min``, ``obs_max``, ``action_min``, ``action_max`` (per-dimension vectors), with
   ``normalised = 2 * (x - min) / (max - min + 1e-6) - 1`` (:mod:`sb3_reinflow.common.data.normalization`).
 """
@@ -51,6 +53,7 @@ def save_reinflow_dataset(
         rewards=dataset.rewards.astype(np.float32),
         terminals=dataset.terminals.astype(bool),
         traj_lengths=dataset.traj_lengths.astype(np.int64),
+        **({} if dataset.images is None else {"images": dataset.images}),
     )
     _atomic_savez(norm_path, **stats._asdict())
     return train_path, norm_path
@@ -102,6 +105,7 @@ def load_reinflow_dataset(
         rewards=arrays["rewards"].astype(np.float32).reshape(-1),
         terminals=arrays["terminals"].astype(bool).reshape(-1),
         traj_lengths=arrays["traj_lengths"].astype(np.int64).reshape(-1),
+        images=arrays.get("images"),
     )
     validate_dataset(dataset, str(train_path))
     norm = _load_npz(norm_path, NORMALIZATION_KEYS)

@@ -21,6 +21,8 @@ class TrajectoryDataset(NamedTuple):
     :param rewards: shape (N,)
     :param terminals: shape (N,), True where the episode terminated (not truncated)
     :param traj_lengths: shape (E,), episode lengths, summing to N
+    :param images: shape (N, height, width, channels) uint8, the camera image of each step (pixel tasks; ``states``
+        then holds the other, vector entries of the observation), or None
     """
 
     states: np.ndarray
@@ -28,6 +30,7 @@ class TrajectoryDataset(NamedTuple):
     rewards: np.ndarray
     terminals: np.ndarray
     traj_lengths: np.ndarray
+    images: np.ndarray | None = None
 
 
 def validate_dataset(dataset: TrajectoryDataset, name: str) -> None:
@@ -52,6 +55,13 @@ def validate_dataset(dataset: TrajectoryDataset, name: str) -> None:
             f"{name}: traj_lengths must be positive and sum to the number of transitions ({n_samples}), "
             f"got sum {int(np.sum(dataset.traj_lengths))}"
         )
+    if dataset.images is not None:
+        images = dataset.images
+        if images.dtype != np.uint8 or images.ndim != 4 or len(images) != n_samples:
+            raise ValueError(
+                f"{name}: images must be uint8 of shape (N={n_samples}, height, width, channels), got {images.dtype} "
+                f"{images.shape}; record them as the env returns them (HWC uint8)"
+            )
     for key in ("states", "actions", "rewards"):
         if not np.all(np.isfinite(getattr(dataset, key))):
             raise ValueError(f"{name}: {key} contains NaN or inf values; clean or regenerate the data")

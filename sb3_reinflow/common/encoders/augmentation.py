@@ -5,7 +5,6 @@ The shift is a whole number of pixels, so a uint8 batch stays uint8 and exact: a
 keeps SB3's uint8 storage.
 """
 
-
 import torch as th
 import torch.nn.functional as F
 

@@ -36,7 +36,9 @@ def _observation_batch(buffer: RolloutBuffer | DictRolloutBuffer, index: slice) 
     return buffer.to_torch(buffer.observations.reshape(-1, *buffer.obs_shape)[index])
 
 
-def augment_rollout(policy: ReinFlowPolicy, buffer: RolloutBuffer | DictRolloutBuffer, pad: int, generator: th.Generator) -> None:
+def augment_rollout(
+    policy: ReinFlowPolicy, buffer: RolloutBuffer | DictRolloutBuffer, pad: int, generator: th.Generator
+) -> None:
     """
     Shift the rollout's images in place (uint8 stays uint8) and recompute what PPO compares against.
 

@@ -8,6 +8,7 @@ from stable_baselines3.common.type_aliases import Schedule
 
 from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
 
+
 class CnnPolicy(ReinFlowPolicy):
     """
     :class:`ReinFlowPolicy` for image observations: SB3's ``NatureCNN`` reads the image, and by default the actor
@@ -61,4 +62,6 @@ class MultiInputPolicy(CnnPolicy):
         features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
         **kwargs: Any,
     ) -> None:
-        super().__init__(observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs)
+        super().__init__(
+            observation_space, action_space, lr_schedule, features_extractor_class=features_extractor_class, **kwargs
+        )

@@ -10,7 +10,14 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, Flatten
 from stable_baselines3.common.type_aliases import PyTorchObs, Schedule
 from torch import nn
 
-from sb3_reinflow.common.flow.chain_config import N_MEAN_CHAINS, ChainConfig, DeterministicMode, TimeGrid, check_deterministic_mode, check_n_mean_chains
+from sb3_reinflow.common.flow.chain_config import (
+    N_MEAN_CHAINS,
+    ChainConfig,
+    DeterministicMode,
+    TimeGrid,
+    check_deterministic_mode,
+    check_n_mean_chains,
+)
 from sb3_reinflow.common.flow.networks import NoiseNet, VelocityNet
 from sb3_reinflow.common.flow.registry import FlowModel, flow_type
 from sb3_reinflow.common.reinflow.arguments import (

@@ -6,11 +6,12 @@ The arrays follow the package's dataset layout (``states``, ``actions``, ``rewar
 chunk-rendered rollout.
 """
 
-
 import numpy as np
 from tqdm.auto import tqdm
 
-from sb3_reinflow.envs.robosuite.experts import DemoStyle, make_expert, run_episode
+from sb3_reinflow.common.data.files import save_reinflow_dataset
+from sb3_reinflow.common.data.trajectories import TrajectoryDataset
+from sb3_reinflow.envs.robosuite.experts import HUMANLIKE, PERFECT, DemoStyle, make_expert, run_episode
 from sb3_reinflow.envs.robosuite.pixel_env import RobosuitePixelEnv
 
 
@@ -78,31 +79,50 @@ def collect_pixel_demos(
     return arrays, np.asarray(successes, bool)
 
 
-STYLES = {"perfect": DemoStyle(), "humanlike": DemoStyle(action_noise=0.3, pause_prob=0.02, path_jitter=0.02, speed_range=(0.5, 1.0))}
+STYLES = {"perfect": PERFECT, "humanlike": HUMANLIKE}
+
+
+def to_dataset(arrays: dict[str, np.ndarray]) -> TrajectoryDataset:
+    """The recorded arrays as the package's raw (unnormalised) dataset, images included."""
+    return TrajectoryDataset(
+        states=arrays["states"].astype(np.float64),
+        actions=arrays["actions"].astype(np.float64),
+        rewards=arrays["rewards"],
+        terminals=arrays["terminals"],
+        traj_lengths=arrays["traj_lengths"],
+        images=arrays["images"],
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
-    import os
 
-    parser = argparse.ArgumentParser(description="Record scripted robosuite demonstrations (image + proprio + action).")
+    parser = argparse.ArgumentParser(
+        prog="python -m sb3_reinflow.envs.robosuite.demos",
+        description="Record scripted robosuite demonstrations (camera image + proprio + action) as a dataset folder "
+        "(train.npz with images, normalization.npz) for python -m sb3_reinflow.tools.pretrain --data FOLDER.",
+    )
     parser.add_argument("--task", choices=["Lift", "Can", "Square"], required=True)
-    parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--style", choices=sorted(STYLES), default="humanlike")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=100, help="episodes kept")
+    parser.add_argument("--style", choices=sorted(STYLES), default="humanlike", help="how imperfect the expert is")
+    parser.add_argument("--seed", type=int, default=0, help="first env seed, and the expert's own seed")
     parser.add_argument("--image-size", type=int, default=84)
-    parser.add_argument("--successes-only", action="store_true")
-    parser.add_argument("--out", required=True, help="output .npz file")
+    parser.add_argument("--successes-only", action="store_true", help="drop failed episodes (robomimic's rule)")
+    parser.add_argument("--out", required=True, help="output dataset folder")
     args = parser.parse_args(argv)
     arrays, successes = collect_pixel_demos(
-        args.task, args.episodes, STYLES[args.style], seed=args.seed, image_size=args.image_size,
+        args.task,
+        args.episodes,
+        STYLES[args.style],
+        seed=args.seed,
+        image_size=args.image_size,
         successes_only=args.successes_only,
     )
-    tmp = args.out + ".tmp.npz"
-    np.savez(tmp, **arrays, episode_successes=successes)
-    os.replace(tmp, args.out)
-    print(f"{args.out}: {len(arrays['traj_lengths'])} episodes, {len(arrays['actions'])} steps, "
-          f"expert success {successes.mean():.2f} over {len(successes)} episodes")
+    train_path, _ = save_reinflow_dataset(args.out, to_dataset(arrays))
+    print(
+        f"{train_path}: {len(arrays['traj_lengths'])} episodes, {len(arrays['actions'])} steps; expert success "
+        f"{successes.mean():.2f} over {len(successes)} episodes ({args.style} style)"
+    )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,11 @@ PERFECT = DemoStyle()
 HUMANLIKE = DemoStyle(action_noise=0.3, pause_prob=0.02, pause_steps=10, path_jitter=0.02, speed_range=(0.5, 1.0))
 
 
+def _up(height: float) -> np.ndarray:
+    """A vertical offset in metres."""
+    return np.array([0.0, 0.0, height])
+
+
 def _yaw_of_quat_xyzw(quat: np.ndarray) -> float:
     x, y, z, w = quat
     return float(np.arctan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z)))
@@ -138,7 +143,9 @@ class ScriptedExpert:
         if self.style.action_noise > 0:
             action[:6] += self.rng.normal(0.0, self.style.action_noise, 6)
         if self.pause_left > 0 or (self.style.pause_prob > 0 and self.rng.random() < self.style.pause_prob):
-            self.pause_left = self.pause_left - 1 if self.pause_left > 0 else int(self.rng.integers(1, self.style.pause_steps + 1))
+            self.pause_left = (
+                self.pause_left - 1 if self.pause_left > 0 else int(self.rng.integers(1, self.style.pause_steps + 1))
+            )
             action[:6] = 0.0
         action[6] = phase.gripper
         return np.clip(action, -1.0, 1.0).astype(np.float32)
@@ -149,12 +156,12 @@ class LiftExpert(ScriptedExpert):
 
     def plan(self) -> list[Phase]:
         cube = lambda: self.body_pos("cube_main")  # noqa: E731
-        above = self.jitter() + [0, 0, 0.08]
+        above = self.jitter() + _up(0.08)
         return [
             Phase(lambda: cube() + above, GRIPPER_OPEN, tol=0.02),
-            Phase(lambda: cube() + [0, 0, 0.0], GRIPPER_OPEN, tol=0.008),
+            Phase(lambda: cube() + _up(0.0), GRIPPER_OPEN, tol=0.008),
             Phase(lambda: cube(), GRIPPER_CLOSED, steps=10),
-            Phase(lambda: cube() + [0, 0, 0.15], GRIPPER_CLOSED, tol=0.02),
+            Phase(lambda: cube() + _up(0.15), GRIPPER_CLOSED, tol=0.02),
         ]
 
 
@@ -165,23 +172,23 @@ class CanExpert(ScriptedExpert):
         suite = self.env.suite
         can = lambda: self.body_pos("Can_main")  # noqa: E731
         target = np.array(suite.target_bin_placements[suite.object_to_id["can"]])
-        above_can = self.jitter() + [0, 0, 0.1]
-        carry = target + self.jitter() * [1, 1, 0] + [0, 0, 0.2]
+        above_can = self.jitter() + _up(0.1)
+        carry = target + self.jitter() * [1, 1, 0] + _up(0.2)
         held = {}
 
         def carry_start() -> np.ndarray:
-            held.setdefault("start", self.eef_pos() + [0, 0, 0.15])
+            held.setdefault("start", self.eef_pos() + _up(0.15))
             return held["start"]
 
         return [
             Phase(lambda: can() + above_can, GRIPPER_OPEN, tol=0.02),
-            Phase(lambda: can() + [0, 0, 0.01], GRIPPER_OPEN, tol=0.008),
+            Phase(lambda: can() + _up(0.01), GRIPPER_OPEN, tol=0.008),
             Phase(lambda: can(), GRIPPER_CLOSED, steps=12),
             Phase(carry_start, GRIPPER_CLOSED, tol=0.03),
             Phase(lambda: carry, GRIPPER_CLOSED, tol=0.03),
-            Phase(lambda: target + [0, 0, 0.12], GRIPPER_CLOSED, tol=0.02),
-            Phase(lambda: target + [0, 0, 0.12], GRIPPER_OPEN, steps=8),
-            Phase(lambda: target + [0, 0, 0.3], GRIPPER_OPEN, tol=0.02),
+            Phase(lambda: target + _up(0.12), GRIPPER_CLOSED, tol=0.02),
+            Phase(lambda: target + _up(0.12), GRIPPER_OPEN, steps=8),
+            Phase(lambda: target + _up(0.3), GRIPPER_OPEN, tol=0.02),
         ]
 
 
@@ -210,18 +217,18 @@ class SquareExpert(ScriptedExpert):
 
         def nut_over_peg(height: float) -> Callable[[], np.ndarray]:
             # closed loop on the nut itself: move the hand by the nut's error from its place over the peg
-            return lambda: self.eef_pos() + (peg + [0, 0, height] - nut_body())
+            return lambda: self.eef_pos() + (peg + _up(height) - nut_body())
 
-        above = self.jitter() + [0, 0, 0.08]
+        above = self.jitter() + _up(0.08)
         return [
             Phase(lambda: handle() + above, GRIPPER_OPEN, tol=0.02, yaw=lambda: grasp_yaw),
-            Phase(lambda: handle() + [0, 0, 0.012], GRIPPER_OPEN, tol=0.005, yaw=lambda: grasp_yaw),
+            Phase(lambda: handle() + _up(0.012), GRIPPER_OPEN, tol=0.005, yaw=lambda: grasp_yaw),
             Phase(handle, GRIPPER_CLOSED, steps=12),
-            Phase(lambda: handle() * [1, 1, 0] + [0, 0, 1.05], GRIPPER_CLOSED, tol=0.03),
+            Phase(lambda: handle() * [1, 1, 0] + _up(1.05), GRIPPER_CLOSED, tol=0.03),
             Phase(nut_over_peg(0.16), GRIPPER_CLOSED, tol=0.004, yaw=place_yaw),
             Phase(nut_over_peg(0.0), GRIPPER_CLOSED, tol=0.01, yaw=place_yaw, max_speed=0.3),
             Phase(lambda: self.eef_pos(), GRIPPER_OPEN, steps=8),
-            Phase(lambda: peg + [0, 0, 0.3], GRIPPER_OPEN, tol=0.03),
+            Phase(lambda: peg + _up(0.3), GRIPPER_OPEN, tol=0.03),
         ]
 
 

@@ -12,8 +12,10 @@ offscreen buffer the size of the image, and with ``render_every=N`` the camera i
 once per action chunk, exactly when the policy looks.
 """
 
+import atexit
 import os
-from typing import Any
+import weakref
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -28,6 +30,25 @@ TASKS = {
 STATE_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos")
 STATE_DIM = 9
 WIDE_CAMERA = "frontview"
+
+
+def _close_if_alive(reference: weakref.ref) -> None:
+    renderer = reference()
+    if renderer is not None:
+        renderer.close()
+
+
+def _make_renderer(model, height: int, width: int):
+    """A mujoco.Renderer with the cheap scene flags, closed at interpreter exit before mujoco tears EGL down (atexit
+    runs handlers last-in first-out, and this one is registered after mujoco's)."""
+    import mujoco
+
+    model.vis.global_.offwidth = max(model.vis.global_.offwidth, width)
+    model.vis.global_.offheight = max(model.vis.global_.offheight, height)
+    renderer = mujoco.Renderer(model, height, width)
+    _cheap_scene_flags(renderer)
+    atexit.register(_close_if_alive, weakref.ref(renderer))
+    return renderer
 
 
 def _cheap_scene_flags(renderer) -> None:
@@ -72,7 +93,7 @@ class RobosuitePixelEnv(gym.Env):
     :param render_mode: "rgb_array" returns the policy's camera beside a wide view (for videos)
     """
 
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
 
     def __init__(
         self,
@@ -114,14 +135,9 @@ class RobosuitePixelEnv(gym.Env):
 
     def _camera_renderer(self):
         if self._renderer is None:
-            import mujoco
-
             model = self.suite.sim.model._model
-            model.vis.quality.offsamples = 0
-            model.vis.global_.offwidth = max(model.vis.global_.offwidth, self.image_size)
-            model.vis.global_.offheight = max(model.vis.global_.offheight, self.image_size)
-            self._renderer = mujoco.Renderer(model, self.image_size, self.image_size)
-            _cheap_scene_flags(self._renderer)
+            model.vis.quality.offsamples = 0  # no multisampling
+            self._renderer = _make_renderer(model, self.image_size, self.image_size)
         return self._renderer
 
     def _render_camera(self, renderer, camera: str) -> np.ndarray:
@@ -160,13 +176,7 @@ class RobosuitePixelEnv(gym.Env):
         if self.render_mode != "rgb_array":
             return None
         if self._wide_renderer is None:
-            import mujoco
-
-            model = self.suite.sim.model._model
-            model.vis.global_.offwidth = max(model.vis.global_.offwidth, 256)
-            model.vis.global_.offheight = max(model.vis.global_.offheight, 256)
-            self._wide_renderer = mujoco.Renderer(model, 256, 256)
-            _cheap_scene_flags(self._wide_renderer)
+            self._wide_renderer = _make_renderer(self.suite.sim.model._model, 256, 256)
         policy_view = self._render_camera(self._wide_renderer, self.camera)
         wide_view = self._render_camera(self._wide_renderer, WIDE_CAMERA)
         return np.concatenate([policy_view, wide_view], axis=1)
@@ -193,7 +203,9 @@ def register_pixel_envs() -> None:
     """Register :data:`PIXEL_ENV_IDS` with gymnasium (idempotent; imports nothing heavy)."""
     for task, env_id in PIXEL_ENV_IDS.items():
         if env_id not in gym.registry:
-            gym.register(id=env_id, entry_point="sb3_reinflow.envs.robosuite.pixel_env:RobosuitePixelEnv", kwargs={"task": task})
+            gym.register(
+                id=env_id, entry_point="sb3_reinflow.envs.robosuite.pixel_env:RobosuitePixelEnv", kwargs={"task": task}
+            )
 
 
 # importing the module registers the ids, as gymnasium-robotics does for its own envs
