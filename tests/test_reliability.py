@@ -4,11 +4,13 @@ that never run code, env checks on load, and a clear error for every bad input.
 """
 
 import base64
+import copy
 import io
 import json
 import multiprocessing
 import os
 import pickle
+import pydoc
 import random
 import signal
 import time
@@ -28,6 +30,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow.common.errors import NonFiniteTrainingError
 from sb3_reinflow.common.policy_files import METADATA_KEY, read_policy_config
 from sb3_reinflow.pretraining.behavior_cloning import check_output_path, pretrain, save_pretrained
 from sb3_reinflow.common.save_util import (
@@ -518,3 +521,138 @@ def test_ratio_is_one_and_log_probs_are_finite(n_flow_steps, horizon, action_dim
     assert chains.shape == (batch, (n_flow_steps + 1) * horizon * action_dim)
     assert bool(th.isfinite(log_prob).all()) and bool(th.isfinite(entropy).all())
     th.testing.assert_close(th.exp(evaluated - log_prob), th.ones(batch), rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# round two (#32): the finite-training guard and the PPO numbers
+
+
+class _NaNReward(gym.Wrapper):
+    """Returns a NaN reward at the ``n``-th step."""
+
+    def __init__(self, env: gym.Env, n: int = 5) -> None:
+        super().__init__(env)
+        self.n, self.steps = n, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return obs, (np.nan if self.steps == self.n else reward), terminated, truncated, info
+
+
+def test_nan_reward_stops_the_update_before_the_weights_change(tmp_path):
+    env = make_vec_env("Pendulum-v1", n_envs=1, wrapper_class=_NaNReward)
+    model = ReinFlowPPO("MlpPolicy", env, n_steps=16, batch_size=8, policy_kwargs=TINY, seed=0, device="cpu")
+    before = params_of(model)
+    expected = r"Update 1: the reward term is non-finite \(nan at rollout step 4.*VecCheckNan"
+    with pytest.raises(NonFiniteTrainingError, match=expected) as error:
+        model.learn(16)
+    assert (error.value.term, error.value.update) == ("reward", 1)
+    for key, value in model.policy.state_dict().items():
+        th.testing.assert_close(value, before[key], rtol=0, atol=0)
+    action, _ = model.predict(np.zeros(3, np.float32))
+    assert np.isfinite(action).all()
+    model.save(tmp_path / "last_good.zip")  # the last good weights stay usable
+
+
+def test_non_finite_term_mid_update_restores_the_weights_and_the_optimizer(monkeypatch):
+    """A term that goes NaN in the second minibatch: the first minibatch's step is undone too."""
+    model = tiny_model()
+    model.batch_size = 8
+    model.learn(16)  # one good update: the optimizer has state
+    before, optimizer_before = params_of(model), copy.deepcopy(model.policy.optimizer.state_dict())
+    calls = {"n": 0}
+    original = model.policy.evaluate_actions
+
+    def nan_entropy_on_second_call(obs, actions):
+        calls["n"] += 1
+        values, log_prob, entropy = original(obs, actions)
+        return values, log_prob, entropy * np.nan if calls["n"] == 2 else entropy
+
+    monkeypatch.setattr(model.policy, "evaluate_actions", nan_entropy_on_second_call)
+    expected = r"Update 2: the entropy term is non-finite \(nan at epoch 1, minibatch 2\)"
+    with pytest.raises(NonFiniteTrainingError, match=expected):
+        model.learn(16, reset_num_timesteps=False)
+    for key, value in model.policy.state_dict().items():
+        th.testing.assert_close(value, before[key], rtol=0, atol=0)
+    state = model.policy.optimizer.state_dict()["state"]
+    for index, entry in optimizer_before["state"].items():
+        for name, value in entry.items():
+            th.testing.assert_close(state[index][name], value, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "coefs, term",
+    [(dict(bc_coef=1.0), "BC"), (dict(consistency_coef=1.0), "consistency")],
+)
+def test_guard_names_the_bc_and_consistency_terms(monkeypatch, coefs, term):
+    import sb3_reinflow.common.reinflow.ppo_update as ppo_update
+
+    name = "bc_loss" if term == "BC" else "consistency_loss"
+    original = getattr(ppo_update, name)
+    monkeypatch.setattr(ppo_update, name, lambda *args: original(*args) * np.nan)
+    model = ReinFlowPPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, policy_kwargs=TINY, device="cpu", **coefs)
+    with pytest.raises(NonFiniteTrainingError, match=rf"the {term} term is non-finite"):
+        model.learn(16)
+
+
+def test_guard_catches_a_non_finite_gradient_and_parameter():
+    model = tiny_model()
+    model.learn(16)
+    before = params_of(model)
+    with th.no_grad():  # a huge weight: finite loss terms, but the gradient overflows
+        model.policy.value_net[-1].weight.fill_(3e38)
+    with pytest.raises(NonFiniteTrainingError, match=r"the (value|loss|gradient) term is non-finite"):
+        model.learn(16, reset_num_timesteps=False)
+    model.policy.load_state_dict(before)
+    for group in model.policy.optimizer.param_groups:
+        group["lr"] = float("inf")
+    model.lr_schedule = model.critic_lr_schedule = lambda _: float("inf")
+    model.n_epochs = 1  # one step: only the parameters after it are non-finite
+    with pytest.raises(NonFiniteTrainingError, match=r"the parameter term is non-finite.*lower learning_rate"):
+        model.learn(16, reset_num_timesteps=False)
+    for key, value in model.policy.state_dict().items():
+        th.testing.assert_close(value, before[key], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(ent_coef=float("nan")), r"ent_coef=nan must be a finite number"),
+        (dict(vf_coef=float("inf")), r"vf_coef=inf must be a finite number"),
+        (dict(n_epochs=0), r"n_epochs=0 must be an integer >= 1"),
+        (dict(critic_learning_rate=-1), r"critic_learning_rate=-1 must be a finite number >= 0.*climb the loss"),
+        (dict(learning_rate=float("nan")), r"learning_rate=nan must be a finite number >= 0"),
+        (dict(max_grad_norm=0.0), r"max_grad_norm=0.0 must be a number > 0"),
+    ],
+)
+def test_bad_ppo_numbers_fail_at_construction(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ReinFlowPPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, policy_kwargs=TINY, device="cpu", **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(n_flow_steps=True), r"n_flow_steps=True must be an integer >= 1 and <= 1024"),
+        (dict(n_flow_steps=10**6), r"n_flow_steps=1000000 must be an integer >= 1 and <= 1024"),
+        (dict(n_mean_chains=10**12), r"n_mean_chains=1000000000000 must be an integer >= 1 and <= 4096"),
+        (dict(n_mean_chains=True), r"n_mean_chains=True must be an integer"),
+    ],
+)
+def test_chain_integers_are_bounded(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_model(**kwargs)
+
+
+def test_truncated_mini_batch_warns_like_sb3_ppo():
+    with pytest.warns(UserWarning, match="there will be a truncated mini-batch of size 1"):
+        ReinFlowPPO("MlpPolicy", "Pendulum-v1", n_steps=64, batch_size=63, policy_kwargs=TINY, device="cpu")
+
+
+def test_help_of_load_says_a_model_zip_runs_code():
+    from stable_baselines3 import PPO
+
+    assert "RUNS CODE" in pydoc.render_doc(ReinFlowPPO.load)
+    # the same code as SB3's load: a docstring, not a ninth overridden method
+    assert ReinFlowPPO.load.__func__.__code__ is PPO.load.__func__.__code__

@@ -7,6 +7,7 @@ trainer keeps working, without the BC term. See docs/architecture.md.
 """
 
 import io
+import types
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -23,7 +24,12 @@ from stable_baselines3.common.utils import FloatSchedule
 from torch import nn
 
 from sb3_reinflow.common.policy_files import PolicyCheckpoint, check_env_match, env_id_of
-from sb3_reinflow.common.reinflow.arguments import check_observation_space, check_reinflow_arguments, read_pretrained_policy
+from sb3_reinflow.common.reinflow.arguments import (
+    check_observation_space,
+    check_ppo_numbers,
+    check_reinflow_arguments,
+    read_pretrained_policy,
+)
 from sb3_reinflow.common.reinflow.augmentation import augment_rollout, image_keys
 from sb3_reinflow.common.reinflow.buffers import ChainRolloutBuffer, DictChainRolloutBuffer
 from sb3_reinflow.common.reinflow.callbacks import EnvStepCounter
@@ -42,6 +48,21 @@ NoiseStdSchedule = Literal["constant", "learn_decay"]
 
 # DrQ's, DPPO's and ReinFlow's random shift, in pixels, applied to image observations unless augmentation_pad says
 DEFAULT_AUGMENTATION_PAD = 4
+
+
+def _sb3_load_with_security_note() -> classmethod:
+    """SB3's ``load``, the same code object (not an override), with a docstring that starts with what loading runs."""
+    sb3_load = PPO.load.__func__  # type: ignore[attr-defined]
+    load = types.FunctionType(sb3_load.__code__, sb3_load.__globals__, "load", sb3_load.__defaults__, sb3_load.__closure__)
+    load.__kwdefaults__, load.__annotations__ = sb3_load.__kwdefaults__, dict(sb3_load.__annotations__)
+    load.__qualname__, load.__module__ = "ReinFlowPPO.load", __name__
+    load.__doc__ = (
+        "SB3's ``load``, unchanged. Security: a model zip is unpickled, so loading one RUNS CODE from the file; load "
+        "only zips from a trusted source. To share a policy, use a pretrained-policy file (``model.policy.save("
+        "'policy.safetensors')``, loaded with ``ReinFlowPPO.from_pretrained``), which never runs code.\n"
+        + (sb3_load.__doc__ or "")
+    )
+    return classmethod(load)
 
 
 class ReinFlowPPO(ChainPPOUpdate, PPO):
@@ -162,6 +183,7 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         check_reinflow_arguments(
             noise_std_schedule, noise_decay_ratio, critic_warmup_iterations, bc_coef, use_sde, consistency_coef
         )
+        check_ppo_numbers(n_epochs, learning_rate, critic_learning_rate, ent_coef, vf_coef, max_grad_norm)
         self.critic_learning_rate = critic_learning_rate
         self.critic_warmup_iterations = critic_warmup_iterations
         self.noise_std_schedule = noise_std_schedule
@@ -362,6 +384,8 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
             self._augmentation_generator = th.Generator().manual_seed(0 if self.seed is None else int(self.seed))
         pad = DEFAULT_AUGMENTATION_PAD if pad is None else pad
         augment_rollout(self.policy, self.rollout_buffer, pad, self._augmentation_generator)
+
+    load = _sb3_load_with_security_note()
 
     def save(
         self,

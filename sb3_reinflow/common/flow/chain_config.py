@@ -17,6 +17,9 @@ DETERMINISTIC_MODES: tuple[str, ...] = ("mean", "median", "zero", "random")
 # the modes that summarise ``n_mean_chains`` noisy chains drawn with fixed noise
 CHAIN_SUMMARY_MODES: tuple[str, ...] = ("mean", "median")
 N_MEAN_CHAINS = 16
+#: upper bounds of the chain's integer options: beyond them a chain takes minutes per batch or cannot be allocated
+MAX_N_FLOW_STEPS = 1024
+MAX_N_MEAN_CHAINS = 4096
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -110,16 +113,22 @@ def check_n_mean_chains(n_mean_chains: int) -> None:
     """
     :param n_mean_chains: value to validate
     """
-    if not isinstance(n_mean_chains, int) or n_mean_chains < 1:
-        raise ValueError(f"n_mean_chains={n_mean_chains!r} must be an integer >= 1 (e.g. {N_MEAN_CHAINS})")
+    if isinstance(n_mean_chains, bool) or not isinstance(n_mean_chains, int) or not 1 <= n_mean_chains <= MAX_N_MEAN_CHAINS:
+        raise ValueError(
+            f"n_mean_chains={n_mean_chains!r} must be an integer >= 1 and <= {MAX_N_MEAN_CHAINS} (e.g. {N_MEAN_CHAINS}): "
+            "it is the number of chains averaged per observation by deterministic_mode='mean' or 'median'"
+        )
 
 
 def check_n_flow_steps(n_flow_steps: int) -> None:
     """
     :param n_flow_steps: value to validate
     """
-    if not isinstance(n_flow_steps, int) or n_flow_steps < 1:
-        raise ValueError(f"n_flow_steps={n_flow_steps!r} must be an integer >= 1 (e.g. 4, 2 or 1)")
+    if isinstance(n_flow_steps, bool) or not isinstance(n_flow_steps, int) or not 1 <= n_flow_steps <= MAX_N_FLOW_STEPS:
+        raise ValueError(
+            f"n_flow_steps={n_flow_steps!r} must be an integer >= 1 and <= {MAX_N_FLOW_STEPS} (e.g. 4, 2 or 1): each step "
+            "runs the velocity net once per action"
+        )
 
 
 def check_clip_value(name: str, value: float | None) -> None:

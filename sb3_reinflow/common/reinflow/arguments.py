@@ -257,6 +257,37 @@ def check_reinflow_arguments(
         raise ValueError(f"noise_decay_ratio={noise_decay_ratio} must be in (0, 1] (ReinFlow: 0.7)")
 
 
+def check_ppo_numbers(
+    n_epochs: int,
+    learning_rate: Any,
+    critic_learning_rate: Any,
+    ent_coef: float,
+    vf_coef: float,
+    max_grad_norm: float,
+) -> None:
+    """
+    Raise a ``ValueError`` naming the bad PPO number and its valid range: ``n_epochs`` an integer >= 1, learning rates
+    finite and >= 0 (a negative critic rate would be gradient ascent), ``ent_coef`` and ``vf_coef`` finite,
+    ``max_grad_norm`` > 0. Schedules (callables) are checked at the start of training, progress 1.
+    """
+    if isinstance(n_epochs, bool) or not isinstance(n_epochs, int | np.integer) or n_epochs < 1:
+        raise ValueError(f"n_epochs={n_epochs!r} must be an integer >= 1 (PPO's passes over each rollout; e.g. 5)")
+    for name, value in (("learning_rate", learning_rate), ("critic_learning_rate", critic_learning_rate)):
+        rate = value(1.0) if callable(value) else value
+        if rate is None and name == "critic_learning_rate":
+            continue
+        if isinstance(rate, bool) or not isinstance(rate, int | float | np.number) or not (np.isfinite(rate) and rate >= 0):
+            raise ValueError(
+                f"{name}={rate!r} must be a finite number >= 0 (e.g. 4.5e-5 for the actor, 6.5e-4 for the critic): a "
+                "negative rate would climb the loss instead of descending it"
+            )
+    for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef)):
+        if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value):
+            raise ValueError(f"{name}={value!r} must be a finite number (ReinFlowPPO: ent_coef=0.03, vf_coef=0.25)")
+    if not (isinstance(max_grad_norm, int | float | np.number) and max_grad_norm > 0):
+        raise ValueError(f"max_grad_norm={max_grad_norm!r} must be a number > 0 (ReinFlowPPO: 1e9, i.e. no clipping)")
+
+
 class PretrainedStart(NamedTuple):
     """
     :param checkpoint: the pretrained policy file's weights, spaces and env id

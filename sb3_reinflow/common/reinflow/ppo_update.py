@@ -10,6 +10,7 @@ import torch as th
 from stable_baselines3.common.utils import explained_variance
 from torch.nn import functional as F
 
+from sb3_reinflow.common.reinflow.finite_guard import FiniteGuard
 from sb3_reinflow.common.reinflow.training import bc_loss, consistency_loss, learn_decay_max_std
 
 
@@ -22,6 +23,8 @@ class ChainPPOUpdate:
     policy: Any
     rollout_buffer: Any
     logger: Any
+    #: the finite-training guard of :meth:`_ppo_update` (False only to measure its cost)
+    check_finite_updates = True
 
     def _update_actor_critic_learning_rates(self, optimizer: th.optim.Optimizer) -> None:
         """Set the actor and critic learning rates separately; the actor's is 0 during critic warm-up."""
@@ -63,8 +66,14 @@ class ChainPPOUpdate:
         SB3's ``PPO.train`` (stable-baselines3 2.x, Box actions), unchanged but for the lines marked ``# ReinFlow:``:
         the W2 behaviour-cloning term and the consistency term join the loss before the gradient is clipped, and are
         logged as ``train/bc_loss`` and ``train/consistency_loss``. Their minibatch is PPO's own, so SB3's seeding
-        covers them.
+        covers them. The finite-training guard (``# ReinFlow: guard``) undoes the update and raises a
+        ``NonFiniteTrainingError`` naming the term when a reward, value, loss term, gradient or parameter goes
+        non-finite; it reads only values the loop computes anyway.
         """
+        # ReinFlow: guard: keep the weights to restore, and check the rollout before any step
+        guard = FiniteGuard(self.policy, self._n_iterations + 1, self.check_finite_updates)
+        guard.snapshot()
+        guard.check_rollout(self.rollout_buffer)
         # Switch to train mode (this affects batch norm / dropout)
         self.policy.set_training_mode(True)
         # ReinFlow: separate actor and critic learning rates (SB3: self._update_learning_rate)
@@ -85,7 +94,7 @@ class ChainPPOUpdate:
         for epoch in range(self.n_epochs):
             approx_kl_divs = []
             # Do a complete pass on the rollout buffer
-            for rollout_data in self.rollout_buffer.get(self.batch_size):
+            for minibatch, rollout_data in enumerate(self.rollout_buffer.get(self.batch_size)):
                 values, log_prob, entropy = self.policy.evaluate_actions(rollout_data.observations, rollout_data.actions)
                 values = values.flatten()
                 # Normalize advantage
@@ -130,17 +139,24 @@ class ChainPPOUpdate:
                 entropy_losses.append(entropy_loss.item())
 
                 loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * value_loss
+                # ReinFlow: guard: the terms' logged values, and the loss as computed from them
+                terms = {"policy gradient": pg_losses[-1], "value": value_losses[-1], "entropy": entropy_losses[-1]}
+                loss_value = terms["policy gradient"] + self.ent_coef * terms["entropy"] + self.vf_coef * terms["value"]
 
                 # ReinFlow: the W2 behaviour-cloning regulariser is a term of the loss (so it is clipped and logged)
                 if self.bc_coef > 0 and self._bc_reference is not None:
                     bc_term = bc_loss(self.policy, self._bc_reference, rollout_data.observations)
                     bc_losses.append(bc_term.item())
                     loss = loss + self.bc_coef * bc_term
+                    terms["BC"] = bc_losses[-1]
+                    loss_value += self.bc_coef * bc_losses[-1]
                 # ReinFlow: the noise-free chain's self-distillation toward the stored noisy chains
                 if self.consistency_coef > 0:
                     consistency_term = consistency_loss(self.policy, rollout_data.observations, rollout_data.actions)
                     consistency_losses.append(consistency_term.item())
                     loss = loss + self.consistency_coef * consistency_term
+                    terms["consistency"] = consistency_losses[-1]
+                    loss_value += self.consistency_coef * consistency_losses[-1]
 
                 # Calculate approximate form of reverse KL Divergence for early stopping
                 # see issue #417: https://github.com/DLR-RM/stable-baselines3/issues/417
@@ -157,16 +173,21 @@ class ChainPPOUpdate:
                         print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
                     break
 
+                # ReinFlow: guard: no step from a non-finite loss or gradient
+                where = f"epoch {epoch + 1}, minibatch {minibatch + 1}"
+                guard.check_terms(terms, loss_value, where)
                 # Optimization step
                 self.policy.optimizer.zero_grad()
                 loss.backward()
                 # Clip grad norm
-                th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                grad_norm = th.nn.utils.clip_grad_norm_(self.policy.parameters(), self.max_grad_norm)
+                guard.check_gradient(grad_norm, where)  # ReinFlow: guard
                 self.policy.optimizer.step()
 
             self._n_updates += 1
             if not continue_training:
                 break
+        guard.check_parameters()  # ReinFlow: guard
 
         explained_var = explained_variance(self.rollout_buffer.values.flatten(), self.rollout_buffer.returns.flatten())
 
