@@ -30,7 +30,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
-from sb3_reinflow.common.errors import NonFiniteTrainingError
+from sb3_reinflow.common.errors import NonFiniteTrainingError, PolicyFileError
 from sb3_reinflow.common.policy_files import METADATA_KEY, read_policy_config
 from sb3_reinflow.pretraining.behavior_cloning import check_output_path, pretrain, save_pretrained
 from sb3_reinflow.common.save_util import (
@@ -656,3 +656,115 @@ def test_help_of_load_says_a_model_zip_runs_code():
     assert "RUNS CODE" in pydoc.render_doc(ReinFlowPPO.load)
     # the same code as SB3's load: a docstring, not a ninth overridden method
     assert ReinFlowPPO.load.__func__.__code__ is PPO.load.__func__.__code__
+
+
+# --------------------------------------------------------------------------------------------------------------
+# round two (#32): policy files that cannot load garbage
+
+
+def _policy_file(tmp_path, name="p.safetensors", **policy_kwargs):
+    path = tmp_path / name
+    tiny_model(**policy_kwargs).policy.save(path)
+    return path
+
+
+def _rewrite(path, edit_config=None, edit_tensors=None, rehash=True):
+    """Rewrite a policy file with its JSON entry and / or tensors changed (the checksum recomputed unless told)."""
+    from safetensors.torch import load_file
+
+    from sb3_reinflow.common.policy_schema import tensors_sha256
+
+    tensors, config = load_file(str(path)), read_policy_config(path)
+    if edit_tensors is not None:
+        edit_tensors(tensors)
+    if edit_config is not None:
+        edit_config(config)
+    if rehash and "tensors_sha256" in config:
+        config["tensors_sha256"] = tensors_sha256(tensors)
+    save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(config)})
+    return path
+
+
+def _loads_nowhere(path, match):
+    """Every loader refuses the file with the package's error."""
+    with pytest.raises(PolicyFileError, match=match):
+        ReinFlowPolicy.load(path)
+    with pytest.raises(PolicyFileError, match=match):
+        ReinFlowPPO("MlpPolicy", "Pendulum-v1", pretrained_policy=str(path), n_steps=16, batch_size=16, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "key, value, match",
+    [
+        ("actor.velocity_net", np.nan, r"tensor 'actor\.velocity_net.*=nan must be finite"),
+        ("actor.velocity_net", np.inf, r"=inf must be finite"),
+        ("obs_scale", np.inf, r"tensor 'obs_scale'.*=inf must be finite"),
+        ("obs_scale", 0.0, r"tensor 'obs_scale'.*must be > 0"),
+    ],
+)
+def test_policy_file_with_non_finite_tensors_is_refused(tmp_path, key, value, match):
+    def poison(tensors):
+        name = next(name for name in tensors if name.startswith(key) and tensors[name].is_floating_point())
+        tensors[name].reshape(-1)[0] = value
+
+    _loads_nowhere(_rewrite(_policy_file(tmp_path), edit_tensors=poison), match)
+
+
+def test_policy_file_with_inverted_action_bounds_is_refused(tmp_path):
+    def invert(tensors):
+        tensors["action_low"], tensors["action_high"] = tensors["action_high"].clone(), tensors["action_low"].clone()
+
+    expected = r"tensor 'action_low'\[0\]=2.0 must be <= action_high\[0\]=-2.0"
+    _loads_nowhere(_rewrite(_policy_file(tmp_path), edit_tensors=invert), expected)
+
+
+def test_corrupted_tensor_bytes_fail_the_checksum(tmp_path):
+    path = _policy_file(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[-1000:] = np.random.default_rng(0).integers(0, 256, 1000, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    _loads_nowhere(path, r"do not match the checksum.*corrupted")
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda c: c["policy_kwargs"].update(n_flow_steps=10**9), r"n_flow_steps=1000000000 must be an integer >= 1 and <= 1024"),
+        (lambda c: c["policy_kwargs"].update(n_flow_steps=True), r"n_flow_steps=True must be an integer"),
+        (lambda c: c["policy_kwargs"].update(n_mean_chains=10**12), r"n_mean_chains=1000000000000 must be an integer"),
+        (lambda c: c["policy_kwargs"].update(velocity_net_arch=[-1]), r"velocity_net_arch\[0\]=-1 must be an integer >= 1"),
+        (lambda c: c["policy_kwargs"].update(net_arch=[16, 0]), r"net_arch\[1\]=0 must be an integer >= 1"),
+        (lambda c: c["policy_kwargs"].update(velocity_net_arch=[65536, 65536]), r"more than \d+ weights"),
+        (lambda c: c["observation_space"].update(shape=[0]), r"observation_space\.shape\[0\]=0 must be an integer >= 1"),
+        (lambda c: c.pop("observation_space"), r"observation_space=None is missing"),
+        (lambda c: c.update(policy_kwargs=[1, 2]), r"policy_kwargs=\[1, 2\] must be a JSON object"),
+        (lambda c: c.update(format_version="1"), r"format_version='1' must be an integer >= 1 and <= 2"),
+        (lambda c: c.update(format_version=3), r"format_version 3, newer than this sb3_reinflow reads \(2\); upgrade"),
+        (lambda c: c.update(format="other"), r"format='other' must be 'sb3_reinflow.policy'"),
+        (lambda c: c["action_space"].update(low=5.0), r"action_space\.low\[0\]=5.0 must be <= high"),
+        (lambda c: c["action_space"].update(high={"float": "inf"}), r"action_space\.high=.*must be finite"),
+        (lambda c: c["observation_space"].update(low={"float": "nan"}), r"observation_space\.low=.*must be a number"),
+        (lambda c: c["policy_kwargs"].update(min_noise_std=0.5), r"min_noise_std=0.5 must be < max_noise_std"),
+        (lambda c: c.pop("tensors_sha256"), r"tensors_sha256=None must be the tensors' SHA-256"),
+    ],
+)
+def test_policy_file_config_is_checked_against_a_schema(tmp_path, edit, match):
+    _loads_nowhere(_rewrite(_policy_file(tmp_path), edit_config=edit), match)
+
+
+def test_shipped_version_1_files_load_without_a_checksum_and_new_files_carry_one(tmp_path):
+    config = read_policy_config(pretrained_path("Hopper-v4"))
+    assert config["format_version"] == 1 and "tensors_sha256" not in config
+    policy = ReinFlowPolicy.load(pretrained_path("Hopper-v4"))
+    assert np.isfinite(policy.predict(np.zeros(11, np.float32), deterministic=True)[0]).all()
+    saved = read_policy_config(_policy_file(tmp_path))
+    assert saved["format_version"] == 2 and len(saved["tensors_sha256"]) == 64
+
+
+def test_saving_a_policy_with_nan_weights_is_refused(tmp_path):
+    policy = tiny_model().policy
+    with th.no_grad():
+        next(policy.parameters()).fill_(np.nan)
+    with pytest.raises(PolicyFileError, match="must be finite"):
+        policy.save(tmp_path / "nan.safetensors")
+    assert not (tmp_path / "nan.safetensors").exists()

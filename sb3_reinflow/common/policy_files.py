@@ -5,17 +5,20 @@ the policy's constructor arguments. Reading it never unpickles: ``safetensors`` 
 tensor bytes, and classes (activations, optimizer, features extractor) are looked up by name in
 :data:`SAFE_CLASSES`.
 
-JSON entry (``format_version`` 1)::
+JSON entry (``format_version`` 2; version 1, the shipped checkpoints' version, has no ``tensors_sha256``)::
 
-    {"format": "sb3_reinflow.policy", "format_version": 1, "sb3_reinflow_version": "...",
+    {"format": "sb3_reinflow.policy", "format_version": 2, "sb3_reinflow_version": "...",
      "env_id": "Hopper-v4" | null,
      "observation_space": {"type": "Box", "shape": [...], "dtype": "float64", "low": [...], "high": [...]},
      "action_space": {...},
      "policy_kwargs": {"flow_model": "reflow", "n_flow_steps": 4, "velocity_activation_fn": {"class": "torch.nn.ReLU"}, ...},
-     "summary": {"flow_model": ..., "n_flow_steps": ..., "chunk_size": ..., "normalization": {...}}}
+     "summary": {"flow_model": ..., "n_flow_steps": ..., "chunk_size": ..., "normalization": {...}},
+     "tensors_sha256": "<hex>"}
 
 Non-finite floats are written ``{"float": "inf"}`` so the JSON stays standard. ``summary`` repeats, for people and
-tools, what the tensors and ``policy_kwargs`` define; loading does not read it.
+tools, what the tensors and ``policy_kwargs`` define; loading does not read it. Reading a file runs the checks of
+:mod:`sb3_reinflow.common.policy_schema` (schema with bounds, checksum, finite tensors, ordered bounds); a file that
+fails them raises :class:`~sb3_reinflow.common.errors.PolicyFileError`.
 
 """
 
@@ -30,17 +33,25 @@ import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from sb3_reinflow.common.errors import PolicyFileError
+from sb3_reinflow.common.policy_schema import (
+    CHECKSUM_VERSION,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    check_config,
+    check_policy_kwargs,
+    check_tensors,
+    tensors_sha256,
+)
 from sb3_reinflow.common.save_util import atomic_write
 from sb3_reinflow.common.version import __version__
 
-FORMAT_NAME = "sb3_reinflow.policy"
-FORMAT_VERSION = 1
 METADATA_KEY = "sb3_reinflow"
 POLICY_FILE_SUFFIX = ".safetensors"
 
@@ -66,6 +77,12 @@ SAFE_CLASSES: dict[str, type] = {
     "stable_baselines3.common.torch_layers.CombinedExtractor": CombinedExtractor,
 }
 _CLASS_NAMES = {cls: name for name, cls in SAFE_CLASSES.items()}
+# for each class-valued policy argument, the classes a file may name
+_CLASS_ARGUMENTS: dict[str, tuple[type, ...]] = {
+    **dict.fromkeys(("velocity_activation_fn", "cond_activation_fn", "noise_activation_fn", "activation_fn"), _ACTIVATIONS),
+    "features_extractor_class": (FlattenExtractor, NatureCNN, CombinedExtractor),
+    "optimizer_class": _OPTIMIZERS,
+}
 # constructor parameters stored elsewhere in the file (spaces) or meaningless after loading (the schedule)
 _NOT_POLICY_KWARGS = ("observation_space", "action_space", "lr_schedule")
 
@@ -257,7 +274,9 @@ def save_policy_file(
         "action_space": space_to_json(action_space),
         "policy_kwargs": {key: encode_value(value, key) for key, value in kwargs.items()},
         "summary": _summary(kwargs, action_space, tensors),
+        "tensors_sha256": tensors_sha256(tensors),
     }
+    check_tensors(path, tensors, None)  # never write NaN weights or inverted bounds
     payload = safetensors_save(tensors, metadata={METADATA_KEY: json.dumps(config, allow_nan=False)})
     with atomic_write(path) as handle:
         handle.write(payload)
@@ -282,18 +301,20 @@ def read_policy_config(path: str | Path) -> dict[str, Any]:
     :param path: a pretrained-policy file
     :return: its JSON entry (no tensor is read)
     """
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        metadata = handle.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        message = f"{path} cannot be read as a safetensors file ({error}): it is truncated or corrupted"
+        raise PolicyFileError(message) from error
     if METADATA_KEY not in metadata:
-        raise ValueError(f"{path} is a safetensors file without sb3_reinflow metadata: not a pretrained-policy file")
-    config = json.loads(metadata[METADATA_KEY])
-    if config.get("format") != FORMAT_NAME or not isinstance(config.get("format_version"), int):
-        raise ValueError(f"{path}: unknown format {config.get('format')!r}, expected {FORMAT_NAME!r}")
-    if config["format_version"] > FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format_version {config['format_version']}, newer than this sb3_reinflow reads ({FORMAT_VERSION}); "
-            "upgrade sb3_reinflow"
-        )
+        raise PolicyFileError(f"{path} is a safetensors file without sb3_reinflow metadata: not a pretrained-policy file")
+    try:
+        config = json.loads(metadata[METADATA_KEY])
+    except ValueError as error:
+        message = f"{path}: its sb3_reinflow metadata is not valid JSON ({error}): the file is corrupted"
+        raise PolicyFileError(message) from error
+    check_config(path, config)
     return config
 
 
@@ -306,14 +327,24 @@ def read_policy_file(path: str | Path, device: th.device | str = "cpu") -> Polic
     :return: its contents
     """
     config = read_policy_config(path)
-    with safe_open(str(path), framework="pt", device=str(device)) as handle:
-        state_dict = {key: handle.get_tensor(key) for key in handle.keys()}
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            state_dict = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise PolicyFileError(f"{path}: its tensors cannot be read ({error}): the file is truncated or corrupted") from error
+    check_tensors(path, state_dict, config["tensors_sha256"] if config["format_version"] >= CHECKSUM_VERSION else None)
+    try:
+        policy_kwargs = {key: decode_value(value, key) for key, value in config["policy_kwargs"].items()}
+        observation_space, action_space = space_from_json(config["observation_space"]), space_from_json(config["action_space"])
+    except (ValueError, TypeError) as error:
+        raise PolicyFileError(f"{path}: {error}") from error
+    check_policy_kwargs(path, policy_kwargs, _CLASS_ARGUMENTS)
     return PolicyCheckpoint(
         env_id=config.get("env_id"),
-        observation_space=space_from_json(config["observation_space"]),
-        action_space=space_from_json(config["action_space"]),
-        policy_kwargs={key: decode_value(value, key) for key, value in config["policy_kwargs"].items()},
-        state_dict=state_dict,
+        observation_space=observation_space,
+        action_space=action_space,
+        policy_kwargs=policy_kwargs,
+        state_dict={key: value.to(device) for key, value in state_dict.items()},
     )
 
 

@@ -23,6 +23,7 @@ from stable_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedul
 from stable_baselines3.common.utils import FloatSchedule
 from torch import nn
 
+from sb3_reinflow.common.errors import PolicyFileError
 from sb3_reinflow.common.policy_files import PolicyCheckpoint, check_env_match, env_id_of
 from sb3_reinflow.common.reinflow.arguments import (
     check_observation_space,
@@ -272,7 +273,10 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         """Check the checkpoint against the env, then load its weights and normalisation into the policy."""
         recorded = (checkpoint.env_id, checkpoint.observation_space, checkpoint.action_space)
         check_env_match(recorded, (self.env_id, self.observation_space, self.action_space), source, self.allow_env_mismatch)
-        self.policy.load_state_dict(checkpoint.state_dict)  # keeps the noise bounds of policy_kwargs
+        try:
+            self.policy.load_state_dict(checkpoint.state_dict)  # keeps the noise bounds of policy_kwargs
+        except RuntimeError as error:  # missing or unexpected tensors
+            raise PolicyFileError(f"{source}: its tensors do not fit the policy it describes ({error})") from error
 
     def _check_env_id(self) -> None:
         """Record the env's id; a model loaded from a zip recorded on another env raises (see ``allow_env_mismatch``)."""

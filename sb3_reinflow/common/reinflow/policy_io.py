@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import torch as th
 from stable_baselines3.common.utils import get_device
 
+from sb3_reinflow.common.errors import PolicyFileError
 from sb3_reinflow.common.flow.networks import NoiseNet
 from sb3_reinflow.common.policy_files import read_pretrained, save_policy_file
 from sb3_reinflow.common.reinflow.arguments import known_policy_kwargs
@@ -55,10 +56,13 @@ class PolicyFileMixin:
                 copy = Path(folder) / "policy"
                 copy.write_bytes(path.read())
                 return cls.load(copy, device)
-        checkpoint = read_pretrained(path, device="cpu")
+        checkpoint = read_pretrained(path, device="cpu")  # the file's checks (policy_schema) run here
         policy_kwargs = known_policy_kwargs(cls, checkpoint.policy_kwargs, str(path))
-        policy = cls(checkpoint.observation_space, checkpoint.action_space, lambda _: 0.0, **policy_kwargs)
-        policy.load_state_dict(checkpoint.state_dict)
+        try:
+            policy = cls(checkpoint.observation_space, checkpoint.action_space, lambda _: 0.0, **policy_kwargs)
+            policy.load_state_dict(checkpoint.state_dict)
+        except (ValueError, TypeError, NotImplementedError, RuntimeError) as error:
+            raise PolicyFileError(f"{path}: the policy it describes cannot be built ({error})") from error
         policy.env_id = checkpoint.env_id
         return policy.to(get_device(device))
 
