@@ -732,7 +732,7 @@ def test_corrupted_tensor_bytes_fail_the_checksum(tmp_path):
         (lambda c: c["policy_kwargs"].update(n_flow_steps=10**9), r"n_flow_steps=1000000000 must be an integer >= 1 and <= 1024"),
         (lambda c: c["policy_kwargs"].update(n_flow_steps=True), r"n_flow_steps=True must be an integer"),
         (lambda c: c["policy_kwargs"].update(n_mean_chains=10**12), r"n_mean_chains=1000000000000 must be an integer"),
-        (lambda c: c["policy_kwargs"].update(velocity_net_arch=[-1]), r"velocity_net_arch\[0\]=-1 must be an integer >= 1"),
+        (lambda c: c["policy_kwargs"].update(velocity_net_arch=[-1]), r"velocity_net_arch\[0\]=-1 must be an integer"),
         (lambda c: c["policy_kwargs"].update(net_arch=[16, 0]), r"net_arch\[1\]=0 must be an integer >= 1"),
         (lambda c: c["policy_kwargs"].update(velocity_net_arch=[65536, 65536]), r"more than \d+ weights"),
         (lambda c: c["observation_space"].update(shape=[0]), r"observation_space\.shape\[0\]=0 must be an integer >= 1"),
@@ -768,3 +768,41 @@ def test_saving_a_policy_with_nan_weights_is_refused(tmp_path):
     with pytest.raises(PolicyFileError, match="must be finite"):
         policy.save(tmp_path / "nan.safetensors")
     assert not (tmp_path / "nan.safetensors").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# round two (#32): saves keep the target's permissions
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o644])
+def test_saves_keep_the_mode_of_the_file_they_replace(tmp_path, mode):
+    model = tiny_model()
+    for path, save in ((tmp_path / "m.zip", model.save), (tmp_path / "p.safetensors", model.policy.save)):
+        path.write_bytes(b"old")
+        path.chmod(mode)
+        save(path)
+        assert path.stat().st_mode & 0o777 == mode
+
+
+def test_new_files_follow_the_umask_and_temporary_files_are_private(tmp_path, monkeypatch):
+    old = os.umask(0o027)
+    try:
+        with atomic_write(tmp_path / "new.bin") as handle:
+            handle.write(b"x")
+            assert os.fstat(handle.fileno()).st_mode & 0o777 == 0o600  # private while it is written
+    finally:
+        os.umask(old)
+    assert (tmp_path / "new.bin").stat().st_mode & 0o777 == 0o640
+
+
+def test_write_protected_target_is_refused_unless_asked(tmp_path):
+    path = tmp_path / "frozen.bin"
+    path.write_bytes(b"old")
+    path.chmod(0o444)
+    with pytest.raises(PermissionError, match=r"write-protected \(mode 0444\).*chmod u\+w.*overwrite_read_only=True"):
+        with atomic_write(path) as handle:
+            handle.write(b"new")
+    assert path.read_bytes() == b"old" and not temporary_files(path)
+    with atomic_write(path, overwrite_read_only=True) as handle:
+        handle.write(b"new")
+    assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o444

@@ -8,6 +8,10 @@ sees either the old file or the complete new one, even if the writing process is
 file is created unnamed (``O_TMPFILE``) and only gets a name (``.<name>.<pid>.tmp``) for the instant between
 ``linkat`` and ``rename``; elsewhere it is named from the start. Temporary files of dead processes are removed by
 the next write to the same destination; the writing process removes its own on any exception.
+
+Permissions: the temporary file is created private (0600) and gets, just before the rename, the mode of the file it
+replaces (a 0600 file stays 0600), or for a new file the usual ``0666 & ~umask``. A write-protected destination (no
+write permission for its owner, e.g. 0444) is refused unless ``overwrite_read_only=True``.
 """
 
 import contextlib
@@ -109,7 +113,7 @@ def _open_unnamed(folder: Path) -> int | None:
     if flag is None:
         return None
     try:
-        return os.open(folder, flag | os.O_WRONLY, 0o644)
+        return os.open(folder, flag | os.O_WRONLY, 0o600)
     except OSError:  # the file system does not support it
         return None
 
@@ -124,8 +128,9 @@ def _link_unnamed(fd: int, tmp: Path) -> None:
     source = f"/proc/self/fd/{fd}".encode()
     if linkat is not None and linkat(_AT_FDCWD, source, _AT_FDCWD, os.fsencode(tmp), _AT_SYMLINK_FOLLOW) == 0:
         return
-    copy_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    copy_fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
+        os.fchmod(copy_fd, os.fstat(fd).st_mode & 0o7777)
         offset = 0
         while chunk := os.pread(fd, 1 << 20, offset):
             os.write(copy_fd, chunk)
@@ -143,14 +148,42 @@ def _commit(fd: int, unnamed: bool, tmp: Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask is process-wide, and other threads may create files)
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _target_mode(path: Path, overwrite_read_only: bool) -> int:
+    """The mode the written file gets: the replaced file's, or ``0666 & ~umask`` for a new file."""
+    try:
+        mode = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+    if not mode & 0o200 and not overwrite_read_only:
+        raise PermissionError(
+            f"{path} is write-protected (mode {mode:04o}): not replacing it. Make it writable (chmod u+w {path}), save "
+            "to another name, or pass overwrite_read_only=True to replace it anyway (it keeps its mode)"
+        )
+    return mode
+
+
 @contextlib.contextmanager
-def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
+def atomic_write(path: str | Path, overwrite_read_only: bool = False) -> Iterator[IO[bytes]]:
     """
     Write ``path`` atomically: ``with atomic_write(path) as handle: handle.write(...)``. The name is used exactly
     as given (no suffix is added or changed); missing parent folders are created. If the block raises, ``path`` is
     untouched and the temporary file removed. A symbolic link is followed: its target is replaced.
 
     :param path: destination file
+    :param overwrite_read_only: replace a write-protected destination (mode without owner write) instead of raising
     :return: a binary file handle to write to (do not close it)
     """
     path = Path(path)
@@ -159,16 +192,19 @@ def atomic_write(path: str | Path) -> Iterator[IO[bytes]]:
     if path.is_dir():
         raise IsADirectoryError(f"Cannot save to {path}: it is a folder; pass a file name inside it")
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _target_mode(path, overwrite_read_only)
     remove_stale_temporary_files(path)
     tmp = _temporary_name(path)
     fd = _open_unnamed(path.parent)
     unnamed = fd is not None
     if fd is None:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     handle = os.fdopen(fd, "wb")
     try:
         yield handle
         handle.flush()
+        if hasattr(os, "fchmod"):  # POSIX: the final mode, set while the file is still private to this process
+            os.fchmod(handle.fileno(), mode)
         os.fsync(handle.fileno())
         _commit(handle.fileno(), unnamed, tmp, path)
     except BaseException:
