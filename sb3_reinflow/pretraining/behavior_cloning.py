@@ -30,6 +30,7 @@ from sb3_reinflow.common.policy_files import env_id_of
 from sb3_reinflow.common.save_util import atomic_write
 from sb3_reinflow.common.reinflow.normalization import normalized_obs_dim
 from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
+from sb3_reinflow.pretraining.resume import Interrupts, check_resume_settings, resume_settings
 from sb3_reinflow.pretraining.pixels import (
     PRETRAIN_AUGMENTATION_PAD,
     check_pixel_data,
@@ -111,6 +112,7 @@ def save_checkpoint(
     n_gradient_steps: int,
     result: PretrainResult,
     rng_state: th.Tensor | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> None:
     """
     Write a resumable training checkpoint atomically (tensors and plain numbers only: it loads with
@@ -123,6 +125,7 @@ def save_checkpoint(
     :param result: losses and evaluations so far
     :param rng_state: torch's global RNG state right after ``step`` (default: the current one), so that a resumed
         run draws the same minibatches as an uninterrupted one
+    :param settings: :func:`resume_settings` of the run, compared when resuming
     """
     state = {
         "step": step,
@@ -134,18 +137,28 @@ def save_checkpoint(
         "losses": list(result.losses),
         "eval_returns": [list(entry) for entry in result.eval_returns],
         "torch_rng": th.get_rng_state() if rng_state is None else rng_state,
+        "settings": settings,
     }
     with atomic_write(path) as handle:
         th.save(state, handle)
 
 
-def load_checkpoint(path: str | Path, trainer: _Trainer, n_gradient_steps: int) -> tuple[int, PretrainResult]:
+def load_checkpoint(
+    path: str | Path,
+    trainer: _Trainer,
+    n_gradient_steps: int,
+    settings: dict[str, Any] | None = None,
+    allow_changes: bool = False,
+) -> tuple[int, PretrainResult]:
     """
     Restore a training checkpoint written by :func:`save_checkpoint` (never unpickles code).
 
     :param path: the checkpoint
     :param trainer: the networks, optimizer and schedule to restore in place
     :param n_gradient_steps: planned total, which must match the checkpoint's
+    :param settings: :func:`resume_settings` of this run: a difference is refused, listed, unless ``allow_changes``
+        (another architecture is always refused)
+    :param allow_changes: continue with other data or settings
     :return: gradient steps done and the losses and evaluations so far
     """
     state = th.load(path, map_location=trainer.ema.n_averaged.device, weights_only=True)
@@ -154,6 +167,8 @@ def load_checkpoint(path: str | Path, trainer: _Trainer, n_gradient_steps: int) 
             f"The checkpoint {path} was made for n_gradient_steps={state['n_gradient_steps']}, not {n_gradient_steps}; "
             "resume with the same settings, or start afresh without --resume"
         )
+    if settings is not None:
+        check_resume_settings(path, state.get("settings"), settings, allow_changes)
     trainer.velocity_net.load_state_dict(state["velocity_net"])
     trainer.ema.load_state_dict(state["ema"])
     trainer.optimizer.load_state_dict(state["optimizer"])
@@ -184,6 +199,7 @@ def pretrain(
     checkpoint_path: str | Path | None = None,
     checkpoint_freq: int = 5_000,
     resume: bool = False,
+    allow_resume_changes: bool = False,
     verbose: int = 1,
 ) -> PretrainResult:
     """
@@ -214,7 +230,9 @@ def pretrain(
     :param checkpoint_path: where to keep a resumable training checkpoint (None: none); it is written every
         ``checkpoint_freq`` steps and when training is interrupted (KeyboardInterrupt, re-raised afterwards)
     :param checkpoint_freq: gradient steps between checkpoints
-    :param resume: continue from ``checkpoint_path`` if it exists (same ``n_gradient_steps`` required)
+    :param resume: continue from ``checkpoint_path`` if it exists (same ``n_gradient_steps``, data, settings and
+        architecture required; the differences are listed)
+    :param allow_resume_changes: resume even with other data or settings (not another architecture)
     :param verbose: 1: print each evaluation and a final summary; 0: nothing
     :return: the loss curve and evaluation returns
     """
@@ -232,46 +250,55 @@ def pretrain(
     optimizer, scheduler, ema = trainer.optimizer, trainer.scheduler, trainer.ema
     writer = _summary_writer(tensorboard_log)
     result, done = PretrainResult([], []), 0
+    settings = resume_settings(
+        trained, obs, actions, batch_size=batch_size, learning_rate=learning_rate, min_learning_rate=min_learning_rate,
+        weight_decay=weight_decay, ema_decay=ema_decay, t_sampling=t_sampling,
+    )  # fmt: skip
     if resume and checkpoint_path is not None and Path(checkpoint_path).is_file():
-        done, result = load_checkpoint(checkpoint_path, trainer, n_gradient_steps)
+        done, result = load_checkpoint(checkpoint_path, trainer, n_gradient_steps, settings, allow_resume_changes)
     # 3) the training loop: flow-matching steps, logging, evaluation, checkpoints
     rng_state = th.get_rng_state()
     window: list[float] = []
     start = time.perf_counter()
     policy.set_training_mode(True)
     bar = tqdm(range(done + 1, n_gradient_steps + 1), disable=not progress_bar, desc="pretraining", unit="step")
+    interrupts = Interrupts()
     try:
-        for step in bar:
-            indices = th.randint(0, len(obs), (batch_size,), device=obs.device)
-            # the dataset's states are already normalised with ``stats``: no second normalisation
-            features = obs[indices]
-            if images is not None:
-                features = pixel_features(policy, images[indices], features, PRETRAIN_AUGMENTATION_PAD)
-            loss = loss_fn(velocity_net, features, actions[indices])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            ema.update_parameters(trained)
-            done, rng_state = step, th.get_rng_state()
-            window.append(loss.item())
-            if step % log_interval == 0:
-                result.losses.append(float(np.mean(window)))
-                learning_rate_now = scheduler.get_last_lr()[0]
-                _log(writer, {"pretrain/loss": result.losses[-1], "pretrain/learning_rate": learning_rate_now}, step)
-                bar.set_postfix(loss=f"{result.losses[-1]:.4g}", lr=f"{learning_rate_now:.2e}", refresh=False)
-                window = []
-            if eval_env is not None and ((eval_freq > 0 and step % eval_freq == 0) or step == n_gradient_steps):
-                mean, std = _evaluate_ema(policy, ema, eval_env, n_eval_episodes, eval_deterministic_x0)
-                result.eval_returns.append((step, mean, std))
-                _log(writer, {"pretrain/eval_return": mean}, step)
-                if verbose >= 1:
-                    bar.write(f"step {step}: {_eval_description(policy.n_flow_steps, eval_deterministic_x0, mean, std)}")
-            if checkpoint_path is not None and step % checkpoint_freq == 0:
-                save_checkpoint(checkpoint_path, trainer, step, n_gradient_steps, result)
+        with interrupts.installed():
+            for step in bar:
+                indices = th.randint(0, len(obs), (batch_size,), device=obs.device)
+                # the dataset's states are already normalised with ``stats``: no second normalisation
+                features = obs[indices]
+                if images is not None:
+                    features = pixel_features(policy, images[indices], features, PRETRAIN_AUGMENTATION_PAD)
+                loss = loss_fn(velocity_net, features, actions[indices])
+                optimizer.zero_grad()
+                loss.backward()
+                with interrupts.held():  # the step and its count change together (Ctrl-C is held meanwhile)
+                    optimizer.step()
+                    scheduler.step()
+                    ema.update_parameters(trained)
+                    done, rng_state = step, th.get_rng_state()
+                window.append(loss.item())
+                if step % log_interval == 0:
+                    result.losses.append(float(np.mean(window)))
+                    learning_rate_now = scheduler.get_last_lr()[0]
+                    _log(writer, {"pretrain/loss": result.losses[-1], "pretrain/learning_rate": learning_rate_now}, step)
+                    bar.set_postfix(loss=f"{result.losses[-1]:.4g}", lr=f"{learning_rate_now:.2e}", refresh=False)
+                    window = []
+                if eval_env is not None and ((eval_freq > 0 and step % eval_freq == 0) or step == n_gradient_steps):
+                    mean, std = _evaluate_ema(policy, ema, eval_env, n_eval_episodes, eval_deterministic_x0)
+                    result.eval_returns.append((step, mean, std))
+                    _log(writer, {"pretrain/eval_return": mean}, step)
+                    if verbose >= 1:
+                        bar.write(f"step {step}: {_eval_description(policy.n_flow_steps, eval_deterministic_x0, mean, std)}")
+                if checkpoint_path is not None and step % checkpoint_freq == 0:
+                    save_checkpoint(checkpoint_path, trainer, step, n_gradient_steps, result, settings=settings)
+                if interrupts.pending:  # a Ctrl-C held during the step: the step is complete, stop here
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         if checkpoint_path is not None:
-            save_checkpoint(checkpoint_path, trainer, done, n_gradient_steps, result, rng_state)
+            save_checkpoint(checkpoint_path, trainer, done, n_gradient_steps, result, rng_state, settings)
         raise
     finally:
         bar.close()

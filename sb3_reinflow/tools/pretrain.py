@@ -87,6 +87,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default=None, help="training checkpoint (default: <output>.ckpt.pt)")
     parser.add_argument("--checkpoint-freq", type=int, default=5_000, help="gradient steps between training checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue from the training checkpoint if it exists")
+    parser.add_argument(
+        "--resume-with-changes",
+        action="store_true",
+        help="with --resume: continue although the data or settings differ from the checkpoint's (listed otherwise)",
+    )
     return parser
 
 
@@ -131,6 +136,7 @@ def main() -> None:
             checkpoint_path=checkpoint,
             checkpoint_freq=args.checkpoint_freq,
             resume=args.resume,
+            allow_resume_changes=args.resume_with_changes,
             progress_bar=args.progress_bar,
             log_interval=args.log_interval,
         )
