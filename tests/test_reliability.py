@@ -919,3 +919,13 @@ def test_resume_with_other_data_settings_or_architecture_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"another policy architecture \(architecture: checkpoint"):
         pretrain(tiny_model(velocity_net_arch=[8]).policy, dataset, stats, resume=True, **settings_)
     pretrain(tiny_model().policy, dataset, stats, resume=True, allow_resume_changes=True, **{**settings_, "batch_size": 16})
+
+
+def test_zoo_refuses_double_normalisation_of_a_pretrained_policy():
+    from sb3_reinflow.zoo.plugin import check_normalization
+
+    for normalize in (True, "True", "dict(norm_obs=True)", {"norm_reward": True}):
+        with pytest.raises(ValueError, match=r"normalise the observations twice.*norm_obs=False, norm_reward=True"):
+            check_normalization({"pretrained_policy": "Hopper-v4_reflow", "normalize": normalize})
+    check_normalization({"pretrained_policy": "Hopper-v4_reflow", "normalize": "dict(norm_obs=False, norm_reward=True)"})
+    check_normalization({"pretrained_policy": None, "normalize": True})  # from scratch: VecNormalize is fine

@@ -43,6 +43,7 @@ def register() -> None:
     import rl_zoo3.hyperparams_opt
     import rl_zoo3.utils
 
+    import sb3_reinflow.envs  # noqa: F401  (registers the package's env ids, e.g. PixelCan-v0, before rl_zoo3 checks --env)
     from sb3_reinflow import ReinFlowPPO
     from sb3_reinflow.zoo.hyperparams_opt import convert_reinflow_ppo_params, sample_reinflow_ppo_params
 
@@ -97,8 +98,11 @@ def _with_protocol_evaluation(create_callbacks: Any) -> Any:
 
         from sb3_reinflow.common.reinflow.callbacks import ProtocolEvalCallback
 
+        protocols = getattr(self, "_reinflow_eval_protocols", None)
         self.callbacks = [
-            ProtocolEvalCallback.from_eval_callback(callback) if type(callback) is EvalCallback else callback
+            ProtocolEvalCallback.from_eval_callback(callback, **({} if protocols is None else {"protocols": protocols}))
+            if type(callback) is EvalCallback
+            else callback
             for callback in self.callbacks
         ]
 
@@ -147,7 +151,9 @@ def _with_registry_checks(read_hyperparameters: Any) -> Any:
             _load_registry(self.config), self.env_name.gym_id, self.config, self.custom_hyperparams, self.trained_agent
         )
         hyperparams, saved_hyperparams = read_hyperparameters(self)
+        self._reinflow_eval_protocols = pop_eval_protocols(hyperparams)
         check_top_level_keys(hyperparams)
+        check_normalization(hyperparams)
         return hyperparams, saved_hyperparams
 
     setattr(wrapped, _PATCHED, True)
@@ -231,6 +237,24 @@ def check_registry_entry(
         )
 
 
+def pop_eval_protocols(hyperparams: dict[str, Any]) -> tuple[str, ...] | None:
+    """
+    Take the registry's ``eval_protocols`` key (the protocols evaluated beside the deployed one at each evaluation;
+    default: all of them) out of the hyperparameters, which go to ``ReinFlowPPO``.
+
+    :param hyperparams: the hyperparameters the zoo read
+    :return: the protocols, or None when the entry does not set them
+    """
+    from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
+
+    if "eval_protocols" not in hyperparams:
+        return None
+    protocols = hyperparams.pop("eval_protocols")
+    if not isinstance(protocols, list | tuple) or any(name not in EVAL_PROTOCOLS for name in protocols):
+        raise ValueError(f"eval_protocols={protocols!r} must be a list of protocols from {list(EVAL_PROTOCOLS)}")
+    return tuple(protocols)
+
+
 def check_top_level_keys(hyperparams: dict[str, Any]) -> None:
     """
     Raise an error with the fix for ReinFlowPolicy arguments given as ReinFlowPPO ones (``-params n_flow_steps:2``).
@@ -251,6 +275,28 @@ def check_top_level_keys(hyperparams: dict[str, Any]) -> None:
                 f'e.g. -params policy_kwargs:"dict({key}={value!r})" (this replaces the entry\'s policy_kwargs: repeat '
                 "its other keys)"
             )
+
+
+def check_normalization(hyperparams: dict[str, Any]) -> None:
+    """
+    Refuse VecNormalize observation normalisation on a pretrained policy (``-params normalize:True``): the policy
+    normalises its observations with the statistics stored in its file, so they would be normalised twice.
+
+    :param hyperparams: the hyperparameters the zoo will pass on
+    """
+    normalize = hyperparams.get("normalize", False)
+    if not hyperparams.get("pretrained_policy") or normalize is False:
+        return
+    if isinstance(normalize, str):
+        norm_obs = "norm_obs=False" not in normalize.replace(" ", "") and normalize.strip() != "False"
+    else:
+        norm_obs = bool(normalize) if not isinstance(normalize, dict) else normalize.get("norm_obs", True)
+    if norm_obs:
+        raise ValueError(
+            f"normalize={normalize!r} with pretrained_policy={hyperparams['pretrained_policy']!r} would normalise the "
+            "observations twice: the pretrained policy already normalises them with its file's statistics. Use "
+            '-params normalize:"dict(norm_obs=False, norm_reward=True)" (rewards only), or drop normalize'
+        )
 
 
 def watch_env_wrappers(env_wrapper: Any, record: bool) -> Any:
