@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Keys rl_zoo3's ExperimentManager consumes itself (the rest must be ReinFlowPPO arguments).
 ZOO_KEYS = {
     "n_timesteps",
+    "eval_protocols",  # read by the zoo plugin (pop_eval_protocols)
     "n_envs",
     "normalize",
     "env_wrapper",
@@ -296,3 +297,14 @@ def test_evaluation_envs_get_the_registry_env_kwargs(tmp_path: Path, tiny_conf: 
     assert callback.eval_env.get_attr("g")[0] == (5.0 if eval_env_kwargs is None else 2.0)
     # hyperparameter tuning builds its evaluation envs later, from the same attribute
     assert manager.eval_env_kwargs == ({"g": 5.0} if eval_env_kwargs is None else eval_env_kwargs)
+
+
+def test_registry_eval_protocols_are_taken_out_of_the_hyperparameters():
+    from sb3_reinflow.zoo.plugin import pop_eval_protocols
+
+    hyperparams = {"n_steps": 8, "eval_protocols": ["random"]}
+    assert pop_eval_protocols(hyperparams) == ("random",)
+    assert hyperparams == {"n_steps": 8}, "ReinFlowPPO must not receive eval_protocols"
+    assert pop_eval_protocols({"n_steps": 8}) is None
+    with pytest.raises(ValueError, match="eval_protocols=\\['best'\\] must be a list of protocols"):
+        pop_eval_protocols({"eval_protocols": ["best"]})

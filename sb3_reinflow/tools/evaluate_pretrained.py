@@ -34,7 +34,8 @@ import numpy as np
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.evaluation import evaluate_policy
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
+from stable_baselines3.common.preprocessing import is_image_space, is_image_space_channels_first
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecTransposeImage
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
@@ -45,6 +46,12 @@ from sb3_reinflow.pretrained import resolve_pretrained
 
 
 PROTOCOLS = EVAL_PROTOCOLS
+
+
+def is_image_space_channels_last(space: gym.Space) -> bool:
+    """Whether an observation space holds an HWC image (alone or in a Dict) that SB3 would transpose."""
+    subspaces = space.spaces.values() if isinstance(space, gym.spaces.Dict) else [space]
+    return any(is_image_space(sub) and not is_image_space_channels_first(sub) for sub in subspaces)
 
 
 def _ret(value: float) -> str:
@@ -96,6 +103,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="policy file, model zip (a zoo checkpoint) or shipped name")
     parser.add_argument("--env", required=True)
+    parser.add_argument("--env-kwargs", type=json.loads, default={}, help='env keyword arguments (JSON), e.g. \'{"render_every": 4}\'')
     parser.add_argument("--data", default=None, help="dataset folder, to print the demonstrations' mean return")
     parser.add_argument("--n-flow-steps", type=int, nargs="+", default=None, help="K values (default: the checkpoint's)")
     parser.add_argument("--time-grids", nargs="+", default=["euler"], choices=["euler", "reinflow_linspace"])
@@ -129,8 +137,15 @@ def main() -> None:
             overrides["deterministic_mode"] = protocol
         policy = base.with_options(**overrides)  # the noise bounds of --policy-kwargs, not the checkpoint's
         env = make_vec_env(
-            args.env, n_envs=args.n_envs, seed=args.seed, wrapper_class=_chunked, wrapper_kwargs=dict(horizon=policy.horizon)
+            args.env,
+            n_envs=args.n_envs,
+            seed=args.seed,
+            env_kwargs=args.env_kwargs,
+            wrapper_class=_chunked,
+            wrapper_kwargs=dict(horizon=policy.horizon),
         )
+        if is_image_space_channels_last(env.observation_space):
+            env = VecTransposeImage(env)  # camera images as the policy reads them (channel first), as SB3 wraps them
         if args.input_ranges:
             env = _InputRanges(env, policy)
         th.manual_seed(args.seed)
