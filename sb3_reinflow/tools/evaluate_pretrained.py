@@ -103,7 +103,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="policy file, model zip (a zoo checkpoint) or shipped name")
     parser.add_argument("--env", required=True)
-    parser.add_argument("--env-kwargs", type=json.loads, default={}, help='env keyword arguments (JSON), e.g. \'{"render_every": 4}\'')
+    parser.add_argument(
+        "--env-kwargs", type=json.loads, default={}, help='env keyword arguments (JSON), e.g. \'{"render_every": 4}\''
+    )
     parser.add_argument("--data", default=None, help="dataset folder, to print the demonstrations' mean return")
     parser.add_argument("--n-flow-steps", type=int, nargs="+", default=None, help="K values (default: the checkpoint's)")
     parser.add_argument("--time-grids", nargs="+", default=["euler"], choices=["euler", "reinflow_linspace"])
