@@ -929,3 +929,88 @@ def test_zoo_refuses_double_normalisation_of_a_pretrained_policy():
             check_normalization({"pretrained_policy": "Hopper-v4_reflow", "normalize": normalize})
     check_normalization({"pretrained_policy": "Hopper-v4_reflow", "normalize": "dict(norm_obs=False, norm_reward=True)"})
     check_normalization({"pretrained_policy": None, "normalize": True})  # from scratch: VecNormalize is fine
+
+
+# --------------------------------------------------------------------------------------------------------------
+# round two (#32): property: a policy file loads and predicts finite actions, or raises PolicyFileError
+
+_ANY_VALUE = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**40), 2**40),
+    st.sampled_from([0, 1, 2, 3, 16, 1024, 1025, -1]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.lists(st.integers(-4, 40), max_size=4),
+    st.just({"float": "nan"}),
+    st.just({"class": "os.system"}),
+    st.just({"class": "torch.nn.Tanh"}),
+)
+_KWARG_KEYS = [
+    "flow_model", "n_flow_steps", "time_grid", "velocity_net_arch", "velocity_activation_fn", "time_embedding_dim",
+    "noise_net_arch", "min_noise_std", "max_noise_std", "denoised_clip_value", "noise_clip_value", "log_prob_bounds",
+    "deterministic_mode", "n_mean_chains", "obs_clip", "net_arch", "features_extractor_class", "optimizer_kwargs",
+    "include_initial_noise", "unknown_key",
+]  # fmt: skip
+_SPACE_EDITS = st.tuples(
+    st.sampled_from(["observation_space", "action_space"]),
+    st.sampled_from(["shape", "low", "high", "dtype", "type"]),
+    st.one_of(_ANY_VALUE, st.just([3]), st.just([1]), st.just(-2.0), st.just(2.0), st.just("float32")),
+)
+_TENSOR_EDITS = st.tuples(
+    st.sampled_from(["obs_offset", "obs_scale", "action_low", "action_high", "actor.velocity_net", "value_net"]),
+    st.sampled_from([np.nan, np.inf, -np.inf, 0.0, -1.0, 1e30, 3.0]),
+)
+
+
+def _check_generated_file(path, kwarg_edits, space_edits, tensor_edits, top_edit, rehash, corrupt) -> None:
+    def edit_config(config):
+        for key, value in kwarg_edits:
+            config["policy_kwargs"][key] = value
+        for space, field, value in space_edits:
+            config[space][field] = value
+        if top_edit is not None:
+            config[top_edit[0]] = top_edit[1]
+
+    def edit_tensors(tensors):
+        for prefix, value in tensor_edits:
+            name = next(name for name in sorted(tensors) if name.startswith(prefix))
+            tensors[name].reshape(-1)[0] = value
+
+    _rewrite(path, edit_config, edit_tensors, rehash=rehash)
+    if corrupt:
+        data = bytearray(path.read_bytes())
+        data[-corrupt:] = bytes(corrupt)
+        path.write_bytes(bytes(data))
+    try:
+        policy = ReinFlowPolicy.load(path)
+    except PolicyFileError:
+        return
+    obs = np.zeros(policy.observation_space.shape, dtype=policy.observation_space.dtype)
+    action, _ = policy.predict(obs, deterministic=True)
+    assert np.isfinite(action).all()
+    action, _ = policy.predict(obs, deterministic=False)
+    assert np.isfinite(action).all()
+
+
+_POLICY_FILE_PROPERTY = given(
+    kwarg_edits=st.lists(st.tuples(st.sampled_from(_KWARG_KEYS), _ANY_VALUE), max_size=3),
+    space_edits=st.lists(_SPACE_EDITS, max_size=2),
+    tensor_edits=st.lists(_TENSOR_EDITS, max_size=2),
+    top_edit=st.one_of(st.none(), st.tuples(st.sampled_from(["format_version", "env_id", "format"]), _ANY_VALUE)),
+    rehash=st.booleans(),
+    corrupt=st.sampled_from([0, 0, 0, 16, 1000]),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@_POLICY_FILE_PROPERTY
+def test_generated_policy_files_load_finite_or_raise_policy_file_error(tmp_path, **edits):
+    _check_generated_file(_policy_file(tmp_path), **edits)
+
+
+@pytest.mark.slow
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@_POLICY_FILE_PROPERTY
+def test_500_generated_policy_files_load_finite_or_raise_policy_file_error(tmp_path, **edits):
+    _check_generated_file(_policy_file(tmp_path), **edits)
