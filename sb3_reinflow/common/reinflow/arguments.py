@@ -268,7 +268,7 @@ def check_ppo_numbers(
     """
     Raise a ``ValueError`` naming the bad PPO number and its valid range: ``n_epochs`` an integer >= 1, learning rates
     finite and >= 0 (a negative critic rate would be gradient ascent), ``ent_coef`` and ``vf_coef`` finite,
-    ``max_grad_norm`` > 0. Schedules (callables) are checked at the start of training, progress 1.
+    ``max_grad_norm`` >= 0. Schedules (callables) are checked at the start of training, progress 1.
     """
     if isinstance(n_epochs, bool) or not isinstance(n_epochs, int | np.integer) or n_epochs < 1:
         raise ValueError(f"n_epochs={n_epochs!r} must be an integer >= 1 (PPO's passes over each rollout; e.g. 5)")
@@ -284,8 +284,8 @@ def check_ppo_numbers(
     for name, value in (("ent_coef", ent_coef), ("vf_coef", vf_coef)):
         if isinstance(value, bool) or not isinstance(value, int | float | np.number) or not np.isfinite(value):
             raise ValueError(f"{name}={value!r} must be a finite number (ReinFlowPPO: ent_coef=0.03, vf_coef=0.25)")
-    if not (isinstance(max_grad_norm, int | float | np.number) and max_grad_norm > 0):
-        raise ValueError(f"max_grad_norm={max_grad_norm!r} must be a number > 0 (ReinFlowPPO: 1e9, i.e. no clipping)")
+    if not (isinstance(max_grad_norm, int | float | np.number) and max_grad_norm >= 0):
+        raise ValueError(f"max_grad_norm={max_grad_norm!r} must be a number >= 0 (ReinFlowPPO: 1e9, i.e. no clipping)")
 
 
 class PretrainedStart(NamedTuple):
