@@ -4,7 +4,8 @@ alternating (the machine may be shared, so only same-run comparisons are meaning
 
 - training throughput (env steps/s) of the bare env (random actions), SB3 PPO ``MlpPolicy``, ReinFlowPPO K=4 and
   K=1 (Ta=4 action chunks, paper-sized nets), with 1 and 2 torch threads;
-- ``predict`` latency of one observation (median, p95) at K=1 and K=4, ``deterministic_mode`` "mean" and "zero";
+- ``predict`` latency of one observation (median, p95) at K=1 and K=4, ``deterministic_mode`` "mean", "median",
+  "medoid" and "zero" (``--predict-only``: this table alone, about a minute with ``--quick``);
 - ``evaluate_actions`` plus backward on 512 and 50,000 samples, and sampling (``policy.forward``) of 40
   observations, K=4;
 - the memory of a 2M-env-step fine-tuning run with the zoo's Hopper-v4 settings (rollout buffer and model),
@@ -26,7 +27,7 @@ Env steps are counted under the chunking wrapper, so early chunk stops are not o
 same n_envs, n_steps (policy steps per env), batch size and epochs.
 
 Usage: python benchmarks/benchmark_throughput.py [--quick] [--timesteps 16384] [--repeats 2] [--compile] [--bf16] [--roofline]
-    [--env-side] [--breakdown]
+    [--env-side] [--breakdown] [--predict-only]
 """
 
 import argparse
@@ -197,12 +198,15 @@ def training_table(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     return {n: {side: _median(rates) for side, rates in by_side.items()} for n, by_side in results.items()}
 
 
+LATENCY_MODES = ("mean", "median", "medoid", "zero")
+
+
 def latency_table(args: argparse.Namespace) -> dict[str, Latency]:
     models = {n_flow_steps: make_flow_model(n_flow_steps) for n_flow_steps in (1, 4)}
     runs: dict[str, list[Latency]] = {}
     for _ in range(args.repeats):
         for n_flow_steps, model in models.items():
-            for mode in ("mean", "zero"):
+            for mode in LATENCY_MODES:
                 runs.setdefault(f"K={n_flow_steps} {mode}", []).append(predict_latency(model, mode, args.predict_calls))
     return {key: Latency(_median([r.median_ms for r in rs]), _median([r.p95_ms for r in rs])) for key, rs in runs.items()}
 
@@ -467,6 +471,12 @@ def print_compile_table(table: dict[str, tuple[float, float]]) -> None:
         print(f"| {name} | {eager:.3f} | {compiled:.3f} | {speedup:.2f}x |")
 
 
+def print_latencies(latencies: dict[str, Latency], n_calls: int) -> None:
+    print(f"\npredict, one observation, 1 thread ({n_calls} calls, median of repeats):")
+    for key, latency in latencies.items():
+        print(f"  {key:>10}: median {latency.median_ms:.3f} ms, p95 {latency.p95_ms:.3f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--timesteps", type=int, default=16384, help="policy steps timed per training run")
@@ -484,6 +494,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="only the bfloat16 autocast comparison of the loss")
     parser.add_argument("--roofline", action="store_true", help="only the matrix-product rate and the least times")
     parser.add_argument("--breakdown", action="store_true", help="only where the training time goes, per env step")
+    parser.add_argument("--predict-only", action="store_true", help="only the predict latency of each deterministic mode")
     parser.add_argument(
         "--env-side", action="store_true", help="only the chunk wrapper's overhead and DummyVecEnv against SubprocVecEnv"
     )
@@ -504,6 +515,10 @@ def main() -> None:
         return
     if args.breakdown:
         time_breakdown(args)
+        return
+    if args.predict_only:
+        th.set_num_threads(1)
+        print_latencies(latency_table(args), args.predict_calls)
         return
     if args.compile or args.compile_only:
         print("compile_chain=True against eager (the first calls compile; they are not timed)")
@@ -531,9 +546,7 @@ def main() -> None:
             f"| {n_threads} | {rates['bare_env']:.0f} | {ppo:.0f} | {rates['reinflow_k4']:.0f} | {rates['reinflow_k1']:.0f} "
             f"| {rates['reinflow_k4'] / ppo:.2f} | {rates['reinflow_k1'] / ppo:.2f} |"
         )
-    print(f"\npredict, one observation, 1 thread ({args.predict_calls} calls, median of repeats):")
-    for key, latency in latencies.items():
-        print(f"  {key:>9}: median {latency.median_ms:.3f} ms, p95 {latency.p95_ms:.3f} ms")
+    print_latencies(latencies, args.predict_calls)
     print("\nK=4, 2 threads:")
     print(f"  evaluate_actions + backward, 512 samples: {_median(loss_512) * 1e3:.1f} ms")
     print(f"  evaluate_actions + backward, {args.large_batch} samples: {_median(loss_large):.2f} s")

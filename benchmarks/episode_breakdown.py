@@ -31,7 +31,7 @@ import numpy as np
 
 # the evaluation protocols (sb3_reinflow.common.reinflow.callbacks.EVAL_PROTOCOLS), kept here so that reading an
 # evaluations file does not import torch
-PROTOCOLS = ("mean", "median", "zero", "random", "stochastic")
+PROTOCOLS = ("mean", "median", "medoid", "zero", "random", "stochastic")
 
 
 class EpisodeStats(NamedTuple):

@@ -41,6 +41,9 @@ from sb3_reinflow.common.flow.chain_config import (
     time_grid,
 )
 from sb3_reinflow.common.flow.networks import FlowEmbedding, NoiseNet, VelocityNet
+from sb3_reinflow.common.flow.summaries import ANTITHETIC_MODES, antithetic_noise, chain_median, summarize_chains
+
+__all__ = ["FlowChain", "chain_median"]
 
 def _standard_normal(shape: tuple[int, ...] | th.Size, device: th.device, generator: th.Generator | None) -> th.Tensor:
     """``th.randn``, passing ``generator`` only when there is one (``torch.compile`` fails on ``generator=None`` with
@@ -61,19 +64,6 @@ def _rows(context: "th.Tensor | FlowEmbedding", step: int | None = None) -> "th.
     return context[step] if step is not None else context.flatten(end_dim=1)
 
 
-def chain_median(chains: th.Tensor) -> th.Tensor:
-    """
-    Per-coordinate median over sampled chains: the middle order statistic, or the average of the two middle ones for an
-    even number of chains (so it is symmetric: negating every chain negates the median).
-
-    :param chains: shape (batch, n_chains, ...)
-    :return: shape (batch, ...)
-    """
-    ordered = chains.sort(dim=1).values
-    n_chains = chains.shape[1]
-    return 0.5 * (ordered[:, (n_chains - 1) // 2] + ordered[:, n_chains // 2])
-
-
 class FlowChain(nn.Module):
     """
     ReinFlow's stochastic K-step Euler chain over a velocity net and a noise net.
@@ -83,11 +73,13 @@ class FlowChain(nn.Module):
     :param config: the chain's options (K, time grid, clamps, log-prob options); default ``ChainConfig()``
     :param deterministic_mode: what deterministic actions are: ``"mean"`` (default), the expected final action of
         the noisy chain that PPO trains, estimated from ``n_mean_chains`` chains with fixed noise (common random
-        numbers, so the same observation gives the same action); ``"median"``, the per-coordinate median of the same
-        chains (robust to skewed and clamped action distributions); ``"zero"``, the noise-free chain from x_0 = 0;
-        ``"random"``, the noise-free chain from x_0 ~ N(0, I) (the official ReinFlow evaluation)
-    :param n_mean_chains: number of noisy chains summarised by ``deterministic_mode="mean"`` or ``"median"``
-    :param mean_seed: seed of the fixed noise of ``deterministic_mode="mean"`` and ``"median"``
+        numbers, so the same observation gives the same action); ``"median"``, the per-coordinate median of such
+        chains (robust to skewed and clamped action distributions); ``"medoid"``, the one of those chains whose final
+        action is closest to the others' (an action the policy really takes: it never blends modes); ``"zero"``,
+        the noise-free chain from x_0 = 0; ``"random"``, the noise-free chain from x_0 ~ N(0, I) (the official
+        ReinFlow evaluation). The median and the medoid use antithetic draws (:mod:`~sb3_reinflow.common.flow.summaries`)
+    :param n_mean_chains: number of noisy chains summarised by ``deterministic_mode`` "mean", "median" or "medoid"
+    :param mean_seed: seed of the fixed noise of the summary modes
     :param compile_chain: run sampling, ``act`` and evaluation through ``torch.compile`` (compiled on first use of
         each; same math, float rounding may differ by about 1e-6, and compiled sampling draws its noise from
         inductor's random stream instead of eager PyTorch's)
@@ -242,9 +234,9 @@ class FlowChain(nn.Module):
     ) -> ChainSample:
         """
         Run the chain. Deterministic mode follows ``deterministic_mode``: with ``"zero"`` or ``"random"`` (or when
-        ``x0`` is given) no noise is injected; with ``"mean"`` (``"median"``) the chain is the average (per-coordinate
-        median) of ``n_mean_chains`` noisy chains drawn with fixed noise, so its last point is their mean (median)
-        action.
+        ``x0`` is given) no noise is injected; with ``"mean"``, ``"median"`` or ``"medoid"`` the chain is the average,
+        per-coordinate median or medoid of ``n_mean_chains`` noisy chains drawn with fixed noise
+        (:meth:`summary_chains`), so its last point is their mean, median or medoid action.
 
         :param obs: shape (batch, obs_dim)
         :param deterministic: deterministic actions
@@ -338,46 +330,54 @@ class FlowChain(nn.Module):
 
     def summary_chains(self, obs: th.Tensor, mode: str | None = None) -> th.Tensor:
         """
-        The average (``deterministic_mode="mean"``) or per-coordinate median (``"median"``, :func:`chain_median`) of
-        ``n_mean_chains`` noisy chains per observation, all run in one batch. Their noise is drawn once per call from a
-        generator seeded with ``mean_seed`` and shared by all observations (common random numbers), so an
+        The average (``deterministic_mode="mean"``), per-coordinate median (``"median"``) or medoid (``"medoid"``: the
+        chain whose final action is closest to the others', one of the chains) of ``n_mean_chains`` noisy chains per
+        observation, all run in one batch (:mod:`sb3_reinflow.common.flow.summaries`). Their noise is drawn once from
+        a generator seeded with ``mean_seed`` and shared by all observations (common random numbers), so an
         observation's action depends neither on the call nor on the other observations in the batch.
 
         :param obs: shape (batch, obs_dim)
-        :param mode: ``"mean"`` or ``"median"`` (None: ``deterministic_mode``)
+        :param mode: ``"mean"``, ``"median"`` or ``"medoid"`` (None: ``deterministic_mode``)
         :return: the summarised chains, shape (batch, K + 1, action_dim); the last point is the deterministic action
         """
-        chains = self._maybe_compiled(self._fixed_noise_chains)(obs)
-        return chain_median(chains) if (mode or self.deterministic_mode) == "median" else chains.mean(dim=1)
+        mode = mode or self.deterministic_mode
+        chains = self._maybe_compiled(self._fixed_noise_chains)(obs, mode in ANTITHETIC_MODES)
+        return summarize_chains(chains, mode)
 
-    def _fixed_noise_chains(self, obs: th.Tensor) -> th.Tensor:
+    def _fixed_noise_chains(self, obs: th.Tensor, antithetic: bool = False) -> th.Tensor:
         """
         :param obs: shape (batch, obs_dim)
+        :param antithetic: run them with the antithetic draws of the median and the medoid
         :return: ``n_mean_chains`` noisy chains per observation, run with the shared fixed noise of
             :meth:`mean_noise`, shape (batch, n_mean_chains, K + 1, action_dim) (the mode-independent part of
-            :meth:`summary_chains`, compiled on its own so that switching between ``"mean"`` and ``"median"`` does
-            not recompile)
+            :meth:`summary_chains`, compiled on its own)
         """
         n_chains, batch = self.n_mean_chains, obs.shape[0]
-        shared = self.mean_noise(obs.device)
+        shared = self.mean_noise(obs.device, antithetic)
         chains = self._run_chain(obs.repeat_interleave(n_chains, dim=0), False, None, None, shared.repeat(batch, 1, 1))[0]
         return chains.reshape(batch, n_chains, *chains.shape[1:])
 
     @th.compiler.disable
-    def mean_noise(self, device: th.device | str = "cpu") -> th.Tensor:
+    def mean_noise(self, device: th.device | str = "cpu", antithetic: bool = False) -> th.Tensor:
         """
-        The fixed standard normal draws of ``deterministic_mode="mean"`` and ``"median"``: drawn on the CPU from a
-        generator seeded with ``mean_seed`` (so they are the same on every device), cached per (``n_mean_chains``,
-        ``mean_seed``, device).
+        The fixed standard normal draws of the summary modes: drawn on the CPU from a generator seeded with
+        ``mean_seed`` (so they are the same on every device), i.i.d. for ``"mean"`` and antithetic for ``"median"``
+        and ``"medoid"`` (:func:`~sb3_reinflow.common.flow.summaries.antithetic_noise`), cached per
+        (``n_mean_chains``, ``mean_seed``, kind, device).
 
         :param device: where the draws are needed
+        :param antithetic: the antithetic draws
         :return: shape (n_mean_chains, K + 1, action_dim)
         """
-        key = (self.n_mean_chains, self.mean_seed, str(device))
+        key = (self.n_mean_chains, self.mean_seed, antithetic, str(device))
         if key not in self._mean_noise:
             generator = th.Generator().manual_seed(self.mean_seed)
-            shape = (self.n_mean_chains, self.n_flow_steps + 1, self.action_dim)
-            self._mean_noise[key] = th.randn(shape, generator=generator).to(device)
+            shape = (self.n_flow_steps + 1, self.action_dim)
+            if antithetic:
+                draws = antithetic_noise(self.n_mean_chains, shape, generator)
+            else:
+                draws = th.randn((self.n_mean_chains, *shape), generator=generator)
+            self._mean_noise[key] = draws.to(device)
         return self._mean_noise[key]
 
     def _add_noise(self, mean: th.Tensor, std: th.Tensor, eps: th.Tensor) -> th.Tensor:

@@ -12,10 +12,10 @@ from sb3_reinflow.common.flow.networks import FlowEmbedding
 
 TimeGrid = Literal["euler", "reinflow_linspace"]
 TIME_GRIDS: tuple[str, ...] = ("euler", "reinflow_linspace")
-DeterministicMode = Literal["mean", "median", "zero", "random"]
-DETERMINISTIC_MODES: tuple[str, ...] = ("mean", "median", "zero", "random")
+DeterministicMode = Literal["mean", "median", "medoid", "zero", "random"]
+DETERMINISTIC_MODES: tuple[str, ...] = ("mean", "median", "medoid", "zero", "random")
 # the modes that summarise ``n_mean_chains`` noisy chains drawn with fixed noise
-CHAIN_SUMMARY_MODES: tuple[str, ...] = ("mean", "median")
+CHAIN_SUMMARY_MODES: tuple[str, ...] = ("mean", "median", "medoid")
 N_MEAN_CHAINS = 16
 #: upper bounds of the chain's integer options: beyond them a chain takes minutes per batch or cannot be allocated
 MAX_N_FLOW_STEPS = 1024
@@ -104,7 +104,8 @@ def check_deterministic_mode(deterministic_mode: str, name: str = "deterministic
     if deterministic_mode not in DETERMINISTIC_MODES:
         raise ValueError(
             f"{name}={deterministic_mode!r} is not one of {DETERMINISTIC_MODES}: 'mean' (the expected action of the "
-            "noisy chain PPO trains), 'median' (its per-coordinate median), 'zero' (noise-free chain from x_0 = 0), "
+            "noisy chain PPO trains), 'median' (its per-coordinate median), 'medoid' (the noisy chain closest to the "
+            "others), 'zero' (noise-free chain from x_0 = 0), "
             "'random' (noise-free chain from random x_0)"
         )
 
@@ -116,7 +117,7 @@ def check_n_mean_chains(n_mean_chains: int) -> None:
     if isinstance(n_mean_chains, bool) or not isinstance(n_mean_chains, int) or not 1 <= n_mean_chains <= MAX_N_MEAN_CHAINS:
         raise ValueError(
             f"n_mean_chains={n_mean_chains!r} must be an integer >= 1 and <= {MAX_N_MEAN_CHAINS} (e.g. {N_MEAN_CHAINS}): "
-            "it is the number of chains averaged per observation by deterministic_mode='mean' or 'median'"
+            "it is the number of chains summarised per observation by deterministic_mode='mean', 'median' or 'medoid'"
         )
 
 

@@ -13,8 +13,8 @@ from stable_baselines3.common.vec_env import sync_envs_normalization
 
 from sb3_reinflow.common.save_util import atomic_write
 
-EvalProtocol = Literal["mean", "median", "zero", "random", "stochastic"]
-EVAL_PROTOCOLS: tuple[str, ...] = ("mean", "median", "zero", "random", "stochastic")
+EvalProtocol = Literal["mean", "median", "medoid", "zero", "random", "stochastic"]
+EVAL_PROTOCOLS: tuple[str, ...] = ("mean", "median", "medoid", "zero", "random", "stochastic")
 
 
 class EpisodeOutcomes(NamedTuple):
@@ -87,7 +87,8 @@ class ProtocolEvalCallback(EvalCallback):
     that also evaluates the policy under the other protocols at each evaluation:
 
     - ``"mean"``: the expected action of the noisy chain (``deterministic_mode="mean"``);
-    - ``"median"``: the per-coordinate median of the same noisy chains (``deterministic_mode="median"``);
+    - ``"median"``: the per-coordinate median of such noisy chains (``deterministic_mode="median"``);
+    - ``"medoid"``: the one of those chains whose final action is closest to the others' (``"medoid"``);
     - ``"zero"``: the noise-free chain from x_0 = 0;
     - ``"random"``: the noise-free chain from x_0 ~ N(0, I) (ReinFlow's own evaluation);
     - ``"stochastic"``: the noisy chain that PPO trains (``deterministic=False``).

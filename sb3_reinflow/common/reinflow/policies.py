@@ -42,7 +42,8 @@ class ReinFlowPolicy(PolicyFileMixin, MinMaxNormalization, ActorCriticPolicy):
     ``unscale_action`` turns it into the env action (its last point, mapped from [-1, 1] to the action bounds).
     ``predict`` returns env actions. Deterministic actions are, by default, the expected action of the noisy chain that
     PPO trains (``deterministic_mode="mean"``: the mean of ``n_mean_chains`` chains drawn with fixed noise, so the
-    same observation gives the same action); ``"median"`` takes the per-coordinate median of the same chains;
+    same observation gives the same action); ``"median"`` takes the per-coordinate median of such chains,
+    ``"medoid"`` the one of them whose final action is closest to the others' (an action the policy really takes);
     ``"zero"`` and ``"random"`` run the chain with no injected noise from x_0 = 0 or from x_0 ~ N(0, I) (the official
     ReinFlow evaluation). See docs/finetuning.md for how the modes compare.
 
@@ -77,11 +78,11 @@ class ReinFlowPolicy(PolicyFileMixin, MinMaxNormalization, ActorCriticPolicy):
     :param normalize_log_prob: divide the chain log-probability by (number of factors) * chunk size
     :param log_prob_bounds: clamp of the (normalised) log-probability (None: no clamp)
     :param deterministic_mode: what ``deterministic=True`` means: ``"mean"`` (default; the expected action of the
-        noisy chain, from ``n_mean_chains`` chains with fixed noise), ``"median"`` (the per-coordinate median of the
-        same chains), ``"zero"`` (noise-free chain from x_0 = 0) or
+        noisy chain, from ``n_mean_chains`` chains with fixed noise), ``"median"`` (the per-coordinate median of such
+        chains), ``"medoid"`` (the one of them closest to the others), ``"zero"`` (noise-free chain from x_0 = 0) or
         ``"random"`` (noise-free chain from x_0 ~ N(0, I): the official ReinFlow evaluation, which reproduces the
         spread of the demonstrations a pretrained policy was cloned from)
-    :param n_mean_chains: number of noisy chains summarised by ``deterministic_mode="mean"`` or ``"median"``
+    :param n_mean_chains: number of noisy chains summarised by ``deterministic_mode`` "mean", "median" or "medoid"
     :param check_finite_obs: raise an error when an observation holds NaN or inf (at ``predict`` and in rollouts);
         False skips the check, for speed
     :param obs_clip: clip the normalised observations to [-obs_clip, obs_clip] (None: no clip, ReinFlow's rule). A
@@ -217,7 +218,7 @@ class ReinFlowPolicy(PolicyFileMixin, MinMaxNormalization, ActorCriticPolicy):
     @property
     def deterministic_mode(self) -> DeterministicMode:
         """
-        What deterministic actions are: ``"mean"``, ``"median"``, ``"zero"`` or ``"random"`` (see the class
+        What deterministic actions are: ``"mean"``, ``"median"``, ``"medoid"``, ``"zero"`` or ``"random"`` (see the class
         docstring). Settable, e.g. to evaluate a loaded model the way ReinFlow does
         (``model.policy.deterministic_mode = "random"``); saved with the model.
         """
