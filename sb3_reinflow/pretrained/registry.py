@@ -20,19 +20,26 @@ def available_pretrained() -> list[str]:
     )
 
 
-def pretrained_path(env_id: str, flow_model: str = "reflow") -> Path:
+def pretrained_path(name: str, flow_model: str | None = None) -> Path:
     """
     Path of a shipped pretrained policy, for ``ReinFlowPPO(..., pretrained_policy=path)`` or ``ReinFlowPolicy.load``.
+    One naming rule: a shipped policy is ``"<env id>_<flow model>"`` (``available_pretrained()``), the name that
+    ``pretrained_policy=`` and ``from_pretrained`` take; ``pretrained_path`` takes that full name, or an env id and a
+    flow model.
 
-    :param env_id: e.g. ``"Hopper-v4"``
-    :param flow_model: ``"reflow"`` or ``"shortcut"``
+    :param name: the full name (``"Hopper-v4_reflow"``), or an env id (``"Hopper-v4"``)
+    :param flow_model: ``"reflow"`` or ``"shortcut"`` (None: ``name`` is a full name, else ``"reflow"``)
     :return: the policy file's path
     """
-    name = f"{env_id}_{flow_model}"
-    path = Path(str(resources.files("sb3_reinflow.pretrained").joinpath(f"{name}{POLICY_FILE_SUFFIX}")))
+    shipped = available_pretrained()
+    if name in shipped and (flow_model is None or name.endswith(f"_{flow_model}")):
+        full_name = name
+    else:
+        full_name = f"{name}_{flow_model or 'reflow'}"
+    path = Path(str(resources.files("sb3_reinflow.pretrained").joinpath(f"{full_name}{POLICY_FILE_SUFFIX}")))
     if not path.is_file():
         raise FileNotFoundError(
-            f"No shipped pretrained policy {name!r}; available: {available_pretrained()}. "
+            f"No shipped pretrained policy {full_name!r}; available: {shipped}. "
             "Pretrain your own with python -m sb3_reinflow.tools.pretrain"
         )
     return path
@@ -48,8 +55,7 @@ def resolve_pretrained(name_or_path: str | Path) -> Path:
     if path.is_file():
         return path
     if str(name_or_path) in available_pretrained():
-        env_id, flow_model = str(name_or_path).rsplit("_", 1)
-        return pretrained_path(env_id, flow_model)
+        return pretrained_path(str(name_or_path))
     raise FileNotFoundError(
         f"pretrained_policy={str(name_or_path)!r} is neither a file nor a shipped checkpoint ({available_pretrained()})"
     )

@@ -27,6 +27,7 @@ from sb3_reinflow.common.data.trajectories import TrajectoryDataset
 from sb3_reinflow.common.flow.chain_config import DeterministicMode
 from sb3_reinflow.common.flow.losses import TimeSampling
 from sb3_reinflow.common.policy_files import env_id_of
+from sb3_reinflow.common.progress import progress_bar_kwargs
 from sb3_reinflow.common.save_util import atomic_write
 from sb3_reinflow.common.reinflow.normalization import normalized_obs_dim
 from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
@@ -261,7 +262,8 @@ def pretrain(
     window: list[float] = []
     start = time.perf_counter()
     policy.set_training_mode(True)
-    bar = tqdm(range(done + 1, n_gradient_steps + 1), disable=not progress_bar, desc="pretraining", unit="step")
+    steps = range(done + 1, n_gradient_steps + 1)
+    bar = tqdm(steps, desc="pretraining", unit="step", **progress_bar_kwargs(progress_bar))
     interrupts = Interrupts()
     try:
         with interrupts.installed():
@@ -285,6 +287,9 @@ def pretrain(
                     learning_rate_now = scheduler.get_last_lr()[0]
                     _log(writer, {"pretrain/loss": result.losses[-1], "pretrain/learning_rate": learning_rate_now}, step)
                     bar.set_postfix(loss=f"{result.losses[-1]:.4g}", lr=f"{learning_rate_now:.2e}", refresh=False)
+                    if bar.disable and verbose >= 1:  # no bar (asked for, or not a terminal): a loss line instead
+                        line = f"step {step}/{n_gradient_steps}: loss {result.losses[-1]:.4g}, lr {learning_rate_now:.2e}"
+                        print(line, flush=True)
                     window = []
                 if eval_env is not None and ((eval_freq > 0 and step % eval_freq == 0) or step == n_gradient_steps):
                     mean, std = _evaluate_ema(policy, ema, eval_env, n_eval_episodes, eval_deterministic_x0)

@@ -13,6 +13,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from tqdm.auto import tqdm
 
 from sb3_reinflow.common.data.trajectories import TrajectoryDataset
+from sb3_reinflow.common.progress import progress_bar_kwargs
 
 ObsTransform = Callable[[np.ndarray], np.ndarray]
 
@@ -187,7 +188,7 @@ def collect_demonstrations(
     lengths: list[int] = []
     obs, _ = env.reset(seed=seed)
     length = 0
-    with tqdm(total=n_transitions, disable=not progress_bar, desc="collecting", unit="step") as bar:
+    with tqdm(total=n_transitions, desc="collecting", unit="step", **progress_bar_kwargs(progress_bar)) as bar:
         while True:
             model_obs = obs if obs_transform is None else obs_transform(obs)
             action, _ = model.predict(model_obs, deterministic=True)

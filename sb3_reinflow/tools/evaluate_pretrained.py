@@ -28,6 +28,7 @@ are counted before the policy's ``obs_clip``, including each env's reset observa
 import argparse
 import itertools
 import json
+import zipfile
 
 import gymnasium as gym
 import numpy as np
@@ -39,7 +40,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecTranspose
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
 import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
-from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy
+from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
 from sb3_reinflow.common.data import episode_returns, load_reinflow_dataset, unnormalized
 from sb3_reinflow.pretrained import resolve_pretrained
@@ -127,7 +128,8 @@ def main() -> None:
         dataset, stats = load_reinflow_dataset(args.data)
         data_return = float(episode_returns(unnormalized(dataset, stats)).mean())
     path = resolve_pretrained(args.checkpoint)
-    base = ReinFlowPolicy.load(path, device="cpu")
+    # a model zip (a zoo checkpoint, best_model.zip) is the user's own file: loaded with SB3's loader (it unpickles)
+    base = ReinFlowPPO.load(path, device="cpu").policy if zipfile.is_zipfile(path) else ReinFlowPolicy.load(path, device="cpu")
     n_flow_steps_values = args.n_flow_steps or [base.actor.n_flow_steps]
     extra = " largest normalised input | observations with an input beyond +-2 |" if args.input_ranges else ""
     print(f"| checkpoint | data mean return | K | time grid | protocol | return (mean +- std) | % of data |{extra}")

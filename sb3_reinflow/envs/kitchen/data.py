@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from sb3_reinflow.common.data import TrajectoryDataset, compute_normalization
 from sb3_reinflow.common.data.normalization import NormalizationStats
+from sb3_reinflow.common.progress import progress_bar_kwargs
 from sb3_reinflow.envs.kitchen.env import (
     KITCHEN_ENV_IDS,
     KITCHEN_TASKS,
@@ -134,7 +135,7 @@ def collect_kitchen_demonstrations(
     buffers: dict[str, list[Any]] = {key: [] for key in ("states", "actions", "rewards", "terminals")}
     lengths, final_observations, episodes = [], [], []
     start = time.perf_counter()
-    with tqdm(range(n_episodes), disable=not progress_bar, desc=f"kitchen-{dataset}", unit="episode") as bar:
+    with tqdm(range(n_episodes), desc=f"kitchen-{dataset}", unit="episode", **progress_bar_kwargs(progress_bar)) as bar:
         for episode in bar:
             plan = expert_plan(dataset, plan_rng)
             observation, info = env.reset(seed=seed + episode)
