@@ -185,6 +185,8 @@ def test_reinflow_ppo_overrides_at_most_eight_sb3_methods() -> None:
     overridden = [
         name
         for name, value in vars(ReinFlowPPO).items()
-        if callable(getattr(value, "__func__", value)) and hasattr(PPO, name) and code_of(value) is not code_of(getattr(PPO, name))
+        if callable(getattr(value, "__func__", value))
+        and hasattr(PPO, name)
+        and code_of(value) is not code_of(getattr(PPO, name))
     ]
     assert len(overridden) <= 8, f"ReinFlowPPO overrides {len(overridden)} SB3 methods: {sorted(overridden)}"
