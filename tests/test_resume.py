@@ -1,0 +1,213 @@
+"""Exact resume of fine-tuning runs (ResumeCheckpoint, load_resume, the zoo's resume): see docs/reliability.md."""
+
+import copy
+import json
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_reinflow import ReinFlowPPO
+from sb3_reinflow.common.reinflow.callbacks import ProtocolEvalCallback
+from sb3_reinflow.common.reinflow.resume import ResumeCheckpoint, load_resume
+from sb3_reinflow.common.reinflow.resume_state import Snapshot, find_checkpoint, write_snapshot
+
+N_STEPS, N_ENVS, N_UPDATES = 32, 2, 6
+TOTAL = N_STEPS * N_ENVS * N_UPDATES
+TINY = dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], n_flow_steps=2)
+
+
+def _env() -> VecNormalize:
+    return VecNormalize(make_vec_env("Pendulum-v1", n_envs=N_ENVS, seed=3), norm_obs=False, norm_reward=True)
+
+
+def _model(tensorboard: Path) -> ReinFlowPPO:
+    return ReinFlowPPO(
+        "MlpPolicy",
+        _env(),
+        n_steps=N_STEPS,
+        batch_size=32,
+        n_epochs=2,
+        learning_rate=lambda progress: 1e-3 * progress,  # a schedule: the resumed one must be at the same progress
+        noise_std_schedule="learn_decay",
+        policy_kwargs=TINY,
+        tensorboard_log=str(tensorboard),
+        seed=0,
+    )
+
+
+def _eval_callback(folder: Path) -> ProtocolEvalCallback:
+    eval_env = VecNormalize(make_vec_env("Pendulum-v1", n_envs=1, seed=5), norm_obs=False, norm_reward=False, training=False)
+    # every 40 steps per env: evaluations at 80, 160, 240, 320 timesteps, some of them inside a rollout
+    return ProtocolEvalCallback(eval_env, protocols=("zero",), eval_freq=40, n_eval_episodes=1, log_path=str(folder))
+
+
+def state_of(model: ReinFlowPPO) -> dict[str, Any]:
+    """Everything a resume must restore exactly."""
+    vec_normalize = model.get_vec_normalize_env()
+    return {
+        "num_timesteps": model.num_timesteps,
+        "n_iterations": model._n_iterations,
+        "num_env_steps": model._num_env_steps,
+        "progress_remaining": model._current_progress_remaining,
+        "noise_std_bounds": model.policy.actor.noise_net.std_bounds,
+        "learning_rates": [group["lr"] for group in model.policy.optimizer.param_groups],
+        "optimizer": copy.deepcopy(model.policy.optimizer.state_dict()),
+        "weights": copy.deepcopy(model.policy.state_dict()),
+        "ret_rms": (vec_normalize.ret_rms.mean.copy(), vec_normalize.ret_rms.var.copy(), vec_normalize.ret_rms.count),
+        "episode_num": model._episode_num,
+    }
+
+
+def assert_same_state(actual: dict[str, Any], expected: dict[str, Any]) -> None:
+    for key in (
+        "num_timesteps",
+        "n_iterations",
+        "num_env_steps",
+        "progress_remaining",
+        "noise_std_bounds",
+        "learning_rates",
+        "episode_num",
+    ):
+        assert actual[key] == expected[key], key
+    for name, tensor in expected["weights"].items():
+        assert th.equal(actual["weights"][name], tensor), name
+    assert actual["optimizer"]["param_groups"] == expected["optimizer"]["param_groups"]
+    for index, state in expected["optimizer"]["state"].items():
+        for name, value in state.items():
+            assert th.equal(actual["optimizer"]["state"][index][name], value), (index, name)
+    for a, b in zip(actual["ret_rms"], expected["ret_rms"], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+class Probe(BaseCallback):
+    """Records the model's state at the start of every rollout; optionally sends a signal at a given step."""
+
+    def __init__(self, signal_at_step: int | None = None, signum: int = signal.SIGINT) -> None:
+        super().__init__()
+        self.states: list[dict[str, Any]] = []
+        self.signal_at_step, self.signum = signal_at_step, signum
+
+    def _on_rollout_start(self) -> None:
+        self.states.append(state_of(self.model))
+
+    def _on_step(self) -> bool:
+        if self.n_calls == self.signal_at_step:
+            os.kill(os.getpid(), self.signum)
+        return True
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> tuple[ReinFlowPPO, Probe, ProtocolEvalCallback]:
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    model, probe, evaluation = _model(folder / "tb"), Probe(), _eval_callback(folder)
+    model.learn(TOTAL, callback=[probe, evaluation, ResumeCheckpoint(folder / "resume", [evaluation])])
+    return model, probe, evaluation
+
+
+def _interrupt_and_resume(folder: Path, probe: Probe, monkeypatch: pytest.MonkeyPatch | None = None) -> tuple[Any, ...]:
+    model, evaluation = _model(folder / "tb"), _eval_callback(folder)
+    if monkeypatch is not None:  # the signal arrives during the third update, after its optimizer steps
+        update, calls = ReinFlowPPO._ppo_update, []
+
+        def update_then_signal(self: ReinFlowPPO) -> None:
+            update(self)
+            calls.append(1)
+            if len(calls) == 3:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        monkeypatch.setattr(ReinFlowPPO, "_ppo_update", update_then_signal)
+    resume = ResumeCheckpoint(folder / "resume", [evaluation], save_freq=2)
+    with pytest.raises(KeyboardInterrupt):
+        model.learn(TOTAL, callback=[probe, evaluation, resume])
+    if monkeypatch is not None:
+        monkeypatch.undo()
+    tensorboard_dir = model.logger.dir
+    model.env.close()
+    resumed, run = load_resume(ReinFlowPPO, folder, _env())
+    at_resume = state_of(resumed)
+    evaluation = _eval_callback(folder)
+    resumed.learn(run.remaining_timesteps, callback=[evaluation, run.callback([evaluation])], reset_num_timesteps=False)
+    return resumed, run, at_resume, evaluation, tensorboard_dir
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["ctrl_c_mid_rollout", "sigterm_during_update"],
+)
+def test_interrupted_run_resumes_to_the_same_counters_schedules_optimizer_normaliser_and_history(
+    tmp_path: Path, uninterrupted: tuple[ReinFlowPPO, Probe, ProtocolEvalCallback], case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reference, reference_probe, reference_evaluation = uninterrupted
+    # Ctrl-C in the 4th rollout, after its evaluation at 240 (3 updates done; last written checkpoint: 2)
+    if case == "ctrl_c_mid_rollout":
+        probe, checkpoint_updates = Probe(signal_at_step=3 * N_STEPS + 30), 3
+        resumed, run, at_resume, evaluation, tensorboard_dir = _interrupt_and_resume(tmp_path, probe)
+    else:  # SIGTERM during the 3rd update: it is dropped, the resume starts after 2 updates
+        probe, checkpoint_updates = Probe(), 2
+        resumed, run, at_resume, evaluation, tensorboard_dir = _interrupt_and_resume(tmp_path, probe, monkeypatch)
+    # the checkpoint is the state at the start of the interrupted rollout: identical to the uninterrupted run's there
+    assert run.progress["n_iterations"] == checkpoint_updates
+    assert_same_state(at_resume, reference_probe.states[checkpoint_updates])
+    assert run.remaining_timesteps == TOTAL - checkpoint_updates * N_STEPS * N_ENVS
+    # the interrupted run itself was the uninterrupted one up to there (same seed), so the probe agrees too
+    assert_same_state(probe.states[checkpoint_updates], reference_probe.states[checkpoint_updates])
+    # at the end: the same counters and schedules (the optimizer's values differ: the envs restarted)
+    final, expected = state_of(resumed), state_of(reference)
+    for key in ("num_timesteps", "n_iterations", "num_env_steps", "progress_remaining", "noise_std_bounds", "learning_rates"):
+        assert final[key] == expected[key], key
+    # the evaluation history continues: same steps, the entries before the checkpoint identical
+    assert evaluation.evaluations_timesteps == reference_evaluation.evaluations_timesteps
+    done = checkpoint_updates * N_STEPS * N_ENVS
+    n_before = sum(step <= done for step in reference_evaluation.evaluations_timesteps)
+    assert evaluation.evaluations_results[:n_before] == reference_evaluation.evaluations_results[:n_before]
+    zero, reference_zero = evaluation.protocol_results["zero"], reference_evaluation.protocol_results["zero"]
+    assert zero[:n_before] == reference_zero[:n_before] and len(zero) == len(reference_zero)
+    saved = np.load(tmp_path / "evaluations.npz")
+    np.testing.assert_array_equal(saved["timesteps"], reference_evaluation.evaluations_timesteps)
+    assert saved["results_zero"].shape == (len(reference_zero), 1)
+    # the same TensorBoard run
+    assert resumed.logger.dir == tensorboard_dir
+    # the checkpoint left at the end is the finished run's
+    assert json.loads((tmp_path / "resume" / "progress.json").read_text())["num_timesteps"] == TOTAL
+
+
+def test_finished_run_checkpoint_holds_the_final_state(uninterrupted: tuple[ReinFlowPPO, Probe, Any], tmp_path: Path) -> None:
+    reference = uninterrupted[0]
+    folder = Path(reference.logger.dir).parents[1] / "resume"
+    resumed, run = load_resume(ReinFlowPPO, folder, _env())
+    assert run.remaining_timesteps == 0
+    assert_same_state(state_of(resumed), state_of(reference))
+
+
+def test_resume_with_other_settings_is_refused_unless_allowed(uninterrupted: tuple[ReinFlowPPO, Probe, Any]) -> None:
+    folder = Path(uninterrupted[0].logger.dir).parents[1] / "resume"
+    with pytest.raises(ValueError, match=r"n_steps: 32 in the checkpoint, 64 now.*total_timesteps"):
+        load_resume(ReinFlowPPO, folder, _env(), n_steps=64, total_timesteps=2 * TOTAL)
+    _, run = load_resume(ReinFlowPPO, folder, _env(), total_timesteps=2 * TOTAL, allow_changes=True)
+    assert run.remaining_timesteps == TOTAL and run.changes == [f"total_timesteps: {TOTAL} in the checkpoint, {2 * TOTAL} now"]
+    with pytest.raises(ValueError, match="VecNormalize"):
+        load_resume(ReinFlowPPO, folder, make_vec_env("Pendulum-v1", n_envs=N_ENVS))
+
+
+def test_a_kill_between_the_renames_leaves_a_complete_checkpoint(tmp_path: Path) -> None:
+    folder = tmp_path / "resume"
+    first = Snapshot(b"one", None, {"n": 1})
+    write_snapshot(first, folder)
+    write_snapshot(Snapshot(b"two", b"stats", {"n": 2}), folder)
+    assert (folder / "model.zip").read_bytes() == b"two" and not list(tmp_path.glob(".resume.*"))
+    # killed after `resume` was renamed to `.resume.old` and before `.resume.new` took its place
+    (folder).rename(tmp_path / ".resume.new")
+    write_snapshot(first, tmp_path / "other")  # unrelated
+    assert find_checkpoint(folder) == folder and (folder / "model.zip").read_bytes() == b"two"
+    # killed while `.resume.new` was written (no progress.json yet): the old one is kept
+    (tmp_path / ".resume.new").mkdir()
+    (tmp_path / ".resume.new" / "model.zip").write_bytes(b"partial")
+    assert find_checkpoint(tmp_path) == folder and json.loads((folder / "progress.json").read_text()) == {"n": 2}
