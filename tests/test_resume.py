@@ -211,3 +211,101 @@ def test_a_kill_between_the_renames_leaves_a_complete_checkpoint(tmp_path: Path)
     (tmp_path / ".resume.new").mkdir()
     (tmp_path / ".resume.new" / "model.zip").write_bytes(b"partial")
     assert find_checkpoint(tmp_path) == folder and json.loads((folder / "progress.json").read_text()) == {"n": 2}
+
+
+SIGNAL_AT = '''
+import os
+from stable_baselines3.common.callbacks import BaseCallback
+
+
+class SignalAt(BaseCallback):
+    """Sends ``signum`` to this process at step ``step`` (0: never), once per folder (the resumed run counts on)."""
+
+    def __init__(self, step: int = 0, signum: int = 15) -> None:
+        super().__init__()
+        self.step, self.signum = step, signum
+
+    def _on_step(self) -> bool:
+        if self.n_calls == self.step and not os.path.exists("signalled"):
+            open("signalled", "w").close()
+            os.kill(os.getpid(), self.signum)
+        return True
+'''
+
+
+def _zoo_conf(folder: Path, signal_step: int) -> Path:
+    import yaml
+
+    conf = {
+        "Pendulum-v1": {
+            "policy": "MlpPolicy",
+            "n_timesteps": 256,
+            "n_envs": 1,
+            "n_steps": 32,
+            "batch_size": 32,
+            "n_epochs": 1,
+            "learning_rate": "lin_1e-3",
+            "noise_std_schedule": "learn_decay",
+            "normalize": "dict(norm_obs=False, norm_reward=True)",
+            "policy_kwargs": "dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], n_flow_steps=2)",
+            "env_wrapper": [{"sb3_reinflow.common.wrappers.ActionChunkWrapper": {"horizon": 2}}],
+            "callback": [{"signal_at.SignalAt": {"step": signal_step}}],
+        }
+    }
+    (folder / "signal_at.py").write_text(SIGNAL_AT)
+    path = folder / "conf.yml"
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+def _python(args: list[str], cwd: Path) -> str:
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(cwd), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+def test_zoo_run_interrupted_by_sigterm_resumes_as_the_same_run(tmp_path: Path) -> None:
+    """rl_zoo3 run killed by SIGTERM in its 5th rollout, resumed with tools.resume, against an uninterrupted one."""
+    runs = {}
+    for name, signal_step in (("uninterrupted", 0), ("interrupted", 150)):
+        folder = tmp_path / name
+        folder.mkdir()
+        conf = _zoo_conf(folder, signal_step)
+        args = ["-m", "sb3_reinflow.zoo.train", "--algo", "reinflow_ppo", "--env", "Pendulum-v1", "-conf", str(conf)]
+        args += ["-f", "logs", "--seed", "4", "--eval-freq", "48", "--eval-episodes", "1", "--tensorboard-log", "tb"]
+        _python(args, folder)
+        runs[name] = folder / "logs" / "reinflow_ppo" / "Pendulum-v1_1"
+    interrupted = runs["interrupted"]
+    stopped = json.loads((interrupted / "resume" / "progress.json").read_text())
+    assert stopped["n_iterations"] == 4 and stopped["num_timesteps"] == 128  # the 5th rollout (129..160) is dropped
+    command = _python(["-m", "sb3_reinflow.tools.resume", str(interrupted), "--print-command"], tmp_path)
+    assert "-i" in command and "resume/model.zip" in command
+    output = _python(["-m", "sb3_reinflow.tools.resume", "logs/reinflow_ppo/Pendulum-v1_1"], tmp_path / "interrupted")
+    assert "Resuming" in output and "at 128 of 256 timesteps" in output
+    # the same run: no new run folder, no new TensorBoard run, Monitor file appended, the command recorded
+    assert not (interrupted.parent / "Pendulum-v1_2").exists()
+    assert [path.name for path in (tmp_path / "interrupted" / "tb" / "Pendulum-v1").iterdir()] == ["ReinFlowPPO_1"]
+    assert (interrupted / "0.monitor.csv").read_text().count("#{") == 1
+    assert "# resumed:" in (interrupted / "Pendulum-v1" / "command.txt").read_text()
+    # the same counters, schedules and noise bounds at the end, and the evaluation history continued
+    final = {name: json.loads((run / "resume" / "progress.json").read_text()) for name, run in runs.items()}
+    for key in (
+        "num_timesteps",
+        "total_timesteps",
+        "num_env_steps",
+        "n_iterations",
+        "progress_remaining",
+        "noise_std_bounds",
+        "settings",
+    ):
+        assert final["interrupted"][key] == final["uninterrupted"][key], key
+    evaluations = {name: np.load(run / "evaluations.npz") for name, run in runs.items()}
+    np.testing.assert_array_equal(evaluations["interrupted"]["timesteps"], [48, 96, 144, 192, 240])
+    np.testing.assert_array_equal(evaluations["interrupted"]["timesteps"], evaluations["uninterrupted"]["timesteps"])
+    for key in ("results", "results_zero", "results_random"):  # recorded before the checkpoint: identical
+        np.testing.assert_array_equal(evaluations["interrupted"][key][:2], evaluations["uninterrupted"][key][:2])
+        assert evaluations["interrupted"][key].shape == evaluations["uninterrupted"][key].shape

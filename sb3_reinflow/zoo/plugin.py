@@ -4,7 +4,8 @@ RL Zoo integration. :func:`register` adds ``reinflow_ppo`` to ``rl_zoo3.ALGOS``,
 ``--conf-file`` is given. For ``reinflow_ppo`` only, it also checks the registry entry (an env without one gets
 an error saying what would be used and how to add an entry), rejects ReinFlowPolicy arguments given at the top
 level (``-params n_flow_steps:2`` instead of ``policy_kwargs``), saves VecNormalize statistics atomically, evaluates
-every protocol of the flow policy (:class:`~sb3_reinflow.common.reinflow.callbacks.ProtocolEvalCallback`), and makes the envs
+every protocol of the flow policy (:class:`~sb3_reinflow.common.reinflow.callbacks.ProtocolEvalCallback`), keeps a
+resume checkpoint and continues a run from it (:mod:`sb3_reinflow.zoo.resume`), and makes the envs
 of ``enjoy`` and ``record_video`` step in env steps (see :func:`watch_env_wrappers`). It runs automatically when
 ``rl_zoo3`` is imported (``_sb3_reinflow_zoo_hook``, installed as a ``.pth`` hook) and is also called by the
 hook-free entry points ``python -m sb3_reinflow.zoo.train``, ``.enjoy`` and ``.record_video``.
@@ -46,6 +47,7 @@ def register() -> None:
     import sb3_reinflow.envs  # noqa: F401  (registers the package's env ids, e.g. PixelCan-v0, before rl_zoo3 checks --env)
     from sb3_reinflow import ReinFlowPPO
     from sb3_reinflow.zoo.hyperparams_opt import convert_reinflow_ppo_params, sample_reinflow_ppo_params
+    from sb3_reinflow.zoo.resume import install as install_resume
 
     rl_zoo3.ALGOS.setdefault(ALGO_NAME, ReinFlowPPO)
     rl_zoo3.hyperparams_opt.HYPERPARAMS_SAMPLER.setdefault(ALGO_NAME, sample_reinflow_ppo_params)
@@ -63,6 +65,7 @@ def register() -> None:
         manager._maybe_normalize = _with_atomic_vec_normalize(manager._maybe_normalize)
     if not getattr(manager.entry_point, _PATCHED, False):
         manager.entry_point = staticmethod(_with_env_providers(manager.entry_point))
+    install_resume(manager, ALGO_NAME)  # after the wraps above: its callback tracks the ProtocolEvalCallback
     # enjoy and record_video import create_test_env from rl_zoo3.utils when they start, after this has run
     if not getattr(rl_zoo3.utils.create_test_env, "_sb3_reinflow_watch", False):
         rl_zoo3.utils.create_test_env = rl_zoo3.create_test_env = _watching_in_env_steps(rl_zoo3.utils.create_test_env)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from sb3_reinflow.common.reinflow.resume_state import (
     MODEL_FILE,
@@ -185,12 +185,17 @@ class ResumeCheckpoint(BaseCallback):
                 f"This model is at {self.model.num_timesteps} timesteps but the checkpoint at {progress['num_timesteps']}: "
                 "build the model with load_resume and learn with reset_num_timesteps=False"
             )
-        if len(progress["callbacks"]) != len(self.tracked):
-            raise ValueError(
-                f"The checkpoint holds the state of {len(progress['callbacks'])} callbacks, this run tracks "
-                f"{len(self.tracked)}: pass the interrupted run's callbacks, in the same order"
-            )
-        for callback, state in zip(self.tracked, progress["callbacks"], strict=True):
+        recorded = list(progress["callbacks"])
+        for callback in self.tracked:  # the first recorded state of the same class, in order
+            state = next((state for state in recorded if state["class"] == type(callback).__name__), None)
+            if state is None:
+                if isinstance(callback, EvalCallback):
+                    raise ValueError(
+                        f"The checkpoint holds no state for the {type(callback).__name__} of this run (its evaluation "
+                        "history would restart): build the callbacks as in the interrupted run"
+                    )
+                continue
+            recorded.remove(state)
             restore_callback_state(callback, state)
             rewrite_evaluations(callback)
 
