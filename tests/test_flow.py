@@ -1,14 +1,21 @@
 """Tests of the K-step Euler chain: log-probability, entropy, noise bounds, time grid and deterministic sampling."""
 
+import copy
 import math
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch as th
+from stable_baselines3.common.env_util import make_vec_env
 from torch.distributions import Normal
 
-from sb3_reinflow.common.flow.chain import FlowChain, chain_median
+from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO, ReinFlowPolicy
+from sb3_reinflow.common.flow.chain import FlowChain
 from sb3_reinflow.common.flow.chain_config import ChainConfig, gaussian_chain_entropy, gaussian_chain_log_prob, time_grid
-from sb3_reinflow.common.flow.networks import FlowEmbedding, NoiseNet, ReFlowVelocityNet, VelocityNet
+from sb3_reinflow.common.flow.networks import FlowEmbedding, NoiseNet, ReFlowVelocityNet, ShortcutVelocityNet, VelocityNet
+from sb3_reinflow.common.flow.summaries import antithetic_noise, chain_median, chain_medoid, medoid_index
+from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
 
 OBS_DIM = 3
 
@@ -470,3 +477,440 @@ def test_noise_clip_truncates_injected_noise():
     ratio = sample.chains[:, 1:].abs() / evaluation.std
     assert th.all(ratio <= 0.5 + 1e-5)
     assert (ratio > 0.5 - 1e-5).float().mean() > 0.3
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The chain's fast path (first Linear layers split by input, time embedding computed once per grid time, observation
+# features once per observation) against the reference path: the unsplit nets applied to ``cat([x, time, cond])`` row
+# by row (``FlowChain.transition``). Tolerance: 1e-5 absolute on actions, chains, log-probabilities, entropies and
+# stds; 1e-4 relative on gradients (float32 rounding differs only in the order of the sums).
+
+
+ATOL = 1e-5
+ACTION_DIM, SPLIT_OBS_DIM, BATCH = 6, 5, 7
+
+NETS = {
+    "reflow_residual": lambda: ReFlowVelocityNet(ACTION_DIM, SPLIT_OBS_DIM, [32, 32, 32]),
+    "reflow_mlp": lambda: ReFlowVelocityNet(ACTION_DIM, SPLIT_OBS_DIM, [32, 32], residual=False),
+    "reflow_cond_mlp": lambda: ReFlowVelocityNet(ACTION_DIM, SPLIT_OBS_DIM, [32, 32, 32], cond_net_arch=[16, 8]),
+    "shortcut": lambda: ShortcutVelocityNet(ACTION_DIM, SPLIT_OBS_DIM, [32, 32, 32]),
+}
+
+
+def make_split_chain(net_name: str, n_flow_steps: int, time_grid: str = "euler") -> FlowChain:
+    th.manual_seed(0)
+    velocity_net = NETS[net_name]()
+    # non-zero biases and larger weights, so that a dropped or doubled bias or block would show
+    with th.no_grad():
+        for param in velocity_net.parameters():
+            param.add_(0.1 * th.randn_like(param))
+    noise_net = NoiseNet(velocity_net.noise_input_dim, ACTION_DIM, [16, 16])
+    return FlowChain(velocity_net, noise_net, ChainConfig(n_flow_steps, time_grid=time_grid))  # type: ignore[arg-type]
+
+
+def reference_sample(chain: FlowChain, obs: th.Tensor, noise: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """The chain run with the per-row reference transition; same noise convention as ``FlowChain.sample``."""
+    x, points, means, stds = noise[:, 0], [noise[:, 0]], [], []
+    for k in range(chain.n_flow_steps):
+        mean, std = chain.transition(x, chain.times[k].expand(obs.shape[0]), obs)
+        bound = chain.noise_clip_value * std  # type: ignore[operator]
+        x = mean + th.maximum(th.minimum(std * noise[:, k + 1], bound), -bound)
+        if k == chain.n_flow_steps - 1:
+            x = x.clamp(-1.0, 1.0)
+        points.append(x)
+        means.append(mean)
+        stds.append(std)
+    chains = th.stack(points, dim=1)
+    return chains, gaussian_chain_log_prob(chains, th.stack(means, dim=1), th.stack(stds, dim=1))
+
+
+def reference_evaluate(chain: FlowChain, obs: th.Tensor, chains: th.Tensor) -> tuple[th.Tensor, th.Tensor]:
+    """Log-probability and entropy from per-row reference transitions, one step at a time."""
+    means, stds = [], []
+    for k in range(chain.n_flow_steps):
+        mean, std = chain.transition(chains[:, k], chain.times[k].expand(obs.shape[0]), obs)
+        means.append(mean)
+        stds.append(std)
+    std_all = th.stack(stds, dim=1)
+    return gaussian_chain_log_prob(chains, th.stack(means, dim=1), std_all), gaussian_chain_entropy(std_all)
+
+
+@pytest.mark.parametrize("net_name", sorted(NETS))
+def test_split_velocity_matches_concatenated_input(net_name):
+    """velocity_from_context(x, context(time, cond)) == velocity(x, embed(obs, t, d)) for every (t, obs) pair."""
+    chain = make_split_chain(net_name, 3)
+    net = chain.velocity_net
+    obs, x = th.randn(BATCH, SPLIT_OBS_DIM), th.randn(BATCH, ACTION_DIM)
+    step_size = th.full_like(chain.times, 1 / 3)
+    context = net.context(net.embed_time(chain.times, step_size), net.embed_cond(obs))
+    assert isinstance(context, th.Tensor) and context.shape[:2] == (3, BATCH)
+    for k in range(3):
+        t = chain.times[k].expand(BATCH)
+        expected = net.velocity(x, net.embed(obs, t, th.full_like(t, 1 / 3)))
+        th.testing.assert_close(net.velocity_from_context(x, context[k]), expected, atol=ATOL, rtol=0)
+        assert expected.abs().max() > 0.1  # not a trivially small output
+
+
+def test_split_noise_net_matches_concatenated_input():
+    th.manual_seed(0)
+    noise_net = NoiseNet(9, ACTION_DIM, [16], min_std=0.05, max_std=0.5)
+    with th.no_grad():
+        for param in noise_net.parameters():
+            param.mul_(4.0)
+    time, cond = th.randn(BATCH, 4), th.randn(BATCH, 5)
+    time_part, cond_part = noise_net.split_contexts(time, cond)
+    expected = noise_net(th.cat([time, cond], dim=-1))
+    th.testing.assert_close(noise_net.std_from_context(time_part + cond_part), expected, atol=ATOL, rtol=0)
+    assert expected.std() > 0.01  # the stds vary, so a wrong input would show
+
+
+def test_split_keeps_state_dict_keys():
+    """The split computes with views of the same weights: no new parameters, and the official key names stay."""
+    net = ReFlowVelocityNet(ACTION_DIM, SPLIT_OBS_DIM, [32, 32, 32])
+    keys = set(net.state_dict())
+    assert "mlp_mean.layers.0.weight" in keys and "mlp_mean.layers.0.bias" in keys
+    assert not any("context" in key or "split" in key for key in keys)
+    assert net.mlp_mean.first_linear.weight.shape == (32, ACTION_DIM + 16 + SPLIT_OBS_DIM)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("net_name", sorted(NETS))
+@pytest.mark.parametrize("n_flow_steps", [1, 4])
+@pytest.mark.parametrize("time_grid", ["euler", "reinflow_linspace"])
+def test_sample_matches_reference_path(net_name, n_flow_steps, time_grid):
+    chain = make_split_chain(net_name, n_flow_steps, time_grid)
+    obs = th.randn(BATCH, SPLIT_OBS_DIM)
+    noise = th.randn(BATCH, n_flow_steps + 1, ACTION_DIM, generator=th.Generator().manual_seed(3))
+    with th.no_grad():
+        sample = chain.sample(obs, noise=noise)
+        expected_chains, expected_log_prob = reference_sample(chain, obs, noise)
+    th.testing.assert_close(sample.chains, expected_chains, atol=ATOL, rtol=0)
+    th.testing.assert_close(sample.log_prob, expected_log_prob, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("net_name", sorted(NETS))
+@pytest.mark.parametrize("n_flow_steps", [1, 4])
+def test_evaluate_and_gradients_match_reference_path(net_name, n_flow_steps):
+    """Log-probabilities, entropies and the gradients of both reach every parameter as on the reference path."""
+    chain = make_split_chain(net_name, n_flow_steps)
+    obs = th.randn(BATCH, SPLIT_OBS_DIM)
+    with th.no_grad():
+        chains = chain.sample(obs).chains
+    evaluation = chain.evaluate(obs, chains)
+    expected_log_prob, expected_entropy = reference_evaluate(chain, obs, chains)
+    th.testing.assert_close(evaluation.log_prob, expected_log_prob, atol=ATOL, rtol=0)
+    th.testing.assert_close(evaluation.entropy, expected_entropy, atol=ATOL, rtol=0)
+    params = [param for param in chain.parameters() if param.requires_grad]
+    fast = th.autograd.grad((evaluation.log_prob + evaluation.entropy).sum(), params, allow_unused=True)
+    slow = th.autograd.grad((expected_log_prob + expected_entropy).sum(), params, allow_unused=True)
+    for param, fast_grad, slow_grad in zip(params, fast, slow, strict=True):
+        assert (fast_grad is None) == (slow_grad is None), param.shape
+        if fast_grad is not None:
+            th.testing.assert_close(fast_grad, slow_grad, atol=1e-5, rtol=1e-4)
+
+
+def test_generic_velocity_net_uses_the_unsplit_default():
+    """A VelocityNet subclass with only embed/velocity (the documented contract) runs the chain unchanged."""
+
+    class Generic(VelocityNet):
+        def __init__(self) -> None:
+            super().__init__(ACTION_DIM, SPLIT_OBS_DIM)
+            self.time_embedding_dim, self.cond_dim = 2, SPLIT_OBS_DIM
+            self.linear = th.nn.Linear(ACTION_DIM + 2 + SPLIT_OBS_DIM, ACTION_DIM)
+
+        def embed(self, obs, t, step_size):
+            from sb3_reinflow.common.flow.networks import FlowEmbedding
+
+            return FlowEmbedding(th.stack([t, step_size], dim=-1), obs)
+
+        def velocity(self, x, emb):
+            return self.linear(th.cat([x, emb.time, emb.cond], dim=-1))
+
+    th.manual_seed(0)
+    chain = FlowChain(Generic(), NoiseNet(2 + SPLIT_OBS_DIM, ACTION_DIM, [8]), ChainConfig(3))
+    obs = th.randn(BATCH, SPLIT_OBS_DIM)
+    noise = th.randn(BATCH, 4, ACTION_DIM)
+    with th.no_grad():
+        sample = chain.sample(obs, noise=noise)
+        expected_chains, expected_log_prob = reference_sample(chain, obs, noise)
+        evaluation = chain.evaluate(obs, sample.chains)
+    th.testing.assert_close(sample.chains, expected_chains, atol=ATOL, rtol=0)
+    th.testing.assert_close(evaluation.log_prob, expected_log_prob, atol=ATOL, rtol=0)
+
+
+def reference_noise_free_action(chain: FlowChain, obs: th.Tensor, x0: th.Tensor) -> th.Tensor:
+    """The noise-free chain from x0 with the per-row reference transition: x_{k+1} = mean_k, the last one clamped."""
+    x = x0
+    for k in range(chain.n_flow_steps):
+        x = chain.transition(x, chain.times[k].expand(obs.shape[0]), obs).mean
+    return x.clamp(-1.0, 1.0)
+
+
+@pytest.mark.parametrize("net_name", sorted(NETS))
+@pytest.mark.parametrize("n_flow_steps", [1, 4])
+def test_noise_free_act_matches_reference_and_skips_the_noise_net(net_name, n_flow_steps, monkeypatch):
+    """``act`` in mode "zero" (what ``predict`` runs) skips the whole noise net, whose std only feeds the log-probability,
+    and still gives the reference noise-free action; the mode "mean" still draws its noise (the noise net runs)."""
+    chain = make_split_chain(net_name, n_flow_steps)
+    chain.deterministic_mode = "zero"
+    obs = th.randn(BATCH, SPLIT_OBS_DIM)
+    calls, context_calls = [], []
+    original = chain.noise_net.std_from_context
+    original_split = chain.noise_net.split_contexts
+    monkeypatch.setattr(chain.noise_net, "std_from_context", lambda context: calls.append(1) or original(context))
+    monkeypatch.setattr(
+        chain.noise_net, "split_contexts", lambda time, cond: context_calls.append(1) or original_split(time, cond)
+    )
+    with th.no_grad():
+        action = chain.act(obs, deterministic=True)
+        assert calls == [] and context_calls == []  # not even the noise net's first layer
+        expected = reference_noise_free_action(chain, obs, th.zeros(BATCH, ACTION_DIM))
+        th.testing.assert_close(action, expected, atol=ATOL, rtol=0)
+        # the log-probability of the same noise-free chain is still computed by sample()
+        sampled = chain.sample(obs, deterministic=True)
+        assert len(calls) == n_flow_steps
+        th.testing.assert_close(sampled.chains[:, -1], action, atol=0, rtol=0)
+        chain.deterministic_mode = "mean"
+        calls.clear()
+        chain.act(obs, deterministic=True)
+        assert len(calls) == n_flow_steps
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The summary deterministic modes ("mean", "median", "medoid") on hand-computed chains, and the properties that tie
+# them to the chains they summarise (issue 34 item 1, issue 35 item 2).
+
+
+def _known_chains() -> th.Tensor:
+    """One observation, four chains of K=1 over a 2-coordinate action: (1, 4, 2, 2)."""
+    finals = th.tensor([[0.0, 0.0], [1.0, -1.0], [2.0, 5.0], [10.0, 1.0]])
+    starts = th.arange(8.0).reshape(4, 2)
+    return th.stack([starts, finals], dim=1).unsqueeze(0)
+
+
+def test_median_by_hand():
+    chains = _known_chains()
+    # per point and coordinate, the average of the 2nd and 3rd order statistics of the four chains
+    expected = th.tensor([[[3.0, 4.0], [1.5, 0.5]]])
+    th.testing.assert_close(chain_median(chains), expected)
+
+
+def test_medoid_by_hand():
+    chains = _known_chains()
+    finals = chains[0, :, -1]
+    sums = th.tensor([sum(float(th.linalg.norm(a - b)) for b in finals) for a in finals])
+    assert int(medoid_index(chains)) == int(sums.argmin()) == 1
+    th.testing.assert_close(chain_medoid(chains), chains[:, 1])
+
+
+def test_medoid_ties_go_to_the_lowest_index():
+    finals = th.tensor([[0.0], [1.0], [2.0], [3.0]])  # chains 1 and 2 both have distance sum 4
+    chains = th.stack([th.zeros_like(finals), finals], dim=1).unsqueeze(0)
+    assert int(medoid_index(chains)) == 1
+
+
+@pytest.mark.parametrize("mode", ["mean", "median", "medoid"])
+def test_identical_chains_summarise_to_that_chain(mode):
+    chain = th.randn(1, 1, 4, 6, generator=th.Generator().manual_seed(3))
+    chains = chain.expand(2, 5, 4, 6)
+    summary = {"mean": lambda c: c.mean(1), "median": chain_median, "medoid": chain_medoid}[mode](chains)
+    th.testing.assert_close(summary, chain[:, 0].expand(2, 4, 6))
+
+
+def test_antithetic_noise_is_symmetric():
+    for n_chains in (1, 2, 7, 16):
+        draws = antithetic_noise(n_chains, (3, 4), th.Generator().manual_seed(0))
+        assert draws.shape == (n_chains, 3, 4)
+        th.testing.assert_close(chain_median(draws.unsqueeze(0))[0], th.zeros(3, 4))
+        th.testing.assert_close(draws.sum(0), th.zeros(3, 4), atol=1e-6, rtol=0)
+
+
+def _collapsed_chain(action_dim: int, **kwargs) -> FlowChain:
+    """K = 1 and v(x) = c - x: every chain's transition mean is c whatever x_0, so the noisy final action is c plus the
+    last transition's noise (a policy cloned from a deterministic expert, in the limit)."""
+    velocity = AffineVelocity([0.3, -0.2, 0.1, 0.0][:action_dim], a=-1.0)
+    return FlowChain(velocity, make_noise_net(action_dim), ChainConfig(1), **kwargs)
+
+
+@pytest.mark.parametrize("n_mean_chains", [16, 15])
+def test_median_of_a_collapsed_chain_is_its_noise_free_action(n_mean_chains):
+    """The test that would have caught issue 35's median: with 16 i.i.d. fixed draws the median action was the
+    noise-free action plus std * (the draws' per-coordinate median), an offset the observation never averages out
+    (here up to 0.4 std on a 4-coordinate chunk). The antithetic draws make it exact."""
+    chain = _collapsed_chain(4, deterministic_mode="median", n_mean_chains=n_mean_chains)
+    obs = th.randn(5, OBS_DIM, generator=th.Generator().manual_seed(1))
+    with th.no_grad():
+        median = chain.act(obs, deterministic=True)
+        noise_free = chain.noise_free_action(obs)
+    th.testing.assert_close(noise_free, th.tensor([0.3, -0.2, 0.1, 0.0]).expand(5, 4))
+    th.testing.assert_close(median, noise_free, atol=1e-6, rtol=0)
+
+
+def _nonlinear_summary_chain(**kwargs) -> FlowChain:
+    th.manual_seed(0)
+    velocity = ReFlowVelocityNet(4, OBS_DIM, [32], time_embedding_dim=8)
+    for param in velocity.parameters():
+        param.data.mul_(1.5)
+    return FlowChain(velocity, NoiseNet(velocity.noise_input_dim, 4, [16], min_std=0.2, max_std=0.3), ChainConfig(3), **kwargs)
+
+
+def test_medoid_is_one_of_the_chains_and_deterministic():
+    chain = _nonlinear_summary_chain(deterministic_mode="medoid", n_mean_chains=8, mean_seed=4)
+    obs = th.randn(4, OBS_DIM, generator=th.Generator().manual_seed(1))
+    with th.no_grad():
+        chains = chain._fixed_noise_chains(obs, antithetic=True)
+        medoid = chain.summary_chains(obs)
+        action = chain.act(obs, deterministic=True)
+        again = chain.act(obs, deterministic=True)
+        alone = th.cat([chain.act(obs[i : i + 1], deterministic=True) for i in range(4)])
+        sample = chain.sample(obs, deterministic=True)
+    for b in range(4):
+        matches = [i for i in range(8) if th.equal(chains[b, i], medoid[b])]
+        assert matches == [int(medoid_index(chains)[b])]
+    th.testing.assert_close(action, medoid[:, -1], rtol=0, atol=0)
+    th.testing.assert_close(again, action, rtol=0, atol=0)
+    th.testing.assert_close(alone, action)
+    th.testing.assert_close(sample.chains, medoid)
+    # the medoid is a real chain: its log-probability is the one the policy gives it
+    th.testing.assert_close(sample.log_prob, chain.evaluate(obs, medoid).log_prob)
+
+
+def test_policy_medoid_predicts_a_whole_chunk_of_one_chain():
+    """With action chunks (horizon 2, 2 actuators) the medoid's chunk is one chain's chunk, unscaled to the bounds."""
+    obs_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+    action_space = gym.spaces.Box(-2.0, 2.0, (2, 2), np.float32)
+    policy = ReinFlowPolicy(obs_space, action_space, lambda _: 1e-3, velocity_net_arch=[16], noise_net_arch=[8],
+                            deterministic_mode="medoid", n_mean_chains=6)
+    obs = np.array([0.1, -0.5, 0.9], np.float32)
+    action, _ = policy.predict(obs, deterministic=True)
+    assert action.shape == (2, 2)
+    with th.no_grad():
+        chains = policy.actor._fixed_noise_chains(policy.actor_features(th.as_tensor(obs)[None]), antithetic=True)
+    candidates = [policy.unscale_action(chains[0, i, -1].numpy()).reshape(2, 2) for i in range(6)]
+    assert sum(np.allclose(action, candidate, atol=1e-6) for candidate in candidates) >= 1
+    again, _ = policy.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(action, again)
+
+
+def test_medoid_is_an_evaluation_protocol():
+    assert "medoid" in EVAL_PROTOCOLS
+
+
+MODES_TINY = dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], n_flow_steps=2)
+
+
+def test_the_deployed_mode_travels_in_policy_files_and_model_zips(tmp_path):
+    """deterministic_mode is saved in a policy file (also when set after construction), honoured by
+    ReinFlowPolicy.load, ReinFlowPPO.from_pretrained (and its policy_kwargs, the registry's path) and model zips."""
+    from sb3_reinflow import ReinFlowPPO
+    from sb3_reinflow.common.policy_files import read_pretrained
+    from sb3_reinflow.common.reinflow.arguments import read_pretrained_policy
+
+    model = ReinFlowPPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=32, policy_kwargs=MODES_TINY, seed=0)
+    model.policy.deterministic_mode = "medoid"
+    path = tmp_path / "policy.safetensors"
+    model.policy.save(path)
+    assert read_pretrained(path).policy_kwargs["deterministic_mode"] == "medoid"
+    assert ReinFlowPolicy.load(path).deterministic_mode == "medoid"
+    assert ReinFlowPPO.from_pretrained(path, "Pendulum-v1", n_steps=32).policy.deterministic_mode == "medoid"
+    overridden = ReinFlowPPO.from_pretrained(path, "Pendulum-v1", policy_kwargs=dict(deterministic_mode="zero"), n_steps=32)
+    assert overridden.policy.deterministic_mode == "zero"
+    registry_entry = read_pretrained_policy(ReinFlowPolicy, path, dict(deterministic_mode="median"))
+    assert registry_entry.policy_kwargs["deterministic_mode"] == "median"
+    model.save(tmp_path / "model.zip")
+    assert ReinFlowPPO.load(tmp_path / "model.zip").policy.deterministic_mode == "medoid"
+    assert ReinFlowPolicy.load(path).with_options(n_mean_chains=4).deterministic_mode == "medoid"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# ``compile_chain=True`` (``torch.compile`` of sampling, ``act`` and evaluation) against the eager chain: the same
+# chains, actions, log-probabilities, entropies and gradients within float rounding (1e-5 absolute; gradients 1e-4
+# relative), ratio == 1 after a rollout, and the option survives save/load and deep copies. One compiled model is
+# shared by the tests of this module (each compilation takes seconds).
+
+
+COMPILE_TINY = dict(velocity_net_arch=[16, 16, 16], noise_net_arch=[8], net_arch=[16], n_flow_steps=4)
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[ReinFlowPPO, ReinFlowPPO]:
+    """The same weights, eager and compiled, on a chunked env (horizon 2)."""
+
+    def make(compile_chain: bool) -> ReinFlowPPO:
+        env = make_vec_env("Pendulum-v1", n_envs=2, seed=0, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=2))
+        policy_kwargs = dict(COMPILE_TINY, compile_chain=compile_chain)
+        return ReinFlowPPO("MlpPolicy", env, n_steps=16, batch_size=8, n_epochs=1, seed=0, policy_kwargs=policy_kwargs)
+
+    eager, compiled = make(False), make(True)
+    compiled.policy.load_state_dict(eager.policy.state_dict())
+    return eager, compiled
+
+
+def _obs(model: ReinFlowPPO, n: int) -> th.Tensor:
+    th.manual_seed(1)
+    return model.policy.actor_features(th.randn(n, *model.observation_space.shape))
+
+
+def test_sampling_with_given_noise_matches_eager(models):
+    eager, compiled = models
+    obs = _obs(eager, 5)
+    noise = th.randn(5, eager.policy.chain_length, eager.policy.flat_action_dim)
+    with th.no_grad():
+        expected = eager.policy.actor.sample(obs, noise=noise)
+        got = compiled.policy.actor.sample(obs, noise=noise)
+    assert compiled.policy.actor._compiled  # the compiled path ran
+    th.testing.assert_close(got.chains, expected.chains, atol=ATOL, rtol=0)
+    th.testing.assert_close(got.log_prob, expected.log_prob, atol=ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["mean", "median", "zero"])
+def test_deterministic_actions_match_eager(models, mode):
+    eager, compiled = models
+    eager.policy.deterministic_mode = compiled.policy.deterministic_mode = mode
+    obs = eager.observation_space.sample()
+    expected, _ = eager.predict(obs, deterministic=True)
+    got, _ = compiled.predict(obs, deterministic=True)
+    assert abs(got - expected).max() < ATOL
+    eager.policy.deterministic_mode = compiled.policy.deterministic_mode = "mean"
+
+
+def test_evaluation_and_gradients_match_eager(models):
+    eager, compiled = models
+    obs = _obs(eager, 6)
+    with th.no_grad():
+        chains = eager.policy.actor.sample(obs).chains
+    results = []
+    for model in (eager, compiled):
+        model.policy.zero_grad(set_to_none=True)
+        evaluation = model.policy.actor.evaluate(obs, chains)
+        (evaluation.log_prob.sum() + evaluation.entropy.sum()).backward()
+        grads = [param.grad.clone() for param in model.policy.actor.parameters() if param.grad is not None]
+        results.append((evaluation.log_prob.detach(), evaluation.entropy.detach(), grads))
+    (log_prob, entropy, grads), (log_prob_c, entropy_c, grads_c) = results
+    th.testing.assert_close(log_prob_c, log_prob, atol=ATOL, rtol=0)
+    th.testing.assert_close(entropy_c, entropy, atol=ATOL, rtol=0)
+    assert len(grads_c) == len(grads) > 0
+    for grad_c, grad in zip(grads_c, grads, strict=True):
+        th.testing.assert_close(grad_c, grad, rtol=1e-4, atol=1e-6)
+
+
+def test_ratio_is_one_after_a_compiled_rollout(models):
+    _, compiled = models
+    _, callback = compiled._setup_learn(total_timesteps=32, callback=None)
+    callback.on_training_start(locals(), globals())
+    assert compiled.collect_rollouts(compiled.env, callback, compiled.rollout_buffer, n_rollout_steps=compiled.n_steps)
+    compiled.policy.set_training_mode(True)
+    for data in compiled.rollout_buffer.get(batch_size=8):
+        with th.no_grad():
+            _, log_prob, _ = compiled.policy.evaluate_actions(data.observations, data.actions)
+        assert th.max(th.abs(th.exp(log_prob - data.old_log_prob) - 1.0)) < ATOL
+
+
+def test_option_is_saved_and_copies_recompile(models, tmp_path):
+    _, compiled = models
+    compiled.save(tmp_path / "model.zip")
+    loaded = ReinFlowPPO.load(tmp_path / "model.zip", device="cpu")
+    assert loaded.policy.compile_chain
+    copied = copy.deepcopy(compiled.policy)  # compiled functions are not copied; the copy compiles its own
+    assert copied.compile_chain and not copied.actor._compiled
+    loaded.policy.compile_chain = False  # settable on a loaded model
+    assert not loaded.policy.actor.compile_chain

@@ -162,7 +162,7 @@ class FlowChain(nn.Module):
         """
         The Gaussian transition from x_k at time t, computed row by row with the unsplit nets (``velocity(x,
         embed(obs, t, d))`` and the noise net on ``cat([time, cond])``): the reference that :meth:`_transition`, used by
-        sampling and evaluation, equals up to float rounding (``tests/test_fast_paths.py``).
+        sampling and evaluation, equals up to float rounding (``tests/test_flow.py``).
 
         :param x: x_k, shape (batch, action_dim)
         :param t: t_k, shape (batch,)

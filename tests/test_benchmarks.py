@@ -1,12 +1,13 @@
-"""The results page's generator (benchmarks/build_results_page.py): its regions, grouping and kitchen table."""
+"""The scripts of benchmarks/: the results page generator (build_results_page.py), the results matrix runner, the
+per-episode breakdown and the fine-tuning benchmark's CSV writer."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import load_script
 
 pd = pytest.importorskip("pandas")
-np = pytest.importorskip("numpy")
 stats = pytest.importorskip("scipy.stats")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,3 +198,177 @@ def test_notes_for_one_env_come_before_notes_for_every_env(page_builder):
     # the adopted Hopper entry is in the matrix; the same override on Walker2d stays an experiment
     assert page_builder.note_of(page_builder.EXPERIMENTS, "Hopper-v4", "reflow_K4_consistency0.1") is None
     assert page_builder.note_of(page_builder.EXPERIMENTS, "Walker2d-v4", "reflow_K4_consistency0.1") is not None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The results matrix runner (benchmarks/run_matrix.py): which runs it plans and the commands it builds.
+
+
+@pytest.fixture(scope="module")
+def matrix():
+    return load_script("run_matrix")
+
+
+def test_runs_with_a_csv_are_skipped_unless_forced(matrix, tmp_path):
+    only = ["Hopper-v4/reflow_K2"]
+    planned = matrix.planned_runs(only, None, tmp_path, force=False)
+    assert [run.name for run in planned] == ["Hopper-v4_reflow_K2_201", "Hopper-v4_reflow_K2_202", "Hopper-v4_reflow_K2_203"]
+    (tmp_path / "Hopper-v4_reflow_K2_202.csv").write_text("env\n")
+    assert [run.name for run in matrix.planned_runs(only, None, tmp_path, force=False)] == [
+        "Hopper-v4_reflow_K2_201",
+        "Hopper-v4_reflow_K2_203",
+    ]
+    assert len(matrix.planned_runs(only, None, tmp_path, force=True)) == 3
+
+
+def test_commands_carry_the_configuration_and_the_seed(matrix, tmp_path):
+    run = matrix.make_run("Hopper-v4", "shortcut_K1", 202, tmp_path)
+    command = run.command
+    assert command[command.index("--seeds") + 1] == "202"
+    assert command[command.index("--output") + 1] == str(tmp_path / "Hopper-v4_shortcut_K1_202.csv")
+    assert command[command.index("--episodes-folder") + 1] == str(tmp_path.parent / "episodes")
+    zoo_args = command[command.index("--") + 1 :]
+    assert zoo_args[:3] == [
+        "-params",
+        "pretrained_policy:'Hopper-v4_shortcut'",
+        "policy_kwargs:dict(n_flow_steps=1, min_noise_std=0.1, max_noise_std=0.24)",
+    ]
+    ppo = matrix.make_run("Ant-v4", "ppo_scratch", 201, tmp_path).command
+    assert ppo[ppo.index("--algo") + 1] == "ppo" and ppo[ppo.index("--n-timesteps") + 1] == "2000000"
+
+
+def test_runs_save_a_checkpoint_every_100k_env_steps(matrix, tmp_path):
+    # reinflow_ppo counts Ta=4 action chunks, PPO env steps: both save every 100,000 env steps
+    for config, save_freq in (("reflow_K4", "25000"), ("ppo_scratch", "100000")):
+        command = matrix.make_run("Ant-v4", config, 201, tmp_path).command
+        zoo_args = command[command.index("--") + 1 :]
+        assert zoo_args[zoo_args.index("--save-freq") + 1] == save_freq
+
+
+def test_paper_hyperparameters_use_each_envs_learning_rates(matrix, tmp_path):
+    walker = matrix.make_run("Walker2d-v4", "paper_hparams", 201, tmp_path).command
+    hopper = matrix.make_run("Hopper-v4", "paper_hparams", 201, tmp_path).command
+    assert "learning_rate:4e-4" in walker and "critic_warmup_iterations:5" in walker
+    assert "learning_rate:4.5e-5" in hopper and "critic_warmup_iterations:0" in hopper
+    with pytest.raises(ValueError, match="no paper learning rates for Ant-v4"):
+        matrix.make_run("Ant-v4", "paper_hparams", 201, tmp_path)
+
+
+def test_unknown_keys_name_the_known_configurations(matrix, tmp_path):
+    with pytest.raises(ValueError, match="reflow_K4"):
+        matrix.planned_runs(["Hopper-v4/reflow_K3"], None, tmp_path, force=False)
+
+
+def test_a_forced_run_keeps_the_old_csv(matrix, tmp_path):
+    csv = tmp_path / "Hopper-v4_reflow_K2_201.csv"
+    csv.write_text("old rows\n")
+    matrix.move_aside(csv)
+    assert not csv.exists() and (tmp_path / "Hopper-v4_reflow_K2_201.csv.old").read_text() == "old rows\n"
+
+
+def test_hopper_runs_say_which_entry_made_them(matrix, tmp_path):
+    """The Hopper entry took consistency_coef 0.1: plain names reproduce the previous entry, *_consistency0.1 the new."""
+
+    def params(env, config):
+        command = matrix.make_run(env, config, 201, tmp_path).command
+        zoo_args = command[command.index("--") + 1 :]
+        return zoo_args[1 : zoo_args.index("--tensorboard-log")] if zoo_args[0] == "-params" else []
+
+    assert params("Hopper-v4", "reflow_K4") == ["consistency_coef:0.0"]
+    assert params("Hopper-v4", "shortcut_K1")[-1] == "consistency_coef:0.0"
+    assert params("Hopper-v4", "reflow_K4_consistency0.1") == ["consistency_coef:0.1"]
+    previous = params("Hopper-v4", "shortcut_K1")
+    assert params("Hopper-v4", "shortcut_K1_consistency0.1") == [*previous[:-1], "consistency_coef:0.1"]
+    assert params("Walker2d-v4", "reflow_K4") == []  # other entries are unchanged
+    assert "consistency_coef:0.0" in params("Walker2d-v4", "paper_hparams")  # ReinFlow has no such term
+    assert set(matrix.FRESH_SEEDS).isdisjoint(matrix.HELD_OUT_SEEDS)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The per-episode breakdown script (benchmarks/episode_breakdown.py): its counts on hand-made episodes.
+
+
+@pytest.fixture(scope="module")
+def breakdown():
+    return load_script("episode_breakdown")
+
+
+def test_counts_low_and_early_episodes(breakdown):
+    returns = np.array([5000.0, 4900.0, 113.0, 2300.0, 4800.0])
+    lengths = np.array([1000, 1000, 39, 1000, 1000])
+    stats = breakdown.episode_stats(returns, lengths, low_return=4000, time_limit=1000)
+    assert stats.n_episodes == 5
+    assert stats.n_low == 2  # 113 and 2300
+    assert stats.n_early == 1  # only the 39-step episode was cut short
+    assert stats.median == 4800.0
+    assert stats.mean == pytest.approx(returns.mean())
+    assert stats.mean_high == pytest.approx(4900.0)
+
+
+def test_mismatched_inputs_are_refused(breakdown):
+    with pytest.raises(ValueError, match="as many returns as lengths"):
+        breakdown.episode_stats(np.ones(3), np.ones(2), low_return=0, time_limit=10)
+
+
+def test_windows_split_the_run_in_order(breakdown, tmp_path):
+    path = tmp_path / "evaluations.npz"
+    timesteps = np.arange(1, 9) * 12_500
+    results = np.full((8, 3), 5000.0)
+    results[-1, 0] = 100.0  # one failed episode in the last evaluation
+    lengths = np.full((8, 3), 1000)
+    lengths[-1, 0] = 50
+    np.savez(path, timesteps=timesteps, results=results, ep_lengths=lengths)
+    rows = breakdown.window_stats(path, n_windows=2, low_return=4000, time_limit=1000, steps_per_timestep=4)
+    assert [span for span, _ in rows] == ["0.05M-0.2M", "0.25M-0.4M"]
+    assert [(stats.n_episodes, stats.n_low, stats.n_early) for _, stats in rows] == [(12, 0, 0), (12, 1, 1)]
+    with pytest.raises(ValueError, match="fewer than --windows"):
+        breakdown.window_stats(path, n_windows=9, low_return=4000, time_limit=1000)
+
+
+def test_protocols_are_the_packages(breakdown):
+    from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
+
+    assert breakdown.PROTOCOLS == EVAL_PROTOCOLS
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The fine-tuning benchmark's CSV writer (benchmarks/benchmark_finetune.py).
+
+
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    return load_script("benchmark_finetune")
+
+
+def rows(benchmark, seed: int, returns: list[float]) -> list[dict]:
+    base = dict.fromkeys(benchmark.FIELDS)
+    base.update(env="Hopper-v4", config="reflow_K4", seed=seed, protocol="mean", deployed=True, std_return=0.0)
+    return [
+        base | {"timesteps": 50_000 * (i + 1), "env_steps": 50_000 * (i + 1), "mean_return": r} for i, r in enumerate(returns)
+    ]
+
+
+def test_seeds_are_appended_and_a_rerecorded_run_replaces_its_rows(benchmark, tmp_path):
+    output = tmp_path / "runs.csv"
+    benchmark.append_rows(output, rows(benchmark, 201, [1.0, 2.0]))
+    benchmark.append_rows(output, rows(benchmark, 202, [3.0, 4.0]))
+    benchmark.append_rows(output, rows(benchmark, 201, [5.0, 6.0, 7.0]))
+    table = pd.read_csv(output)
+    assert list(table.columns) == benchmark.FIELDS
+    assert table.groupby("seed")["mean_return"].apply(list).to_dict() == {201: [5.0, 6.0, 7.0], 202: [3.0, 4.0]}
+    assert not list(tmp_path.glob("*.tmp*")), "the atomic write left a temporary file behind"
+
+
+def test_a_runs_per_episode_evaluations_are_kept(benchmark, tmp_path):
+    np = pytest.importorskip("numpy")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    results = np.arange(6.0).reshape(2, 3)
+    np.savez(run_dir / "evaluations.npz", timesteps=np.array([10, 20]), results=results, ep_lengths=np.ones((2, 3)))
+    kept = benchmark.keep_episodes(run_dir, tmp_path / "episodes", "Hopper-v4_reflow_K4_201")
+    assert kept == tmp_path / "episodes" / "Hopper-v4_reflow_K4_201.npz"
+    with np.load(kept) as data:
+        np.testing.assert_array_equal(data["results"], results)
+    assert not list((tmp_path / "episodes").glob("*.tmp*")), "the atomic write left a temporary file behind"

@@ -1,9 +1,13 @@
-"""Datasets in ReinFlow's layout: save / load round trip, normalisation, validation errors."""
+"""
+Datasets in ReinFlow's layout (sb3_reinflow.common.data): save / load round trip, normalisation, validation errors,
+action-chunk windows.
+"""
 
 import re
 
 import numpy as np
 import pytest
+import torch as th
 
 from sb3_reinflow.common.data import (
     TrajectoryDataset,
@@ -14,6 +18,7 @@ from sb3_reinflow.common.data import (
 )
 from sb3_reinflow.common.data.normalization import NormalizationStats, normalize, with_min_obs_span
 from sb3_reinflow.envs.kitchen.data import kitchen_normalization
+from sb3_reinflow.pretraining.behavior_cloning import chunk_start_indices, chunk_tensors
 
 TRAJ_LENGTHS = np.array([40, 7, 1, 52])
 N = int(TRAJ_LENGTHS.sum())
@@ -302,3 +307,47 @@ def test_the_kitchen_goal_mask_keeps_its_own_range():
     assert np.abs(normalize(done, stats.obs_min, stats.obs_max)).max() <= 1.0
     with pytest.raises(ValueError, match=r"must be 66 wide.*got shape \(6, 65\)"):
         kitchen_normalization(dataset._replace(states=states[:, :65]))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# chunk windows
+
+
+def test_chunk_start_indices_stay_inside_episodes():
+    np.testing.assert_array_equal(chunk_start_indices(np.array([3, 5, 2]), 3), [0, 3, 4, 5])
+    np.testing.assert_array_equal(chunk_start_indices(np.array([3, 5, 2]), 1), np.arange(10))
+    np.testing.assert_array_equal(chunk_start_indices(np.array([3, 5, 2]), 2), [0, 1, 3, 4, 5, 6, 8])
+    np.testing.assert_array_equal(chunk_start_indices(np.array([1, 4]), 4), [1])
+
+
+@pytest.mark.parametrize("horizon", [1, 2, 4, 7])
+def test_chunk_windows_never_cross_episode_ends(horizon):
+    rng = np.random.default_rng(horizon)
+    lengths = rng.integers(1, 12, size=30)
+    episode = np.repeat(np.arange(len(lengths)), lengths)
+    starts = chunk_start_indices(lengths, horizon)
+    windows = starts[:, None] + np.arange(horizon)
+    assert windows.max() < lengths.sum()
+    assert np.all(episode[windows] == episode[starts][:, None])
+    # and every valid window is used: sum over episodes of max(0, L - H + 1)
+    assert len(starts) == np.maximum(lengths - horizon + 1, 0).sum()
+    assert len(np.unique(starts)) == len(starts)
+
+
+def test_chunk_start_indices_all_too_short():
+    with pytest.raises(ValueError, match="horizon=4"):
+        chunk_start_indices(np.array([3, 2, 1]), 4)
+
+
+def test_chunk_tensors():
+    lengths = np.array([3, 5, 2])
+    n = int(lengths.sum())
+    states = np.arange(n * 2, dtype=np.float32).reshape(n, 2)
+    actions = 100 + np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    dataset = TrajectoryDataset(states, actions, np.zeros(n), np.zeros(n, bool), lengths)
+    obs, chunks = chunk_tensors(dataset, 3)
+    assert obs.dtype == chunks.dtype == th.float32
+    assert obs.shape == (4, 2) and chunks.shape == (4, 9)
+    for row, start in enumerate([0, 3, 4, 5]):
+        np.testing.assert_array_equal(obs[row].numpy(), states[start])
+        np.testing.assert_array_equal(chunks[row].numpy(), actions[start : start + 3].reshape(-1))

@@ -1,4 +1,4 @@
-"""Shipped policy files are self-contained (issue 35 item 3): every setting their measured behaviour depends on
+"""Shipped policy files are self-contained: every setting their measured behaviour depends on
 (observation clip, noise bounds, deterministic mode, chain length, chunk size) is in the file, and matches the zoo
 registry entry that names it; the registry only overrides what fine-tuning changes (the noise bounds)."""
 
@@ -9,7 +9,7 @@ import yaml
 
 from sb3_reinflow import ReinFlowPPO
 from sb3_reinflow.common.policy_files import read_pretrained
-from sb3_reinflow.pretrained import available_pretrained, resolve_pretrained
+from sb3_reinflow.pretrained import available_pretrained, pretrained_path, resolve_pretrained
 from sb3_reinflow.zoo import hyperparams_path
 
 #: what a registry entry may set differently from its file: fine-tuning settings, not the pretrained policy's
@@ -95,3 +95,19 @@ def test_the_kitchen_file_scores_with_its_own_settings() -> None:
     model = ReinFlowPPO.from_pretrained("FrankaKitchen-v1_shortcut", env, n_steps=8, batch_size=8, device="cpu")
     outcomes = evaluate_protocol(model, env, "random", 40, warn=False)
     assert np.mean(outcomes.n_completed) >= 2.0, np.mean(outcomes.n_completed)
+
+
+def test_pretrained_path_takes_the_full_name_and_the_pair():
+    full = pretrained_path("Hopper-v4_reflow")
+    assert full.name == "Hopper-v4_reflow.safetensors" and full.is_file()
+    assert pretrained_path("Hopper-v4", "reflow") == full == pretrained_path("Hopper-v4")
+    assert resolve_pretrained("Hopper-v4_reflow") == full
+    assert pretrained_path("Hopper-v4_reflow", "reflow") == full
+    assert pretrained_path("Hopper-v4_shortcut").name == "Hopper-v4_shortcut.safetensors"
+    assert pretrained_path("Hopper-v4", "shortcut") == pretrained_path("Hopper-v4_shortcut")
+    for name in available_pretrained():
+        assert pretrained_path(name) == resolve_pretrained(name)
+    with pytest.raises(FileNotFoundError, match="Hopper-v4_reflow_shortcut"):
+        pretrained_path("Hopper-v4_reflow", "shortcut")
+    with pytest.raises(FileNotFoundError, match="available"):
+        pretrained_path("NoSuchEnv-v0")
