@@ -5,7 +5,8 @@ import pytest
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPPO, ReinFlowPolicy
+from tests.test_arguments import pendulum_model
 
 TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
 HORIZON, N_FLOW_STEPS = 2, 3
@@ -130,3 +131,50 @@ def test_deterministic_mode_is_settable_and_saved(tmp_path, observations):
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], zero_a)
     loaded.policy.deterministic_mode = "mean"
     np.testing.assert_array_equal(loaded.predict(observations, deterministic=True)[0], mean_a)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The BC reference is saved with the model
+
+
+def reference_state(model: ReinFlowPPO) -> dict[str, th.Tensor]:
+    assert model._bc_reference is not None
+    return {key: value.clone() for key, value in model._bc_reference.state_dict().items()}
+
+
+def assert_same_state(first: dict[str, th.Tensor], second: dict[str, th.Tensor]) -> None:
+    assert first.keys() == second.keys()
+    assert all(th.equal(first[key], second[key]) for key in first)
+
+
+def test_bc_reference_survives_save_load_and_resume(tmp_path):
+    model = pendulum_model(bc_coef=0.5, n_epochs=2)
+    model.learn(32)
+    reference = reference_state(model)
+    model.learn(64, reset_num_timesteps=False)  # fine-tune further: the actor moves away from its reference
+    actor = model.policy.actor.state_dict()
+    assert any(not th.equal(actor[key], reference[f"actor.{key}"]) for key in actor)
+    model.save(tmp_path / "model.zip")
+
+    loaded = ReinFlowPPO.load(tmp_path / "model.zip", env=make_vec_env("Pendulum-v1"))
+    assert_same_state(reference_state(loaded), reference)
+    assert not loaded._bc_reference.training and not any(p.requires_grad for p in loaded._bc_reference.parameters())
+    loaded.learn(32, reset_num_timesteps=False)
+    assert_same_state(reference_state(loaded), reference)
+    assert np.isfinite(loaded.logger.name_to_value["train/bc_loss"])
+
+    # set_parameters brings the reference along, and a new run takes a new one
+    fresh = pendulum_model(bc_coef=0.5)
+    fresh.set_parameters(tmp_path / "model.zip")
+    assert_same_state(reference_state(fresh), reference)
+    loaded.learn(32, reset_num_timesteps=True)
+    assert any(not th.equal(value, reference[key]) for key, value in reference_state(loaded).items())
+
+
+def test_model_without_bc_reference_saves_none(tmp_path):
+    model = pendulum_model()
+    model.learn(32)
+    model.save(tmp_path / "model.zip")
+    loaded = ReinFlowPPO.load(tmp_path / "model.zip", env=make_vec_env("Pendulum-v1"))
+    assert loaded._bc_reference is None
+    assert "_bc_reference" not in loaded.get_parameters()

@@ -1,7 +1,7 @@
 """
-SB3 conventions (issue 16): features extractors are trained, ``net_arch`` has SB3's meaning, Gaussian-policy
-options are refused by name, stock PPO without a chain buffer fails at once, the BC reference is saved with the
-model, ``log_prob`` of env actions is refused clearly, and ``ActionChunkWrapper(horizon=1)`` keeps the shape.
+The policy's arguments follow SB3's conventions (common/reinflow/arguments.py): features extractors are trained,
+``net_arch`` has SB3's meaning, Gaussian-policy options are refused by name, ``log_prob`` of env actions is refused
+clearly, ``ActionChunkWrapper(horizon=1)`` keeps the shape, and a non-flow policy is refused at once.
 """
 
 import gymnasium as gym
@@ -15,7 +15,7 @@ from stable_baselines3.common.envs import FakeImageEnv
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
 from torch import nn
 
-from sb3_reinflow import ActionChunkWrapper, ChainRolloutBuffer, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.data import NormalizationStats, TrajectoryDataset
 from sb3_reinflow.common.flow.layers import MLP, ResidualMLP
 from sb3_reinflow.common.policy_files import read_policy_config
@@ -57,7 +57,7 @@ def optimizer_groups(policy: ReinFlowPolicy) -> dict[str, set[int]]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 1. Features extractors are trained
+# Features extractors are trained
 
 
 @pytest.mark.parametrize("share_features_extractor", [True, False])
@@ -119,7 +119,7 @@ def test_mlp_policy_on_images_suggests_cnn_policy():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 2. net_arch follows SB3
+# net_arch follows SB3
 
 
 @pytest.mark.parametrize("flow_model", ["reflow", "shortcut"])
@@ -202,67 +202,7 @@ def test_policy_file_refuses_custom_extractor_class(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 3. Stock PPO needs the chain buffer, and says so at once
-
-
-def test_reinflow_ppo_sizes_its_chain_buffer():
-    model = pendulum_model(rollout_buffer_kwargs=dict(chain_length=9))
-    assert model.rollout_buffer.chain_length == model.policy.chain_length == 3
-
-
-class EightStepPolicy(ReinFlowPolicy):
-    """A subclass with another default K, read from its signature before it is built."""
-
-    def __init__(self, *args, n_flow_steps: int = 8, **kwargs) -> None:
-        super().__init__(*args, n_flow_steps=n_flow_steps, **kwargs)
-
-
-class HiddenStepsPolicy(ReinFlowPolicy):
-    """A subclass that fixes K where the signature does not show it."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **{**kwargs, "n_flow_steps": 6})
-
-
-@pytest.mark.parametrize(
-    "policy, policy_kwargs, chain_length",
-    [
-        ("MlpPolicy", dict(n_flow_steps=1), 2),
-        ("MlpPolicy", dict(n_flow_steps=7), 8),
-        ("MlpPolicy", {}, 5),
-        (EightStepPolicy, {}, 9),
-        (EightStepPolicy, dict(n_flow_steps=3), 4),
-    ],
-)
-def test_reinflow_ppo_builds_its_chain_buffer_once(monkeypatch, policy, policy_kwargs, chain_length):
-    built = []
-    original_init = ChainRolloutBuffer.__init__
-
-    def counting_init(self, *args, **kwargs):
-        built.append(kwargs.get("chain_length"))
-        original_init(self, *args, **kwargs)
-
-    monkeypatch.setattr(ChainRolloutBuffer, "__init__", counting_init)
-    kwargs = dict(noise_net_arch=[8], net_arch=[16], velocity_net_arch=[16], **policy_kwargs)
-    model = ReinFlowPPO(policy, "Pendulum-v1", n_steps=8, batch_size=8, policy_kwargs=kwargs, seed=0)
-    assert built == [chain_length]
-    assert model.policy.chain_length == model.rollout_buffer.chain_length == chain_length
-    assert model.rollout_buffer.actions.shape == (8, 1, chain_length)
-
-
-def test_reinflow_ppo_checks_k_before_building_the_buffer():
-    with pytest.raises(ValueError, match="n_flow_steps=0 must be an integer >= 1"):
-        pendulum_model(policy_kwargs=dict(n_flow_steps=0))
-
-
-def test_chain_buffer_points_dict_observations_to_the_dict_buffer():
-    obs_space = spaces.Dict({"a": OBS_SPACE})
-    with pytest.raises(NotImplementedError, match=r"Box observation spaces.*use DictChainRolloutBuffer"):
-        ChainRolloutBuffer(4, obs_space, ACTION_SPACE, chain_length=3)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 4. Gaussian-policy options
+# Gaussian-policy options
 
 
 @pytest.mark.parametrize(
@@ -297,54 +237,7 @@ def test_discrete_actions_stay_unsupported():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 5. The BC reference is saved with the model
-
-
-def reference_state(model: ReinFlowPPO) -> dict[str, th.Tensor]:
-    assert model._bc_reference is not None
-    return {key: value.clone() for key, value in model._bc_reference.state_dict().items()}
-
-
-def assert_same_state(first: dict[str, th.Tensor], second: dict[str, th.Tensor]) -> None:
-    assert first.keys() == second.keys()
-    assert all(th.equal(first[key], second[key]) for key in first)
-
-
-def test_bc_reference_survives_save_load_and_resume(tmp_path):
-    model = pendulum_model(bc_coef=0.5, n_epochs=2)
-    model.learn(32)
-    reference = reference_state(model)
-    model.learn(64, reset_num_timesteps=False)  # fine-tune further: the actor moves away from its reference
-    actor = model.policy.actor.state_dict()
-    assert any(not th.equal(actor[key], reference[f"actor.{key}"]) for key in actor)
-    model.save(tmp_path / "model.zip")
-
-    loaded = ReinFlowPPO.load(tmp_path / "model.zip", env=make_vec_env("Pendulum-v1"))
-    assert_same_state(reference_state(loaded), reference)
-    assert not loaded._bc_reference.training and not any(p.requires_grad for p in loaded._bc_reference.parameters())
-    loaded.learn(32, reset_num_timesteps=False)
-    assert_same_state(reference_state(loaded), reference)
-    assert np.isfinite(loaded.logger.name_to_value["train/bc_loss"])
-
-    # set_parameters brings the reference along, and a new run takes a new one
-    fresh = pendulum_model(bc_coef=0.5)
-    fresh.set_parameters(tmp_path / "model.zip")
-    assert_same_state(reference_state(fresh), reference)
-    loaded.learn(32, reset_num_timesteps=True)
-    assert any(not th.equal(value, reference[key]) for key, value in reference_state(loaded).items())
-
-
-def test_model_without_bc_reference_saves_none(tmp_path):
-    model = pendulum_model()
-    model.learn(32)
-    model.save(tmp_path / "model.zip")
-    loaded = ReinFlowPPO.load(tmp_path / "model.zip", env=make_vec_env("Pendulum-v1"))
-    assert loaded._bc_reference is None
-    assert "_bc_reference" not in loaded.get_parameters()
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# 6. get_distribution(obs).log_prob(env_actions)
+# get_distribution(obs).log_prob(env_actions)
 
 
 def test_distribution_log_prob_refuses_env_actions():
@@ -358,7 +251,7 @@ def test_distribution_log_prob_refuses_env_actions():
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 7. ActionChunkWrapper(horizon=1)
+# ActionChunkWrapper(horizon=1)
 
 
 def test_horizon_one_model_runs_on_the_raw_env():
