@@ -107,8 +107,8 @@ class MujocoVideoCamera(gym.Wrapper):
     gymnasium's default free camera stays put; FrankaKitchen-v1 keeps its default view of the arm), with a smaller
     shadow map and no multisampling. MuJoCo's
     defaults (a 4096-pixel shadow map, 4x multisampling) make software rendering, such as EGL on a machine
-    without GPU, about 3.5x slower (0.12 s against 0.03 s per 480x480 frame on one CPU core), for slightly
-    smoother edges. Any other env passes through unchanged. Apply it before the first ``render()``.
+    without GPU, several times slower for slightly smoother edges (timings in docs/zoo.md). Any other env passes
+    through unchanged. Apply it before the first ``render()``.
 
     :param env: the env
     :param camera_name: the model camera to render from; nothing changes if the model has none of that name

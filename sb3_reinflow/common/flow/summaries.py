@@ -8,15 +8,13 @@ depends on the observation only. The fixed draws are a sample, and a summary inh
 chain has collapsed onto one action (a policy cloned from a deterministic expert) the final action of chain i is
 ``a(obs) + std_K(obs) * eps_i`` (the velocity field pulls the earlier noise back, the last transition's noise stays),
 so a summary is ``a(obs) + std_K(obs) * s(eps)`` with ``s`` the mean, median or medoid of the fixed draws: a
-per-coordinate offset that the observation never averages out. For i.i.d. draws the median's ``s`` is about 1.25
-times as large as the mean's (``sqrt(pi / 2)``); for ``mean_seed=0`` and ``n_mean_chains=16`` on an action chunk of
-horizon 4 with one actuator (K = 4) it was (-0.07, 0.33, -0.35, 0.41) std against the mean's (-0.11, 0.18, -0.12,
-0.27). On a task where the noisy chain falls at once (InvertedDoublePendulum with noise bounds 0.1-0.24, issue 35)
-such an offset is the likely reason the median scored below the mean (not re-measured here: no such policy ships).
+per-coordinate offset that the observation never averages out; for i.i.d. draws the median's ``s`` is about 1.25
+times as large as the mean's (``sqrt(pi / 2)``). The measured offsets, and a task where the median scored below
+the mean, are in docs/finetuning.md ("Mean or median of the noisy chain").
 The median and the medoid therefore run with **antithetic** draws (:func:`antithetic_noise`: each draw with its
 negative, and the all-zero draw when the count is odd), whose per-coordinate median is exactly 0, so for a collapsed
-chain the median action is exactly ``a(obs)`` and the medoid the chain nearest to it. ``"mean"`` keeps its i.i.d.
-draws: its measured results (docs, registry) were made with them.
+chain the median action is exactly ``a(obs)`` and the medoid the chain nearest to it. ``"mean"`` keeps i.i.d.
+draws, with which its published results (docs, registry) are made.
 """
 
 import torch as th

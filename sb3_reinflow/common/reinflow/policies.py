@@ -89,8 +89,8 @@ class ReinFlowPolicy(PolicyFileMixin, MinMaxNormalization, ActorCriticPolicy):
         dimension (nearly) constant in the data gets a scale of up to 1e6, so any change of it in the env reaches
         the nets huge; a clip bounds that (like SB3's ``VecNormalize(clip_obs=10)``), leaving the data's range as is
     :param compile_chain: run the chain (rollout sampling, ``predict``, ``evaluate_actions``) through
-        ``torch.compile``: faster after a one-off compilation of 10-60 s per call shape on a CPU; same math,
-        float rounding within about 1e-6 (docs/benchmarks.md). Off by default
+        ``torch.compile``: faster after a one-off compilation per call shape; same math, equal up
+        to float rounding (timings and tolerances in docs/benchmarks.md). Off by default
     :param net_arch: SB3's ``dict(pi=[...], vf=[...])``: ``pi`` sizes the velocity net as a plain MLP (instead of the
         residual ``velocity_net_arch``), ``vf`` the critic; a list sizes both (``velocity_net_arch``, when given,
         takes precedence for the velocity net); a missing key keeps the default (see :func:`resolve_net_arch`).
