@@ -31,7 +31,10 @@ def resume_checkpoint_of(trained_agent: str) -> tuple[Path, dict[str, Any]] | No
 
     if not trained_agent or not (Path(trained_agent).parent / PROGRESS_FILE).is_file():
         return None
-    folder, progress = read_progress(Path(trained_agent).parent)
+    try:
+        folder, progress = read_progress(Path(trained_agent).parent)
+    except ValueError:  # another tool's progress.json: an ordinary -i
+        return None
     return (folder, progress) if "zoo" in progress else None
 
 
