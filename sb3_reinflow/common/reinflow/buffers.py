@@ -7,21 +7,36 @@ from stable_baselines3.common.buffers import DictRolloutBuffer, RolloutBuffer
 from stable_baselines3.common.preprocessing import get_action_dim
 
 
-def _check_chain_length(chain_length: int) -> None:
-    if not isinstance(chain_length, int) or isinstance(chain_length, bool) or chain_length < 2:
-        raise ValueError(f"chain_length={chain_length!r} must be an integer >= 2 (n_flow_steps + 1)")
+class _ChainBufferMixin:
+    """What both chain buffers add to SB3's: ``actions`` sized for whole chains, and the bootstrap values and dones of
+    the last ``compute_returns_and_advantage`` call, so that the returns can be recomputed after the stored values
+    change (PPO on augmented images recomputes the values)."""
 
-
-class _LastValuesMixin:
-    """Remember the bootstrap values and dones of the last ``compute_returns_and_advantage`` call, so that the
-    returns can be recomputed after the stored values change (PPO on augmented images recomputes the values)."""
+    def _build(
+        self,
+        chain_length: int,
+        buffer_size: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        device: th.device | str,
+        gae_lambda: float,
+        gamma: float,
+        n_envs: int,
+    ) -> None:
+        """Check ``chain_length``, run SB3's ``__init__`` and size ``actions`` for whole chains."""
+        if not isinstance(chain_length, int) or isinstance(chain_length, bool) or chain_length < 2:
+            raise ValueError(f"chain_length={chain_length!r} must be an integer >= 2 (n_flow_steps + 1)")
+        self.chain_length = chain_length
+        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)  # type: ignore[call-arg]
+        self.action_dim = chain_length * get_action_dim(action_space)
+        self.reset()  # type: ignore[attr-defined]
 
     def compute_returns_and_advantage(self, last_values: th.Tensor, dones: np.ndarray) -> None:
         self.last_values, self.last_dones = last_values.clone(), np.array(dones, copy=True)
         super().compute_returns_and_advantage(last_values, dones)  # type: ignore[misc]
 
 
-class ChainRolloutBuffer(_LastValuesMixin, RolloutBuffer):
+class ChainRolloutBuffer(_ChainBufferMixin, RolloutBuffer):
     """
     A :class:`~stable_baselines3.common.buffers.RolloutBuffer` whose ``actions`` hold the flattened chain
     ``(x_0, ..., x_K)`` of each step, shape (n_steps, n_envs, chain_length * action_dim), where
@@ -54,14 +69,10 @@ class ChainRolloutBuffer(_LastValuesMixin, RolloutBuffer):
                 f"ChainRolloutBuffer supports Box observation spaces, got {observation_space}; use DictChainRolloutBuffer "
                 "for Dict observations"
             )
-        _check_chain_length(chain_length)
-        self.chain_length = chain_length
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
-        self.action_dim = chain_length * get_action_dim(action_space)
-        self.reset()
+        self._build(chain_length, buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
 
 
-class DictChainRolloutBuffer(_LastValuesMixin, DictRolloutBuffer):
+class DictChainRolloutBuffer(_ChainBufferMixin, DictRolloutBuffer):
     """
     :class:`ChainRolloutBuffer` for Dict observations (SB3's ``DictRolloutBuffer``: each key is stored in its
     space's dtype, so camera images stay uint8).
@@ -87,8 +98,4 @@ class DictChainRolloutBuffer(_LastValuesMixin, DictRolloutBuffer):
         n_envs: int = 1,
         chain_length: int = 5,
     ) -> None:
-        _check_chain_length(chain_length)
-        self.chain_length = chain_length
-        super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
-        self.action_dim = chain_length * get_action_dim(action_space)
-        self.reset()
+        self._build(chain_length, buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs)
