@@ -370,6 +370,23 @@ def test_predict(horizon):
     np.testing.assert_array_equal(model.policy.unscale_action(chains.numpy()), det_a)
 
 
+def test_predict_takes_a_deterministic_mode_for_one_call():
+    """``predict(obs, deterministic=<mode>)`` acts as the policy set to that mode, and leaves the policy's own mode."""
+    model = make_model(horizon=2, n_envs=1)
+    obs = np.stack([model.observation_space.sample() for _ in range(5)])
+    for mode in ("mean", "median", "medoid", "zero", "random"):
+        th.manual_seed(3)
+        passed, _ = model.predict(obs, deterministic=mode)
+        assert model.policy.deterministic_mode == "mean"
+        model.policy.deterministic_mode = mode
+        th.manual_seed(3)
+        expected, _ = model.predict(obs, deterministic=True)
+        model.policy.deterministic_mode = "mean"
+        np.testing.assert_array_equal(passed, expected)
+    with pytest.raises(ValueError, match="nope"):
+        model.predict(obs, deterministic="nope")
+
+
 @pytest.mark.parametrize("flow_model", ["reflow", "shortcut"])
 def test_consistency_loss_vanishes_without_injected_noise(flow_model):
     """

@@ -391,15 +391,13 @@ def _evaluate_ema(
     policy: ReinFlowPolicy, ema: AveragedModel, env: VecEnv, n_episodes: int, deterministic_x0: DeterministicMode
 ) -> tuple[float, float]:
     trained = trained_modules(policy)
-    backup, mode_backup = copy.deepcopy(trained.state_dict()), policy.deterministic_mode
+    backup = copy.deepcopy(trained.state_dict())
     trained.load_state_dict(ema.module.state_dict())
-    policy.deterministic_mode = deterministic_x0
     policy.set_training_mode(False)
-    try:
-        mean, std = evaluate_policy(policy, env, n_eval_episodes=n_episodes, deterministic=True)
+    try:  # the mode is passed to each predict call (ReinFlowPolicy._predict), the policy's own is left as it is
+        mean, std = evaluate_policy(policy, env, n_eval_episodes=n_episodes, deterministic=deterministic_x0)  # type: ignore[arg-type]
     finally:
         trained.load_state_dict(backup)
-        policy.deterministic_mode = mode_backup
         policy.set_training_mode(True)
     return float(mean), float(std)
 

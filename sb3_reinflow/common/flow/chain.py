@@ -210,17 +210,24 @@ class FlowChain(nn.Module):
         std = None if noise_context is None else self.noise_net.std_from_context(noise_context)
         return Transition(mean, std)
 
-    def initial_noise(self, batch_size: int, deterministic: bool = False, generator: th.Generator | None = None) -> th.Tensor:
+    def initial_noise(
+        self,
+        batch_size: int,
+        deterministic: bool = False,
+        generator: th.Generator | None = None,
+        mode: DeterministicMode | None = None,
+    ) -> th.Tensor:
         """
-        x_0: standard normal, or zeros in deterministic mode when ``deterministic_mode="zero"``.
+        x_0: standard normal, or zeros in deterministic mode when the mode is ``"zero"``.
 
         :param batch_size: number of chains
         :param deterministic: deterministic mode
         :param generator: optional torch generator
+        :param mode: the deterministic mode (None: ``deterministic_mode``)
         :return: shape (batch, action_dim)
         """
         device = self.times.device
-        if deterministic and self.deterministic_mode == "zero":
+        if deterministic and (mode or self.deterministic_mode) == "zero":
             return th.zeros(batch_size, self.action_dim, device=device)
         return _standard_normal((batch_size, self.action_dim), device, generator)
 
@@ -273,17 +280,19 @@ class FlowChain(nn.Module):
         generator: th.Generator | None,
         noise: th.Tensor | None,
         with_stds: bool = True,
+        mode: DeterministicMode | None = None,
     ) -> tuple[th.Tensor, list[th.Tensor], list[th.Tensor]]:
         """
         The chain's points and its transitions (arguments as :meth:`_sample`).
 
         :param with_stds: also return the transitions' stds (a noisy chain computes them anyway; a noise-free one
             only for its log-probability)
+        :param mode: the deterministic mode (None: ``deterministic_mode``)
         :return: the chains, shape (batch, K + 1, action_dim), the K transition means, and the K stds (empty when
             neither needed nor computed)
         """
         if x0 is None:
-            x0 = noise[:, 0] if noise is not None else self.initial_noise(obs.shape[0], deterministic, generator)
+            x0 = noise[:, 0] if noise is not None else self.initial_noise(obs.shape[0], deterministic, generator, mode)
         x, chain, means, stds = x0, [x0], [], []
         context = self.context(obs, with_noise=with_stds or not deterministic)
         for k in range(self.n_flow_steps):
@@ -312,21 +321,23 @@ class FlowChain(nn.Module):
             x0 = th.zeros(obs.shape[0], self.action_dim, device=obs.device)
         return self.sample(obs, deterministic=True, x0=x0).chains[:, -1]
 
-    def act(self, obs: th.Tensor, deterministic: bool = False) -> th.Tensor:
+    def act(self, obs: th.Tensor, deterministic: bool = False, mode: DeterministicMode | None = None) -> th.Tensor:
         """
         Final actions only (what ``predict`` needs), without the log-probability of the summarised chain.
 
         :param obs: shape (batch, obs_dim)
-        :param deterministic: deterministic actions, as defined by ``deterministic_mode``
+        :param deterministic: deterministic actions, as defined by ``mode``
+        :param mode: the deterministic mode of this call (None: ``deterministic_mode``)
         :return: x_K, shape (batch, action_dim)
         """
-        if deterministic and self.deterministic_mode in CHAIN_SUMMARY_MODES:
-            return self.summary_chains(obs)[:, -1]
-        return self._maybe_compiled(self._act)(obs, deterministic)
+        mode = mode or self.deterministic_mode
+        if deterministic and mode in CHAIN_SUMMARY_MODES:
+            return self.summary_chains(obs, mode)[:, -1]
+        return self._maybe_compiled(self._act)(obs, deterministic, mode)
 
-    def _act(self, obs: th.Tensor, deterministic: bool) -> th.Tensor:
+    def _act(self, obs: th.Tensor, deterministic: bool, mode: DeterministicMode) -> th.Tensor:
         """:meth:`act` for the single-chain modes, eager."""
-        return self._run_chain(obs, deterministic, None, None, None, with_stds=False)[0][:, -1]
+        return self._run_chain(obs, deterministic, None, None, None, with_stds=False, mode=mode)[0][:, -1]
 
     def summary_chains(self, obs: th.Tensor, mode: str | None = None) -> th.Tensor:
         """

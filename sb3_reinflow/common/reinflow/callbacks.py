@@ -49,7 +49,8 @@ def _final_info_recorder(successes: list[bool], n_completed: list[float]) -> Any
 
 def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int, warn: bool = True) -> EpisodeOutcomes:
     """
-    Evaluation episodes of a flow policy under one protocol; the policy's deterministic mode is restored after.
+    Evaluation episodes of a flow policy under one protocol, passed to ``predict`` as the deterministic mode of each
+    call (the policy's own ``deterministic_mode`` is left as it is).
 
     :param model: a model whose policy has ``deterministic_mode`` (ReinFlowPPO, or PPO with ReinFlowPolicy)
     :param env: the evaluation env
@@ -60,24 +61,17 @@ def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int,
     """
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"protocol={protocol!r} is not one of {EVAL_PROTOCOLS}")
-    policy = model.policy
-    deployed = policy.deterministic_mode
-    if protocol != "stochastic":
-        policy.deterministic_mode = protocol
     successes: list[bool] = []
     n_completed: list[float] = []
-    try:
-        rewards, _ = evaluate_policy(
-            model,
-            env,
-            n_eval_episodes=n_eval_episodes,
-            deterministic=protocol != "stochastic",
-            return_episode_rewards=True,
-            warn=warn,
-            callback=_final_info_recorder(successes, n_completed),
-        )
-    finally:
-        policy.deterministic_mode = deployed
+    rewards, _ = evaluate_policy(
+        model,
+        env,
+        n_eval_episodes=n_eval_episodes,
+        deterministic=False if protocol == "stochastic" else protocol,  # type: ignore[arg-type]  # ReinFlowPolicy._predict
+        return_episode_rewards=True,
+        warn=warn,
+        callback=_final_info_recorder(successes, n_completed),
+    )
     return EpisodeOutcomes([float(reward) for reward in rewards], successes, n_completed)  # type: ignore[union-attr]
 
 

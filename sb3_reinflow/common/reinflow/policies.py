@@ -419,11 +419,16 @@ class ReinFlowPolicy(PolicyFileMixin, MinMaxNormalization, ActorCriticPolicy):
         if any(module.training != mode for module in self.modules()):
             super().set_training_mode(mode)
 
-    def _predict(self, observation: PyTorchObs, deterministic: bool = False) -> th.Tensor:
+    def _predict(self, observation: PyTorchObs, deterministic: bool | DeterministicMode = False) -> th.Tensor:
         """
         :param observation: observation batch
-        :param deterministic: deterministic actions, as set by ``deterministic_mode``
+        :param deterministic: deterministic actions, as set by ``deterministic_mode``; or the name of a deterministic
+            mode, for this call only (``predict(obs, deterministic="median")``: how the evaluation protocols run)
         :return: final actions in [-1, 1], shape (batch, chunk size)
         """
+        mode = None
+        if isinstance(deterministic, str):
+            check_deterministic_mode(deterministic)
+            mode, deterministic = deterministic, True
         with th.inference_mode():  # SB3's predict runs this under no_grad; inference mode skips more bookkeeping
-            return self.actor.act(self.actor_features(observation), deterministic=deterministic)
+            return self.actor.act(self.actor_features(observation), deterministic=deterministic, mode=mode)
