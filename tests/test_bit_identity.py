@@ -77,6 +77,9 @@ def _versions() -> dict[str, str]:
     return {"torch": th.__version__, "stable_baselines3": stable_baselines3.__version__}
 
 
+BOUND_BUFFERS = ("logvar_min", "logvar_max")
+
+
 def test_bit_identity() -> None:
     """Default-setting trainings reproduce the recorded parameters and optimizer state bit for bit."""
     reference = json.loads(REFERENCE.read_text())
@@ -86,7 +89,10 @@ def test_bit_identity() -> None:
     with th.random.fork_rng():
         results = run_all()
     for run, expected in reference.items():
-        assert results[run]["policy"] == expected["policy"], run
+        # the noise-bound buffers left the state dict (the policy's arguments hold the bounds); every other tensor
+        # must match the recording, and the bounds themselves are checked against the arguments elsewhere
+        recorded = {key: value for key, value in expected["policy"].items() if not key.endswith(BOUND_BUFFERS)}
+        assert results[run]["policy"] == recorded, run
         assert results[run]["optimizer"] == expected["optimizer"], run
 
 

@@ -147,3 +147,25 @@ def test_mlp_policy_on_dict_observations_names_the_fix():
         ReinFlowPPO("MlpPolicy", CameraEnv(), n_steps=8, batch_size=8)
     with pytest.raises(NotImplementedError, match='need "MultiInputPolicy"'):
         ReinFlowPolicy(CameraEnv.observation_space, CameraEnv.action_space, lambda _: 1e-4)
+
+
+def test_dict_with_discrete_entries_trains_and_refuses_nested_dicts():
+    class MixedEnv(gym.Env):
+        observation_space = spaces.Dict(
+            vec=spaces.Box(-1, 1, (3,), np.float32), mode=spaces.Discrete(4), flags=spaces.MultiBinary(2)
+        )
+        action_space = spaces.Box(-1, 1, (2,), np.float32)
+
+        def reset(self, *, seed=None, options=None):
+            super().reset(seed=seed)
+            return self.observation_space.sample(), {}
+
+        def step(self, action):
+            return self.observation_space.sample(), 0.0, False, False, {}
+
+    model = ReinFlowPPO("MultiInputPolicy", MixedEnv(), n_steps=8, batch_size=8, n_epochs=1, policy_kwargs=dict(TINY))
+    assert model.policy.obs_offset.numel() == 3 + 4 + 2  # one-hot Discrete, as SB3 preprocesses it
+    model.learn(16)
+    nested = spaces.Dict(inner=spaces.Dict(a=spaces.Box(-1, 1, (2,), np.float32)))
+    with pytest.raises(NotImplementedError, match="entry 'inner' is Dict"):
+        ReinFlowPolicy(nested, MixedEnv.action_space, lambda _: 1e-4, features_extractor_class=th.nn.Identity)

@@ -302,7 +302,8 @@ class NoiseNet(nn.Module):
     :param max_std: upper bound
     """
 
-    #: names of the buffers that hold the bounds (ReinFlowPolicy keeps its own when it loads a state dict)
+    #: names of the buffers that hold the bounds: not part of the state dict (the policy's min_noise_std and
+    #: max_noise_std arguments are their one home); older files that hold them are read without them
     BOUND_BUFFERS = ("logvar_min", "logvar_max")
 
     def __init__(
@@ -317,8 +318,8 @@ class NoiseNet(nn.Module):
         super().__init__()
         logvar_min, logvar_max = std_bounds_to_logvar(min_std, max_std)
         self.mlp_logvar = MLP([in_dim, *net_arch, action_dim], activation_fn)
-        self.register_buffer("logvar_min", th.tensor(logvar_min))
-        self.register_buffer("logvar_max", th.tensor(logvar_max))
+        self.register_buffer("logvar_min", th.tensor(logvar_min), persistent=False)
+        self.register_buffer("logvar_max", th.tensor(logvar_max), persistent=False)
 
     def set_std_bounds(self, min_std: float, max_std: float) -> None:
         """

@@ -178,12 +178,14 @@ def check_observation_space(
 def _check_dict_space(
     observation_space: spaces.Dict, features_extractor_class: type[BaseFeaturesExtractor] | None
 ) -> None:
-    """Dict observations: Box entries only, read by an extractor that takes Dicts (``"MultiInputPolicy"``)."""
+    """Dict observations: flat entries (Box, or discrete ones that SB3 one-hot encodes), read by an extractor that
+    takes Dicts (``"MultiInputPolicy"``)."""
+    flat_entries = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
     for key, subspace in observation_space.spaces.items():
-        if not isinstance(subspace, spaces.Box):
+        if not isinstance(subspace, flat_entries):
             raise NotImplementedError(
-                f"ReinFlowPolicy supports Dict observations of Box entries only; entry {key!r} is {subspace}: flatten it "
-                "(gymnasium.wrappers.FlattenObservation) or drop it"
+                f"ReinFlowPolicy supports Dict observations of Box, Discrete, MultiDiscrete and MultiBinary entries; "
+                f"entry {key!r} is {subspace}: flatten it (gymnasium.wrappers.FlattenObservation) or drop it"
             )
     if features_extractor_class is not None and issubclass(features_extractor_class, FlattenExtractor):
         raise NotImplementedError(

@@ -70,8 +70,9 @@ class PolicyFileMixin:
         """
         Like :meth:`torch.nn.Module.load_state_dict`, with an error naming the parameter and both shapes when a
         checkpoint does not fit this policy. The noise bounds are this policy's (``min_noise_std``,
-        ``max_noise_std``, set at construction or by ReinFlowPPO's noise schedule), not the checkpoint's, so every
-        loader gives a policy file the bounds its arguments name.
+        ``max_noise_std``, set at construction or by ReinFlowPPO's noise schedule): they are not in state dicts, and
+        the bound buffers that older files hold are skipped, so every loader gives a policy file the bounds its
+        arguments name.
         """
         own = self.state_dict()
         for key, value in state_dict.items():
@@ -81,8 +82,8 @@ class PolicyFileMixin:
                     f"has {tuple(own[key].shape)}; build the policy with the same spaces and policy_kwargs "
                     "(velocity_net_arch, n_flow_steps, action chunk horizon...) as the checkpoint"
                 )
-        bounds = {key: own[key] for key in state_dict if key.endswith(NoiseNet.BOUND_BUFFERS) and key in own}
-        return super().load_state_dict({**state_dict, **bounds}, strict=strict, assign=assign)
+        without_bounds = {key: value for key, value in state_dict.items() if not key.endswith(NoiseNet.BOUND_BUFFERS)}
+        return super().load_state_dict(without_bounds, strict=strict, assign=assign)
 
     def with_options(self: SelfPolicyFile, **overrides: Any) -> SelfPolicyFile:
         """
