@@ -134,9 +134,8 @@ def _load_into(policy: ReinFlowPolicy, velocity: dict[str, th.Tensor], noise: di
     check_state_dict(policy.actor.velocity_net, velocity, "velocity net")
     policy.actor.velocity_net.load_state_dict(velocity)
     if noise:
-        own = policy.actor.noise_net.state_dict()
-        # logvar bounds are 0-d here; the official code may store them with shape (1,)
-        noise = {k: v.reshape(own[k].shape) if k.startswith("logvar") and k in own else v for k, v in noise.items()}
+        # the bounds are the policy's arguments (min/max_noise_std, defaulting to the checkpoint's, see
+        # _noise_bounds), not state: the file's logvar buffers are not loaded, as in every loader
+        noise = {key: value for key, value in noise.items() if key not in NoiseNet.BOUND_BUFFERS}
         check_state_dict(policy.actor.noise_net, noise, "noise net")
-        # the bounds are the policy's (its min/max_noise_std, defaulting to the checkpoint's), as in every loader
-        policy.actor.noise_net.load_state_dict({**noise, **{key: own[key] for key in NoiseNet.BOUND_BUFFERS}})
+        policy.actor.noise_net.load_state_dict(noise)
