@@ -22,6 +22,7 @@ import time
 import numpy as np
 import torch as th
 from gymnasium import spaces
+from stable_baselines3.common.callbacks import CallbackList
 from stable_baselines3.common.torch_layers import NatureCNN
 from torch import nn
 
@@ -67,15 +68,17 @@ def update_seconds_per_1000(policy: str, observation_space: spaces.Space, n_samp
         policy_kwargs=dict(n_flow_steps=1, min_noise_std=0.08, max_noise_std=0.14),
     )
     model.learn(n_samples)  # one rollout + one update, so everything is built and warm
-    model._setup_learn(n_samples)
+    # a fresh rollout (train() augments and flattens the buffer it is given), then one timed update
+    model._setup_learn(n_samples, reset_num_timesteps=False)
+    callback = CallbackList([])
+    callback.init_callback(model)
+    model.collect_rollouts(model.env, callback, model.rollout_buffer, n_samples)
     start = time.perf_counter()
     model.train()
     return (time.perf_counter() - start) / (n_samples * 10 / 1000)
 
 
 def memory_report() -> None:
-    from stable_baselines3.common.utils import get_schedule_fn
-
     from sb3_reinflow.common.reinflow.buffers import DictChainRolloutBuffer
     from sb3_reinflow.reinflow_ppo.policies import MultiInputPolicy
 
@@ -85,7 +88,7 @@ def memory_report() -> None:
     action_space = spaces.Box(-1, 1, (4, 7), np.float32)
     buffer = DictChainRolloutBuffer(256, observation_space, action_space, n_envs=2, chain_length=2)
     buffer_bytes = sum(array.nbytes for array in buffer.observations.values()) + buffer.actions.nbytes
-    policy = MultiInputPolicy(observation_space, action_space, get_schedule_fn(1e-4), n_flow_steps=1)
+    policy = MultiInputPolicy(observation_space, action_space, lambda _: 1e-4, n_flow_steps=1)
     parameters = sum(parameter.numel() for parameter in policy.parameters())
     print(f"rollout buffer (2 envs x 256 chunks, 84x84 uint8 images, K=1 chains): {buffer_bytes / 2**20:.1f} MiB")
     print(f"policy: {parameters / 1e6:.2f} M parameters ({parameters * 4 / 2**20:.1f} MiB float32, x3 with Adam's moments)")
