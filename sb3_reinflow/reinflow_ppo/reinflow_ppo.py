@@ -7,7 +7,6 @@ trainer keeps working, without the BC term. See docs/architecture.md.
 """
 
 import io
-import types
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -31,9 +30,21 @@ from sb3_reinflow.common.reinflow.arguments import (
     check_reinflow_arguments,
     read_pretrained_policy,
 )
-from sb3_reinflow.common.reinflow.augmentation import augment_rollout, image_keys
+from sb3_reinflow.common.reinflow.augmentation import (
+    DEFAULT_AUGMENTATION_PAD,
+    augment_rollout,
+    check_augmentation_pad,
+    image_keys,
+)
 from sb3_reinflow.common.reinflow.buffers import ChainRolloutBuffer, DictChainRolloutBuffer
 from sb3_reinflow.common.reinflow.callbacks import EnvStepCounter
+from sb3_reinflow.common.reinflow.noise_calibration import (
+    CalibrationResult,
+    NoiseCalibration,
+    NoiseCalibrationCallback,
+    check_noise_calibration,
+    needs_noise_calibration,
+)
 from sb3_reinflow.common.reinflow.ppo_update import ChainPPOUpdate
 from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
 from sb3_reinflow.common.reinflow.training import (
@@ -42,28 +53,10 @@ from sb3_reinflow.common.reinflow.training import (
 )
 from sb3_reinflow.common.save_util import atomic_write, sb3_save_path
 from sb3_reinflow.reinflow_ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
+from sb3_reinflow.reinflow_ppo.sb3_load import sb3_load_with_security_note
 
 SelfReinFlowPPO = TypeVar("SelfReinFlowPPO", bound="ReinFlowPPO")
 NoiseStdSchedule = Literal["constant", "learn_decay"]
-
-
-# DrQ's, DPPO's and ReinFlow's random shift, in pixels, applied to image observations unless augmentation_pad says
-DEFAULT_AUGMENTATION_PAD = 4
-
-
-def _sb3_load_with_security_note() -> classmethod:
-    """SB3's ``load``, the same code object (not an override), with a docstring that starts with what loading runs."""
-    sb3_load = PPO.load.__func__  # type: ignore[attr-defined]
-    load = types.FunctionType(sb3_load.__code__, sb3_load.__globals__, "load", sb3_load.__defaults__, sb3_load.__closure__)
-    load.__kwdefaults__, load.__annotations__ = sb3_load.__kwdefaults__, dict(sb3_load.__annotations__)
-    load.__qualname__, load.__module__ = "ReinFlowPPO.load", __name__
-    load.__doc__ = (
-        "SB3's ``load``, unchanged. Security: a model zip is unpickled, so loading one RUNS CODE from the file; load "
-        "only zips from a trusted source. To share a policy, use a pretrained-policy file (``model.policy.save("
-        "'policy.safetensors')``, loaded with ``ReinFlowPPO.from_pretrained``), which never runs code.\n"
-        + (sb3_load.__doc__ or "")
-    )
-    return classmethod(load)
 
 
 class ReinFlowPPO(ChainPPOUpdate, PPO):
@@ -73,12 +66,9 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
     ``collect_rollouts()`` is SB3's own and ``train()`` is SB3's PPO loop: the policy returns whole denoising chains
     as actions, a :class:`ChainRolloutBuffer` stores them, and ``evaluate_actions`` recomputes their exact
     log-probability. This class adds the paper's options: separate actor and critic learning rates, critic
-    warm-up iterations, the ``learn_decay`` noise schedule and a W2 behaviour-cloning regulariser (a term of the
-    PPO loss, before gradient clipping, on each minibatch's observations). Next to SB3's
-    keys (``train/learning_rate`` is the actor's) it logs ``train/critic_learning_rate``, ``train/noise_std``,
-    ``train/noise_std_max_bound``, ``train/chain_entropy``, ``train/bc_loss`` (when used) and
-    ``time/total_env_steps``; docs/logging.md describes every key. Defaults for the ReinFlow-specific settings
-    follow the paper's Hopper config.
+    warm-up iterations, the ``learn_decay`` noise schedule, a W2 behaviour-cloning regulariser and the noise
+    calibration of a pretrained start. docs/logging.md describes every key it logs besides SB3's
+    (``train/learning_rate`` is the actor's). The ReinFlow-specific defaults follow the paper's Hopper config.
 
     :param policy: the policy model to use (``"MlpPolicy"`` or a ReinFlowPolicy subclass)
     :param env: the environment to learn from
@@ -133,6 +123,10 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
     :param augmentation_pad: random shift (pixels) of image observations, applied to each rollout once after
         collection, with the old log-probs, values and advantages recomputed on the shifted images (so the PPO
         ratio starts at 1); None: 4 when the observations hold an image; 0: off
+    :param noise_calibration: ``"auto"``: at the first ``learn`` from a pretrained start, shrink the noise bounds if
+        the noisy chain PPO learns from has collapsed next to the deployed mode (see
+        :func:`~sb3_reinflow.common.reinflow.noise_calibration.calibrate_noise`); ``"warn"``: only warn; ``"off"``
+    :param noise_calibration_episodes: episodes per measurement of the calibration
     :param _init_setup_model: build the networks at creation
     """
 
@@ -179,6 +173,8 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         pretrained_policy: str | None = None,
         allow_env_mismatch: bool = False,
         augmentation_pad: int | None = None,
+        noise_calibration: NoiseCalibration = "auto",
+        noise_calibration_episodes: int = 5,
         _init_setup_model: bool = True,
     ) -> None:
         check_reinflow_arguments(
@@ -197,9 +193,12 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         self._has_bc_reference = False
         self.pretrained_policy = pretrained_policy
         self.allow_env_mismatch = allow_env_mismatch
-        if augmentation_pad is not None and (not isinstance(augmentation_pad, int) or augmentation_pad < 0):
-            raise ValueError(f"augmentation_pad={augmentation_pad!r} must be None (4 with images), 0 (off) or a pixel count")
+        check_augmentation_pad(augmentation_pad)
         self.augmentation_pad = augmentation_pad
+        check_noise_calibration(noise_calibration, noise_calibration_episodes)
+        self.noise_calibration = noise_calibration
+        self.noise_calibration_episodes = noise_calibration_episodes
+        self.noise_calibration_result: CalibrationResult | None = None
         self.env_id: str | None = None
         if not isinstance(env, str) and env is not None:  # before SB3's own checks, with an error that names the fix
             check_observation_space(env.observation_space)
@@ -389,7 +388,7 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         pad = DEFAULT_AUGMENTATION_PAD if pad is None else pad
         augment_rollout(self.policy, self.rollout_buffer, pad, self._augmentation_generator)
 
-    load = _sb3_load_with_security_note()
+    load = sb3_load_with_security_note()
 
     def save(
         self,
@@ -438,9 +437,12 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
             callbacks = callback
         else:
             callbacks = [callback if isinstance(callback, BaseCallback) else ConvertCallback(callback)]
+        first: list[BaseCallback] = [EnvStepCounter()]
+        if needs_noise_calibration(self, reset_num_timesteps):
+            first.append(NoiseCalibrationCallback(self.noise_calibration_episodes, self.noise_calibration, self.verbose))
         return super().learn(
             total_timesteps=total_timesteps,
-            callback=[EnvStepCounter(), *callbacks],
+            callback=[*first, *callbacks],
             log_interval=log_interval,
             tb_log_name=tb_log_name,
             reset_num_timesteps=reset_num_timesteps,

@@ -13,6 +13,14 @@ from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
 
 # observations per no-grad forward pass when the rollout's log-probs and values are recomputed
 RECOMPUTE_BATCH = 512
+# DrQ's, DPPO's and ReinFlow's random shift, in pixels, applied to image observations unless augmentation_pad says
+DEFAULT_AUGMENTATION_PAD = 4
+
+
+def check_augmentation_pad(augmentation_pad: int | None) -> None:
+    """Raise a ValueError naming the value unless it is None, 0 or a positive pixel count."""
+    if augmentation_pad is not None and (not isinstance(augmentation_pad, int) or augmentation_pad < 0):
+        raise ValueError(f"augmentation_pad={augmentation_pad!r} must be None (4 with images), 0 (off) or a pixel count")
 
 
 def image_keys(observation_space: spaces.Space) -> list[str | None]:

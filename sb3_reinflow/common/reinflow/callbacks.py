@@ -47,7 +47,9 @@ def _final_info_recorder(successes: list[bool], n_completed: list[float]) -> Any
     return record
 
 
-def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int, warn: bool = True) -> EpisodeOutcomes:
+def evaluate_protocol(
+    model: Any, env: Any, protocol: str, n_eval_episodes: int, warn: bool = True, callback: Any = None
+) -> EpisodeOutcomes:
     """
     Evaluation episodes of a flow policy under one protocol, passed to ``predict`` as the deterministic mode of each
     call (the policy's own ``deterministic_mode`` is left as it is).
@@ -57,12 +59,20 @@ def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int,
     :param protocol: one of :data:`EVAL_PROTOCOLS`
     :param n_eval_episodes: number of episodes
     :param warn: SB3's warning about a missing Monitor wrapper
+    :param callback: also called at each step, as ``evaluate_policy``'s callback
     :return: returns, and success / subtasks completed where the env reports them
     """
     if protocol not in EVAL_PROTOCOLS:
         raise ValueError(f"protocol={protocol!r} is not one of {EVAL_PROTOCOLS}")
     successes: list[bool] = []
     n_completed: list[float] = []
+    record = _final_info_recorder(successes, n_completed)
+
+    def on_step(locals_: dict[str, Any], globals_: dict[str, Any]) -> None:
+        record(locals_, globals_)
+        if callback is not None:
+            callback(locals_, globals_)
+
     rewards, _ = evaluate_policy(
         model,
         env,
@@ -70,7 +80,7 @@ def evaluate_protocol(model: Any, env: Any, protocol: str, n_eval_episodes: int,
         deterministic=False if protocol == "stochastic" else protocol,  # type: ignore[arg-type]  # ReinFlowPolicy._predict
         return_episode_rewards=True,
         warn=warn,
-        callback=_final_info_recorder(successes, n_completed),
+        callback=on_step,
     )
     return EpisodeOutcomes([float(reward) for reward in rewards], successes, n_completed)  # type: ignore[union-attr]
 

@@ -229,6 +229,11 @@ class ReinFlowPolicy(PolicyFileMixin, MinMaxNormalization, ActorCriticPolicy):
         check_deterministic_mode(value)
         self.actor.deterministic_mode = value
 
+    def set_noise_std_bounds(self, min_noise_std: float, max_noise_std: float) -> None:
+        """Set the exploration noise bounds (the policy's arguments, saved with it, and the noise net's)."""
+        self.actor.noise_net.set_std_bounds(min_noise_std, max_noise_std)  # checks them
+        self.min_noise_std, self.max_noise_std = float(min_noise_std), float(max_noise_std)
+
     @property
     def compile_chain(self) -> bool:
         """
