@@ -272,12 +272,18 @@ def documented_keys() -> set[str]:
     return set(TABLE_ROW.findall(DOC.read_text()))
 
 
-def test_doc_lists_every_logged_key(record_logs):
-    """A short run that exercises every optional key: critic warm-up, BC term, value clipping, evaluation."""
+def test_doc_lists_every_logged_key(record_logs, tmp_path):
+    """A short run that exercises every optional key: critic warm-up, BC term, value clipping, evaluation, and the
+    noise calibration of a pretrained start."""
     env_kwargs = dict(n_envs=1, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=2))
+    tiny = dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], n_flow_steps=1)
+    start = ReinFlowPPO("MlpPolicy", make_vec_env("Pendulum-v1", **env_kwargs), n_steps=64, policy_kwargs=tiny)
+    start.policy.save(tmp_path / "start.safetensors")
     model = ReinFlowPPO(
         "MlpPolicy",
         make_vec_env("Pendulum-v1", seed=0, **env_kwargs),
+        pretrained_policy=str(tmp_path / "start.safetensors"),
+        noise_calibration_episodes=1,
         n_steps=64,
         batch_size=64,
         n_epochs=1,
@@ -285,7 +291,6 @@ def test_doc_lists_every_logged_key(record_logs):
         bc_coef=0.1,
         clip_range_vf=0.2,
         noise_std_schedule="learn_decay",
-        policy_kwargs=dict(velocity_net_arch=[16], noise_net_arch=[8], net_arch=[16], n_flow_steps=1),
         seed=0,
     )
     dumps = record_logs(model)
@@ -295,6 +300,7 @@ def test_doc_lists_every_logged_key(record_logs):
     # the run did reach every family of keys
     assert {"rollout/ep_len_mean", "eval/mean_reward", "train/bc_loss", "time/total_env_steps"} <= logged
     assert {"eval/mean_reward_zero", "eval/mean_reward_stochastic", "train/noise_std_step<k>"} <= logged
+    assert "calibration/scale" in logged
     undocumented = logged - documented_keys()
     assert not undocumented, f"add these keys to docs/logging.md: {sorted(undocumented)}"
 
