@@ -1,0 +1,291 @@
+"""DAgger relabelling (``sb3_reinflow.pretraining.relabelling``): rollouts labelled by an expert, aggregation, the
+loop on a tiny run, the SB3 expert adapter, and the scripted kitchen expert as a labeller."""
+
+import importlib.util
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+
+from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
+from sb3_reinflow.common.data import NormalizationStats, TrajectoryDataset, compute_normalization, normalized, unnormalized
+from sb3_reinflow.pretraining.behavior_cloning import pretrain
+from sb3_reinflow.pretraining.demonstrations import collect_demonstrations
+from sb3_reinflow.pretraining.relabelling import (
+    SB3Expert,
+    aggregate,
+    dagger,
+    load_sb3_expert,
+    relabelled_rollouts,
+)
+
+TINY = dict(velocity_net_arch=[32], noise_net_arch=[16], net_arch=[32])
+HORIZON = 2
+EPISODE_STEPS = 20  # short Pendulum episodes keep the runs to a fraction of a second
+
+
+def pendulum_controller(obs: np.ndarray) -> np.ndarray:
+    """An energy-pumping controller for Pendulum (torques beyond the +-2 bound get clipped)."""
+    cos, sin, speed = obs
+    return np.array([np.clip(2.0 * sin - 0.5 * speed + 0.3 * cos, -2.5, 2.5)], dtype=np.float32)
+
+
+class PendulumExpert:
+    """:func:`pendulum_controller` as a labeller (``reset``/``action``) and as an SB3-style model; counts queries."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.resets = 0
+
+    def reset(self) -> None:
+        self.resets += 1
+
+    def action(self, observation: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        return pendulum_controller(observation)
+
+    def predict(self, observation: np.ndarray, deterministic: bool = True) -> tuple[np.ndarray, None]:
+        return pendulum_controller(observation), None
+
+
+def make_env() -> gym.Env:
+    return gym.make("Pendulum-v1", max_episode_steps=EPISODE_STEPS)
+
+
+def expert_labels(states: np.ndarray) -> np.ndarray:
+    """The expert called independently at each state, clipped to Pendulum's torque bound as the labels are."""
+    return np.clip(np.stack([pendulum_controller(state) for state in states]), -2.0, 2.0)
+
+
+@pytest.fixture
+def cloned():
+    """A tiny flow policy cloned for a few steps on noisy expert demonstrations, with its data."""
+    th.manual_seed(0)
+    raw = collect_demonstrations(PendulumExpert(), make_env(), 200, action_noise_std=0.3, progress_bar=False)
+    stats = compute_normalization(raw)
+    dataset = normalized(raw, stats)
+    venv = make_vec_env(
+        "Pendulum-v1", n_envs=1, env_kwargs=dict(max_episode_steps=EPISODE_STEPS), wrapper_class=ActionChunkWrapper,
+        wrapper_kwargs=dict(horizon=HORIZON),
+    )  # fmt: skip
+    policy_kwargs = {**TINY, "deterministic_mode": "zero"}
+    model = ReinFlowPPO("MlpPolicy", venv, n_steps=16, batch_size=8, policy_kwargs=policy_kwargs, seed=0, device="cpu")
+    pretrain(model.policy, dataset, stats, n_gradient_steps=20, batch_size=32, progress_bar=False, verbose=0)
+    return model.policy, dataset, stats
+
+
+def replayed_states(actions: np.ndarray, lengths: np.ndarray, seed: int) -> np.ndarray:
+    """The states a fresh env passes through when the given actions are executed, episode by episode."""
+    env, states, start = make_env(), [], 0
+    for episode, length in enumerate(lengths):
+        observation, _ = env.reset(seed=seed + episode)
+        for action in actions[start : start + length]:
+            states.append(observation)
+            observation, *_ = env.step(action.astype(np.float32))
+        start += length
+    return np.asarray(states)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# rollouts and labels
+
+
+def test_rollouts_label_exactly_the_visited_states(cloned):
+    policy, _, _ = cloned
+    expert = PendulumExpert()
+    rollouts = relabelled_rollouts(policy, make_env(), expert, n_episodes=3, seed=7, progress_bar=False)
+    data = rollouts.dataset
+    np.testing.assert_array_equal(data.traj_lengths, [EPISODE_STEPS] * 3)
+    assert len(data.states) == len(data.actions) == len(rollouts.executed_actions) == 3 * EPISODE_STEPS
+    assert expert.calls == 3 * EPISODE_STEPS and expert.resets == 3  # one query per visited state, a reset per episode
+    # the states are the ones the executed actions lead to, and each label is the expert's action at its state
+    np.testing.assert_allclose(data.states, replayed_states(rollouts.executed_actions, data.traj_lengths, seed=7), atol=1e-6)
+    np.testing.assert_allclose(data.actions, expert_labels(data.states), atol=1e-6)
+    # beta = 0: the policy acted (its deterministic chunks), and it does not act as the expert does
+    assert not rollouts.expert_executed.any()
+    first_chunk, _ = policy.predict(data.states[0].astype(np.float32), deterministic=True)
+    np.testing.assert_allclose(rollouts.executed_actions[:HORIZON], np.reshape(first_chunk, (HORIZON, 1)), atol=1e-6)
+    assert np.abs(rollouts.executed_actions - data.actions).max() > 0.1
+
+
+def test_beta_one_reproduces_the_experts_own_trajectory(cloned):
+    policy, _, _ = cloned
+    rollouts = relabelled_rollouts(policy, make_env(), PendulumExpert(), n_episodes=1, beta=1.0, seed=3, progress_bar=False)
+    demonstration = collect_demonstrations(PendulumExpert(), make_env(), EPISODE_STEPS, seed=3, progress_bar=False)
+    for key in ("states", "actions", "rewards", "terminals", "traj_lengths"):
+        np.testing.assert_allclose(getattr(rollouts.dataset, key), getattr(demonstration, key), atol=1e-6, err_msg=key)
+    assert rollouts.expert_executed.all()
+    np.testing.assert_array_equal(rollouts.executed_actions, rollouts.dataset.actions)
+
+
+def test_beta_mixes_whole_chunks(cloned):
+    policy, _, _ = cloned
+    rollouts = relabelled_rollouts(policy, make_env(), PendulumExpert(), n_episodes=4, beta=0.5, seed=0, progress_bar=False)
+    by_chunk = rollouts.expert_executed.reshape(-1, HORIZON)  # 20-step episodes hold whole chunks of 2
+    assert np.all(by_chunk == by_chunk[:, :1]) and 0 < by_chunk[:, 0].mean() < 1
+    executed, labels = rollouts.executed_actions, rollouts.dataset.actions
+    np.testing.assert_array_equal(executed[rollouts.expert_executed], labels[rollouts.expert_executed])
+
+
+def test_rollout_checks(cloned):
+    policy, _, _ = cloned
+    with pytest.raises(ValueError, match=r"beta=1.5 must lie in \[0, 1\]"):
+        relabelled_rollouts(policy, make_env(), PendulumExpert(), n_episodes=1, beta=1.5)
+    chunked = ActionChunkWrapper(make_env(), horizon=HORIZON)
+    with pytest.raises(ValueError, match="without ActionChunkWrapper"):
+        relabelled_rollouts(policy, chunked, PendulumExpert(), n_episodes=1)
+    with pytest.raises(ValueError, match="n_rounds=-1"):
+        dagger(policy, make_env(), PendulumExpert(), *cloned[1:], n_rounds=-1)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# aggregation and the loop
+
+
+def test_aggregate_normalises_with_the_datas_statistics_and_clips():
+    stats = NormalizationStats(np.zeros(2), np.full(2, 2.0), -np.ones(1), np.ones(1))
+    dataset = TrajectoryDataset(np.zeros((3, 2), np.float32), np.zeros((3, 1), np.float32), np.ones(3, np.float32),
+                                np.zeros(3, bool), np.array([3]))  # fmt: skip
+    new = TrajectoryDataset(np.array([[1.0, 1.0], [2.0, 40.0]]), np.array([[0.5], [3.0]]), np.array([0.0, 2.0]),
+                            np.array([False, True]), np.array([2]))  # fmt: skip
+    merged = aggregate(dataset, new, stats, obs_clip=5.0)
+    np.testing.assert_array_equal(merged.traj_lengths, [3, 2])
+    np.testing.assert_array_equal(merged.states[:3], dataset.states)
+    np.testing.assert_allclose(merged.states[3:], [[0.0, 0.0], [1.0, 5.0]], atol=1e-5)  # 40 -> 39 normalised, clipped
+    np.testing.assert_allclose(merged.actions[3:, 0], [0.5, 1.0], atol=1e-5)  # a label beyond the data's range: 1
+    np.testing.assert_array_equal(merged.rewards, [1, 1, 1, 0, 2])
+    np.testing.assert_array_equal(merged.terminals, [False, False, False, False, True])
+    assert aggregate(dataset, new, stats).states[-1, 1] > 38  # no obs_clip: the policy reads it as it is
+
+
+def test_dagger_tiny_run(cloned):
+    """Two rounds: the dataset grows by exactly the visited states, labelled by the expert; the policy trains on
+    them with its normalisation unchanged."""
+    policy, dataset, stats = cloned
+    before = {name: value.clone() for name, value in policy.actor.velocity_net.state_dict().items()}
+    obs_offset, obs_scale = policy.obs_offset.clone(), policy.obs_scale.clone()
+    expert, saved = PendulumExpert(), []
+    result = dagger(
+        policy, make_env(), expert, dataset, stats, n_rounds=2, n_episodes=2, n_gradient_steps=5, batch_size=16,
+        seed=100, progress_bar=False, verbose=0, on_round=lambda summary, data: saved.append((summary, len(data.states))),
+    )  # fmt: skip
+    n_initial, per_round = len(dataset.states), 2 * EPISODE_STEPS
+    assert [summary.n_labels for summary in result.rounds] == [per_round, per_round] == [s.n_labels for s, _ in saved]
+    assert result.n_expert_labels == expert.calls == 2 * per_round
+    assert len(result.dataset.states) == n_initial + 2 * per_round == result.rounds[-1].dataset_size
+    assert [size for _, size in saved] == [n_initial + per_round, n_initial + 2 * per_round]
+    np.testing.assert_array_equal(result.dataset.traj_lengths[-4:], [EPISODE_STEPS] * 4)
+    np.testing.assert_array_equal(result.dataset.states[:n_initial], dataset.states)
+    # the new transitions: the expert's actions at exactly the new states (through the data's normalisation)
+    added = unnormalized(result.dataset, stats)
+    np.testing.assert_allclose(added.actions[n_initial:], expert_labels(added.states[n_initial:]), atol=1e-4)
+    assert len(result.pretrain_results) == 2 and all(summary.expert_share == 0 for summary in result.rounds)
+    assert all(summary.action_gap > 0 for summary in result.rounds)
+    changed = [not th.equal(before[name], value) for name, value in policy.actor.velocity_net.state_dict().items()]
+    assert all(changed)
+    th.testing.assert_close(policy.obs_offset, obs_offset)
+    th.testing.assert_close(policy.obs_scale, obs_scale)
+
+
+def test_dagger_prints_a_line_per_round(cloned, capsys):
+    policy, dataset, stats = cloned
+    dagger(policy, make_env(), PendulumExpert(), dataset, stats, n_rounds=1, n_episodes=1, n_gradient_steps=2,
+           batch_size=16, progress_bar=False, log_interval=1)  # fmt: skip
+    out, err = capsys.readouterr()
+    assert "\r" not in err  # not a terminal: no bar frames
+    assert "dagger round 1/1: 1 episodes, return" in out and f"{EPISODE_STEPS} expert labels ({EPISODE_STEPS} so far)" in out
+    assert "relabelling: episode 1/1" in out and "step 2/2: loss" in out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the SB3 expert
+
+
+def test_sb3_expert_is_the_models_deterministic_predict(tmp_path):
+    model = PPO("MlpPolicy", make_env(), n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(64)
+    model.save(tmp_path / "expert.zip")
+    expert = load_sb3_expert(tmp_path / "expert.zip", "ppo", make_env())
+    expert.reset()
+    observations = np.random.default_rng(0).uniform(-1, 1, size=(5, 3)).astype(np.float32)
+    for observation in observations:
+        np.testing.assert_allclose(expert.action(observation), model.predict(observation, deterministic=True)[0])
+    halved = SB3Expert(model, obs_transform=lambda obs: obs / 2)
+    np.testing.assert_allclose(halved.action(observations[0]), model.predict(observations[0] / 2, deterministic=True)[0])
+    with pytest.raises(FileNotFoundError, match=r"missing\.zip does not exist"):
+        load_sb3_expert(tmp_path / "missing.zip", "ppo", make_env())
+
+
+# --------------------------------------------------------------------------------------------------------------
+# the scripted kitchen expert as a labeller (skipped without the kitchen extra)
+
+KITCHEN_EXTRA = importlib.util.find_spec("gymnasium_robotics") is not None and importlib.util.find_spec("mink") is not None
+needs_kitchen = pytest.mark.skipif(not KITCHEN_EXTRA, reason='pip install "sb3_reinflow[kitchen]" (gymnasium-robotics, mink)')
+
+
+def kitchen_labeller(env: gym.Env, imperfection: float, seed: int):
+    from sb3_reinflow.envs.kitchen.env import TARGET_TASKS
+    from sb3_reinflow.envs.kitchen.relabelling import KitchenRelabellingExpert
+
+    return KitchenRelabellingExpert(env, TARGET_TASKS["complete"], imperfection=imperfection, seed=seed)
+
+
+@needs_kitchen
+def test_kitchen_labels_on_the_experts_own_trajectory_are_its_actions():
+    """Run alongside the expert that acts (same settings and seed), the labeller gives its very actions, and never
+    re-plans."""
+    from sb3_reinflow.envs.kitchen.env import KITCHEN_ENV_IDS, TARGET_TASKS
+    from sb3_reinflow.envs.kitchen.expert import KitchenExpert
+
+    env = gym.make(KITCHEN_ENV_IDS["complete"])
+    acting = KitchenExpert(env, TARGET_TASKS["complete"], imperfection=1.0, seed=3)
+    labeller = kitchen_labeller(env, imperfection=1.0, seed=3)
+    observation, _ = env.reset(seed=3)
+    acting.reset()
+    labeller.reset()
+    for _ in range(280):
+        label = labeller.action(observation)
+        action = acting.predict(observation)
+        np.testing.assert_array_equal(label, action)
+        observation, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert info["is_success"] and labeller.n_replans == 0
+
+
+@needs_kitchen
+def test_kitchen_labels_recover_from_states_the_expert_never_reaches():
+    """After 25 steps of zero actions (the arm sags far off the expert's path), executing the labels does all four
+    targets: the labels at the policy's states lead back, with a re-plan of the stuck script."""
+    from sb3_reinflow.envs.kitchen.env import KITCHEN_ENV_IDS
+
+    env = gym.make(KITCHEN_ENV_IDS["complete"])
+    labeller = kitchen_labeller(env, imperfection=0.0, seed=0)
+    observation, _ = env.reset(seed=0)
+    labeller.reset()
+    for step in range(280):
+        label = labeller.action(observation)
+        action = np.zeros(9, dtype=np.float32) if step < 25 else label
+        observation, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    assert info["n_completed"] == 4 and labeller.n_replans >= 1
+
+
+@needs_kitchen
+def test_kitchen_labeller_reads_the_remaining_targets_from_the_mask():
+    from sb3_reinflow.envs.kitchen.env import KITCHEN_ENV_IDS, KITCHEN_TASKS
+
+    env = gym.make(KITCHEN_ENV_IDS["complete"])
+    labeller = kitchen_labeller(env, imperfection=0.0, seed=0)
+    observation, _ = env.reset(seed=0)
+    assert labeller.remaining_tasks(observation) == ("microwave", "kettle", "light switch", "slide cabinet")
+    observation[59 + KITCHEN_TASKS.index("microwave")] = 0.0
+    assert labeller.remaining_tasks(observation) == ("kettle", "light switch", "slide cabinet")
+    with pytest.raises(ValueError, match="KitchenGoalWrapper"):
+        labeller.remaining_tasks(observation[:59])
+    with pytest.raises(ValueError, match="replan_distance=0"):
+        type(labeller)(env, ["microwave"], replan_distance=0)
