@@ -2,6 +2,7 @@
 loop on a tiny run, the SB3 expert adapter, and the scripted kitchen expert as a labeller."""
 
 import importlib.util
+import re
 
 import gymnasium as gym
 import numpy as np
@@ -11,7 +12,15 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
-from sb3_reinflow.common.data import NormalizationStats, TrajectoryDataset, compute_normalization, normalized, unnormalized
+from sb3_reinflow.common.data import (
+    NormalizationStats,
+    TrajectoryDataset,
+    compute_normalization,
+    load_reinflow_dataset,
+    normalized,
+    save_reinflow_dataset,
+    unnormalized,
+)
 from sb3_reinflow.pretraining.behavior_cloning import pretrain
 from sb3_reinflow.pretraining.demonstrations import collect_demonstrations
 from sb3_reinflow.pretraining.relabelling import (
@@ -289,3 +298,103 @@ def test_kitchen_labeller_reads_the_remaining_targets_from_the_mask():
         labeller.remaining_tasks(observation[:59])
     with pytest.raises(ValueError, match="replan_distance=0"):
         type(labeller)(env, ["microwave"], replan_distance=0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# python -m sb3_reinflow.tools.pretrain --dagger-*
+
+TINY_CLI = ["--policy-kwargs", '{"velocity_net_arch": [32], "noise_net_arch": [16], "net_arch": [32]}']
+
+
+def pretrain_cli(argv: list[str]) -> None:
+    from sb3_reinflow.tools.pretrain import main
+
+    main(argv)
+
+
+@pytest.fixture
+def pendulum_data(tmp_path):
+    raw = collect_demonstrations(PendulumExpert(), make_env(), 100, action_noise_std=0.3, progress_bar=False)
+    save_reinflow_dataset(tmp_path / "data", raw)
+    model = PPO("MlpPolicy", make_env(), n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.learn(64)
+    model.save(tmp_path / "expert.zip")
+    return tmp_path
+
+
+def test_pretrain_tool_relabels(pendulum_data, capsys):
+    tmp = pendulum_data
+    pretrain_cli([
+        "--env", "Pendulum-v1", "--env-kwargs", f'{{"max_episode_steps": {EPISODE_STEPS}}}', "--data", str(tmp / "data"),
+        "--horizon", "2", "--n-gradient-steps", "4", "--batch-size", "16", "--n-eval-episodes", "1", "--no-progress-bar",
+        *TINY_CLI, "--output", str(tmp / "policy.safetensors"), "--dagger-rounds", "2", "--dagger-episodes", "2",
+        "--dagger-gradient-steps", "3", "--dagger-expert", f"ppo:{tmp / 'expert.zip'}", "--dagger-data-output",
+        str(tmp / "aggregate"),
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    per_round = 2 * EPISODE_STEPS
+    assert "dagger round 2/2: 2 episodes" in out and f"{per_round} expert labels ({2 * per_round} so far)" in out
+    assert f"expert cost: 100 demonstration transitions + {2 * per_round} DAgger labels = {100 + 2 * per_round}" in out
+    aggregate_data, stats = load_reinflow_dataset(tmp / "aggregate")
+    initial, initial_stats = load_reinflow_dataset(tmp / "data")
+    assert len(aggregate_data.states) == 100 + 2 * per_round
+    np.testing.assert_array_equal(aggregate_data.traj_lengths[-4:], [EPISODE_STEPS] * 4)
+    for key in ("obs_min", "obs_max", "action_min", "action_max"):  # the data's statistics, kept
+        np.testing.assert_array_equal(getattr(stats, key), getattr(initial_stats, key))
+    np.testing.assert_allclose(aggregate_data.states[:100], initial.states, atol=1e-6)
+    expert = load_sb3_expert(tmp / "expert.zip", "ppo", make_env())
+    added = unnormalized(aggregate_data, stats)
+    labels = np.clip(np.stack([expert.action(state.astype(np.float32)) for state in added.states[100:]]), -2, 2)
+    np.testing.assert_allclose(added.actions[100:], labels, atol=1e-4)
+    assert (tmp / "policy.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--dagger-rounds", "2"], "--dagger-rounds 2 needs --dagger-expert: kitchen"),
+        (["--dagger-rounds", "-1"], r"--dagger-rounds -1 must be >= 0"),
+        (["--dagger-expert", "ppo:x.zip"], "--dagger-rounds is 0: add e.g. --dagger-rounds 3"),
+        (["--dagger-rounds", "1", "--dagger-expert", "kitchen"], "labels the kitchen envs only"),
+        (["--dagger-rounds", "1", "--dagger-expert", "ppo:missing.zip"], "missing.zip does not exist"),
+        (["--dagger-rounds", "1", "--dagger-expert", "tqc"], "neither kitchen"),
+        (
+            ["--dagger-rounds", "1", "--dagger-expert", "{expert}", "--dagger-beta", "2"],
+            r"--dagger-beta 2.0 must lie in \[0, 1\]",
+        ),
+        (["--dagger-rounds", "1", "--dagger-expert", "{expert}", "--dagger-episodes", "0"], "--dagger-episodes 0"),
+        (["--dagger-rounds", "1", "--dagger-expert", "foo:{zip}"], "algo='foo' is not a stable_baselines3"),
+    ],
+)
+def test_pretrain_tool_names_bad_dagger_options(pendulum_data, capsys, options, message):
+    """Each mistake stops the tool before any training, naming the value and the fix."""
+    expert = pendulum_data / "expert.zip"
+    options = [option.format(expert=f"ppo:{expert}", zip=expert) for option in options]
+    argv = ["--env", "Pendulum-v1", "--data", str(pendulum_data / "data"), "--output", str(pendulum_data / "p.safetensors")]
+    with pytest.raises(SystemExit):
+        pretrain_cli(argv + options)
+    out, err = capsys.readouterr()
+    assert re.search(message, err), err
+    assert "pretraining" not in out and not (pendulum_data / "p.safetensors").exists()
+
+
+@needs_kitchen
+def test_pretrain_tool_relabels_with_the_kitchen_expert(tmp_path, capsys):
+    from sb3_reinflow.envs.kitchen.data import collect_kitchen_demonstrations, kitchen_normalization
+
+    demonstrations = collect_kitchen_demonstrations("complete", 1, progress_bar=False)
+    save_reinflow_dataset(tmp_path / "data", demonstrations.dataset, kitchen_normalization(demonstrations.dataset))
+    pretrain_cli([
+        "--env", "sb3_reinflow/Kitchen-complete-v0", "--data", str(tmp_path / "data"), "--n-gradient-steps", "2",
+        "--batch-size", "16", "--n-eval-episodes", "1", "--eval-x0", "zero", "--no-progress-bar",
+        "--policy-kwargs", '{"velocity_net_arch": [32], "noise_net_arch": [16], "net_arch": [32], "obs_clip": 5.0}',
+        "--output", str(tmp_path / "policy.safetensors"), "--dagger-rounds", "1", "--dagger-episodes", "1",
+        "--dagger-gradient-steps", "2", "--dagger-expert", "kitchen", "--dagger-data-output", str(tmp_path / "aggregate"),
+    ])  # fmt: skip
+    out = capsys.readouterr().out
+    n_demonstrations = len(demonstrations.dataset.states)
+    aggregate_data, _ = load_reinflow_dataset(tmp_path / "aggregate")
+    n_labels = len(aggregate_data.states) - n_demonstrations
+    assert n_labels == aggregate_data.traj_lengths[-1] > 0  # one episode's visited states
+    assert np.abs(aggregate_data.states).max() <= 5.0 + 1e-6  # the policy's obs_clip
+    assert f"expert cost: {n_demonstrations} demonstration transitions + {n_labels} DAgger labels" in out

@@ -7,14 +7,25 @@ Behaviour-clone a flow policy from a ReinFlow-layout dataset and save it as a pr
 A resumable training checkpoint (``<output>.ckpt.pt`` by default) is written every ``--checkpoint-freq`` steps
 and on Ctrl-C; ``--resume`` continues from it.
 
+``--dagger-rounds N`` then relabels (DAgger): each round rolls the policy out for ``--dagger-episodes`` episodes,
+labels every visited state with the expert's action (``--dagger-expert``: the scripted kitchen expert or an SB3
+model), adds them to the data and continues training for ``--dagger-gradient-steps`` steps. The policy file is
+written after every round. The expert's cost is one label per visited state.
+
 Example:
     python -m sb3_reinflow.tools.pretrain --env Hopper-v4 --data data/Hopper-v4-medium --flow-model reflow \
         --n-gradient-steps 40000 --output sb3_reinflow/pretrained/Hopper-v4_reflow.safetensors
+    # then 4 DAgger rounds of 20 episodes labelled by the scripted kitchen expert
+    python -m sb3_reinflow.tools.pretrain --env sb3_reinflow/Kitchen-complete-v0 --data data/kitchen-complete \
+        --flow-model shortcut --n-gradient-steps 30000 --dagger-rounds 4 --dagger-episodes 20 --dagger-expert kitchen \
+        --output kitchen_dagger.safetensors
 """
 
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
 
 import gymnasium as gym
 import torch as th
@@ -23,17 +34,21 @@ from stable_baselines3.common.env_util import make_vec_env
 import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
 from sb3_reinflow.common.data import (
+    NormalizationStats,
+    TrajectoryDataset,
     compute_normalization,
     episode_returns,
     load_minari_dataset,
     load_reinflow_dataset,
     normalized,
+    save_reinflow_dataset,
     unnormalized,
 )
 from sb3_reinflow.common.data.normalization import with_min_obs_span
-from sb3_reinflow.envs.kitchen.env import KITCHEN_ENV_IDS
+from sb3_reinflow.envs.kitchen.env import KITCHEN_ENV_IDS, TARGET_TASKS
 from sb3_reinflow.envs.kitchen.data import kitchen_normalization
 from sb3_reinflow.pretraining.behavior_cloning import check_output_path, pretrain, save_pretrained
+from sb3_reinflow.pretraining.relabelling import DaggerRound, StateExpert, dagger, load_sb3_expert
 
 
 def _chunked(env: gym.Env, horizon: int) -> gym.Env:
@@ -92,13 +107,103 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --resume: continue although the data or settings differ from the checkpoint's (listed otherwise)",
     )
+    _add_dagger_arguments(parser)
     return parser
 
 
-def main() -> None:
-    args = make_parser().parse_args()
+def _add_dagger_arguments(parser: argparse.ArgumentParser) -> None:
+    """The DAgger relabelling options (docs/pretraining.md, "DAgger relabelling")."""
+    group = parser.add_argument_group("DAgger relabelling, after behaviour cloning")
+    group.add_argument("--dagger-rounds", type=int, default=0, help="rounds of rollouts, expert labels and training (0: none)")
+    group.add_argument("--dagger-episodes", type=int, default=10, help="policy episodes rolled out per round")
+    group.add_argument(
+        "--dagger-gradient-steps", type=int, default=5_000, help="gradient steps per round, from the current weights"
+    )
+    group.add_argument("--dagger-beta", type=float, default=0.0, help="probability that the expert acts for a chunk")
+    group.add_argument(
+        "--dagger-expert",
+        default=None,
+        help="kitchen (the scripted expert; kitchen:<imperfection>, default 0) or <algo>:<model zip> (an SB3 model)",
+    )
+    group.add_argument("--dagger-vecnormalize", default=None, help="vecnormalize.pkl whose statistics the SB3 expert expects")
+    group.add_argument("--dagger-data-output", default=None, help="folder for the aggregated dataset, written every round")
+
+
+def _dagger_expert_spec(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[str, str] | None:
+    """
+    Check the DAgger options before any training.
+
+    :return: None without relabelling; else ``("kitchen", imperfection)`` or ``(algo, model path)``
+    """
+    spec = args.dagger_expert
+    if args.dagger_rounds < 0:
+        parser.error(f"--dagger-rounds {args.dagger_rounds} must be >= 0 (0: no relabelling)")
+    if args.dagger_rounds == 0:
+        if spec is not None:
+            parser.error(f"--dagger-expert {spec} is given but --dagger-rounds is 0: add e.g. --dagger-rounds 3")
+        return None
+    if spec is None:
+        parser.error(
+            f"--dagger-rounds {args.dagger_rounds} needs --dagger-expert: kitchen (the scripted kitchen expert) or "
+            "<algo>:<model zip> (an SB3 model, e.g. tqc:experts/Hopper-v3.zip)"
+        )
+    if args.dagger_episodes < 1 or args.dagger_gradient_steps < 1:
+        parser.error(
+            f"--dagger-episodes {args.dagger_episodes} and --dagger-gradient-steps {args.dagger_gradient_steps} must be "
+            ">= 1 (a round rolls out episodes, then trains)"
+        )
+    if not 0.0 <= args.dagger_beta <= 1.0:
+        parser.error(f"--dagger-beta {args.dagger_beta} must lie in [0, 1] (0: the policy always acts)")
+    kind, _, value = spec.partition(":")
+    if kind == "kitchen":
+        return _kitchen_spec(parser, args, value)
+    if not value:
+        parser.error(f"--dagger-expert {spec} is neither kitchen[:<imperfection>] nor <algo>:<model zip>")
+    for option, path in (("--dagger-expert", value), ("--dagger-vecnormalize", args.dagger_vecnormalize)):
+        if path is not None and not Path(path).is_file():
+            parser.error(f"{option}: {path} does not exist; pass the path of the expert's file")
+    return kind, value
+
+
+def _kitchen_spec(parser: argparse.ArgumentParser, args: argparse.Namespace, imperfection: str) -> tuple[str, str]:
+    """:return: ``("kitchen", imperfection)`` (default 0: the clean expert), checked"""
+    if args.env not in KITCHEN_ENV_IDS.values():
+        ids = ", ".join(sorted(KITCHEN_ENV_IDS.values()))
+        parser.error(f"--dagger-expert kitchen labels the kitchen envs only ({ids}), not --env {args.env}")
+    try:
+        value = float(imperfection or 0)
+    except ValueError:
+        value = float("nan")
+    if not value >= 0:
+        parser.error(f"--dagger-expert kitchen:{imperfection}: the imperfection must be a number >= 0, e.g. kitchen:0.5")
+    return "kitchen", str(value)
+
+
+def _dagger_env_and_expert(spec: tuple[str, str], args: argparse.Namespace) -> tuple[gym.Env, StateExpert]:
+    """:return: the single-step env of the rollouts, and the labeller of ``--dagger-expert`` on it"""
+    env = gym.make(args.env, **args.env_kwargs)
+    kind, value = spec
+    if kind != "kitchen":
+        return env, load_sb3_expert(value, kind, env, args.dagger_vecnormalize)
+    from sb3_reinflow.envs.kitchen.relabelling import KitchenRelabellingExpert  # needs mink, the kitchen extra
+
+    dataset = next(name for name, env_id in KITCHEN_ENV_IDS.items() if env_id == args.env)
+    return env, KitchenRelabellingExpert(env, TARGET_TASKS[dataset], imperfection=float(value), seed=args.seed)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    dagger_spec = _dagger_expert_spec(parser, args)
     output = check_output_path(args.output)
+    # the rollout env and the expert are made before training, so that a wrong expert fails at once
+    try:
+        relabelling = None if dagger_spec is None else _dagger_env_and_expert(dagger_spec, args)
+    except (ValueError, ImportError) as error:  # an unknown algorithm, or the kitchen expert without mink
+        parser.error(f"--dagger-expert {args.dagger_expert}: {error}")
     checkpoint = check_output_path(args.checkpoint or f"{output}.ckpt.pt")
+    if args.dagger_data_output is not None:
+        check_output_path(Path(args.dagger_data_output) / "train.npz")
     th.manual_seed(args.seed)
     if args.data:
         dataset, stats = load_reinflow_dataset(args.data)
@@ -119,31 +224,71 @@ def main() -> None:
     policy_kwargs = dict(flow_model=args.flow_model, n_flow_steps=args.n_flow_steps, time_grid=args.time_grid)
     policy = "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "MlpPolicy"
     model = ReinFlowPPO(policy, env, policy_kwargs={**policy_kwargs, **args.policy_kwargs}, seed=args.seed, device="cpu")
+    # the training settings of behaviour cloning, also those of every relabelling round
+    training = dict(
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        t_sampling=args.t_sampling,
+        eval_env=eval_env,
+        eval_freq=args.eval_freq,
+        n_eval_episodes=args.n_eval_episodes,
+        eval_deterministic_x0=args.eval_x0,
+        log_interval=args.log_interval,
+    )
     try:
         pretrain(
             model.policy,
             dataset,
             stats,
             n_gradient_steps=args.n_gradient_steps,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            t_sampling=args.t_sampling,
-            eval_env=eval_env,
-            eval_freq=args.eval_freq,
-            n_eval_episodes=args.n_eval_episodes,
-            eval_deterministic_x0=args.eval_x0,
             tensorboard_log=args.tensorboard_log,
             checkpoint_path=checkpoint,
             checkpoint_freq=args.checkpoint_freq,
             resume=args.resume,
             allow_resume_changes=args.resume_with_changes,
             progress_bar=args.progress_bar,
-            log_interval=args.log_interval,
+            **training,  # type: ignore[arg-type]
         )
     except KeyboardInterrupt:
         print(f"\ninterrupted: training checkpoint saved to {checkpoint}; continue with the same command plus --resume")
         sys.exit(130)
+    if relabelling is not None:
+        print(f"saved {save_pretrained(model.policy, output)} (behaviour cloning); relabelling follows")
+        _relabel(args, *relabelling, model.policy, dataset, stats, output, training)
     print(f"saved {save_pretrained(model.policy, output)} (data mean episode return {returns.mean():.1f})")
+
+
+def _relabel(
+    args: argparse.Namespace,
+    env: gym.Env,
+    expert: StateExpert,
+    policy: Any,
+    dataset: TrajectoryDataset,
+    stats: NormalizationStats,
+    output: Path,
+    training: dict[str, Any],
+) -> None:
+    """The DAgger rounds of ``--dagger-rounds``; the policy file (and ``--dagger-data-output``) after every round."""
+
+    def save_round(summary: DaggerRound, aggregate: TrajectoryDataset) -> None:
+        save_pretrained(policy, output)
+        written = f"saved {output}"
+        if args.dagger_data_output is not None:
+            save_reinflow_dataset(args.dagger_data_output, unnormalized(aggregate, stats), stats)
+            written += f" and the aggregated data to {args.dagger_data_output}"
+        print(f"dagger round {summary.round}/{args.dagger_rounds}: {written}", flush=True)
+
+    try:
+        result = dagger(
+            policy, env, expert, dataset, stats, n_rounds=args.dagger_rounds, n_episodes=args.dagger_episodes,
+            n_gradient_steps=args.dagger_gradient_steps, beta=args.dagger_beta, seed=args.seed + 2000,
+            progress_bar=args.progress_bar, on_round=save_round, **training,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {output} holds the policy of the last finished round (rounds are not resumable)")
+        sys.exit(130)
+    total = len(dataset.states) + result.n_expert_labels
+    print(f"expert cost: {len(dataset.states)} demonstration transitions + {result.n_expert_labels} DAgger labels = {total}")
 
 
 if __name__ == "__main__":
