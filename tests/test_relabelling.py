@@ -1,6 +1,7 @@
 """DAgger relabelling (``sb3_reinflow.pretraining.relabelling``): rollouts labelled by an expert, aggregation, the
 loop on a tiny run, the SB3 expert adapter, and the scripted kitchen expert as a labeller."""
 
+import csv
 import importlib.util
 import re
 
@@ -398,3 +399,49 @@ def test_pretrain_tool_relabels_with_the_kitchen_expert(tmp_path, capsys):
     assert n_labels == aggregate_data.traj_lengths[-1] > 0  # one episode's visited states
     assert np.abs(aggregate_data.states).max() <= 5.0 + 1e-6  # the policy's obs_clip
     assert f"expert cost: {n_demonstrations} demonstration transitions + {n_labels} DAgger labels" in out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# benchmarks/kitchen_dagger.py: equal expert cost, and a tiny run end to end
+
+
+def test_benchmark_cuts_demonstrations_to_the_exact_count():
+    """The demonstrations arm adds exactly as many expert transitions per round as DAgger added labels."""
+    from conftest import load_script
+
+    benchmark = load_script("kitchen_dagger")
+    n = 10
+    data = TrajectoryDataset(np.arange(n, dtype=float)[:, None], np.zeros((n, 1)), np.zeros(n), np.arange(n) % 4 == 3,
+                             np.array([4, 4, 2]))  # fmt: skip
+    window = benchmark.take_transitions(data, 2, 5)  # the end of episode 1, then 3 steps of episode 2
+    np.testing.assert_array_equal(window.states[:, 0], [2, 3, 4, 5, 6])
+    np.testing.assert_array_equal(window.traj_lengths, [2, 3])
+    assert window.terminals.tolist() == [False, True, False, False, False]
+    pieces = [benchmark.take_transitions(data, start, count) for start, count in ((0, 3), (3, 6), (9, 1))]
+    assert sum(len(piece.states) for piece in pieces) == n
+    joined = pieces[0]
+    for piece in pieces[1:]:
+        joined = benchmark.concatenated(joined, piece)
+    np.testing.assert_array_equal(joined.states, data.states)
+
+
+@pytest.mark.slow
+@needs_kitchen
+def test_benchmark_tiny_run(tmp_path):
+    from conftest import load_script
+
+    benchmark = load_script("kitchen_dagger")
+    output = tmp_path / "kitchen_dagger.csv"
+    benchmark.main([
+        "--seeds", "0", "--base-episodes", "1", "--n-gradient-steps", "4", "--rounds", "1", "--episodes", "1",
+        "--round-gradient-steps", "2", "--n-eval-episodes", "1", "--protocols", "zero", "--policy-kwargs",
+        '{"velocity_net_arch": [32], "noise_net_arch": [16], "net_arch": [32], "obs_clip": 5.0}',
+        "--work-dir", str(tmp_path / "work"), "--output", str(output),
+    ])  # fmt: skip
+    rows = list(csv.DictReader(output.open()))
+    assert [row["arm"] for row in rows] == ["start", "dagger", "demonstrations"]
+    start, relabelled, more = rows
+    assert relabelled["expert_cost"] == more["expert_cost"] and int(relabelled["expert_labels"]) > 0
+    assert int(more["demonstration_transitions"]) == int(start["demonstration_transitions"]) + int(relabelled["expert_labels"])
+    assert relabelled["gradient_steps"] == more["gradient_steps"] == "6"
+    assert all((tmp_path / "work" / "seed0" / f"{arm}.safetensors").is_file() for arm in ("start", "dagger", "demonstrations"))
