@@ -356,6 +356,7 @@ def test_pretrain_tool_relabels(pendulum_data, capsys):
         (["--dagger-rounds", "2"], "--dagger-rounds 2 needs --dagger-expert: kitchen"),
         (["--dagger-rounds", "-1"], r"--dagger-rounds -1 must be >= 0"),
         (["--dagger-expert", "ppo:x.zip"], "--dagger-rounds is 0: add e.g. --dagger-rounds 3"),
+        (["--dagger-data-output", "aggregate"], "--dagger-data-output aggregate is given but --dagger-rounds is 0"),
         (["--dagger-rounds", "1", "--dagger-expert", "kitchen"], "labels the kitchen envs only"),
         (["--dagger-rounds", "1", "--dagger-expert", "ppo:missing.zip"], "missing.zip does not exist"),
         (["--dagger-rounds", "1", "--dagger-expert", "tqc"], "neither kitchen"),

@@ -139,8 +139,11 @@ def _dagger_expert_spec(parser: argparse.ArgumentParser, args: argparse.Namespac
     if args.dagger_rounds < 0:
         parser.error(f"--dagger-rounds {args.dagger_rounds} must be >= 0 (0: no relabelling)")
     if args.dagger_rounds == 0:
-        if spec is not None:
-            parser.error(f"--dagger-expert {spec} is given but --dagger-rounds is 0: add e.g. --dagger-rounds 3")
+        given = {"--dagger-expert": spec, "--dagger-vecnormalize": args.dagger_vecnormalize}
+        given["--dagger-data-output"] = args.dagger_data_output
+        for option, value in given.items():
+            if value is not None:
+                parser.error(f"{option} {value} is given but --dagger-rounds is 0: add e.g. --dagger-rounds 3")
         return None
     if spec is None:
         parser.error(
