@@ -55,4 +55,5 @@ python -m rl_zoo3.enjoy --algo reinflow_ppo --env "$ENV_ID" -f "$OUT/zoo" --exp-
 python -m rl_zoo3.record_video --algo reinflow_ppo --env "$ENV_ID" -f "$OUT/zoo" --exp-id 1 -n 300 -o "$OUT/videos"
 
 # 7. the results table: start and every evaluation of each run
-python benchmarks/your_task_results.py --env "$ENV_ID" --start "$OUT/start.md" --zoo "$OUT/zoo" --output "$OUT/results.csv"
+python benchmarks/your_task_results.py --env "$ENV_ID" --start "$OUT/start.md" --zoo "$OUT/zoo" --output "$OUT/results.csv" \
+    --plot "$OUT/results.png"

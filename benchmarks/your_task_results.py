@@ -91,12 +91,49 @@ def run_rows(run_dir: str, env_id: str) -> list[dict]:
     return rows
 
 
+def plot(rows: list[dict], env_id: str, path: str) -> None:
+    """Draw each run's deployed and noisy-chain returns against timesteps, with the start's as dashed lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    starts = {row["protocol"]: row["mean_return"] for row in rows if row["seed"] == "start"}
+    colors = {"deployed": "tab:blue", "stochastic": "tab:orange"}
+    for protocol, color in colors.items():
+        start = starts.get("mean" if protocol == "deployed" else protocol)
+        if start is not None:
+            ax.axhline(start, color=color, linestyle="--", linewidth=1, label=f"start, {protocol}")
+        for seed in sorted({row["seed"] for row in rows if row["seed"] != "start"}):
+            points = [
+                (row["timesteps"], row["mean_return"]) for row in rows if (row["seed"], row["protocol"]) == (seed, protocol)
+            ]
+            if points:
+                steps, returns = zip(*sorted(points), strict=True)
+                ax.plot(
+                    [0, *steps],
+                    [start, *returns] if start is not None else [returns[0], *returns],
+                    color=color,
+                    alpha=0.7,
+                    label=f"{protocol}, seed {seed}",
+                )
+    ax.set_xlabel("timesteps (action chunks of up to 4 env steps)")
+    ax.set_ylabel("mean return")
+    ax.set_title(f"{env_id}: fine-tuning from the cloned policy with the default settings")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"curves -> {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--env", required=True)
     parser.add_argument("--start", required=True, help="evaluate_pretrained's output (Markdown table)")
     parser.add_argument("--zoo", required=True, help="the zoo log folder (-f) of the fine-tuning runs")
     parser.add_argument("--output", required=True, help="CSV file to write")
+    parser.add_argument("--plot", default=None, help="also draw the curves into this image file (PNG)")
     args = parser.parse_args(argv)
     rows = [
         dict(
@@ -122,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows({"env": args.env, **row} for row in rows)
     os.replace(tmp, args.output)
     print(f"{len(rows)} rows -> {args.output}")
+    if args.plot:
+        plot(rows, args.env, args.plot)
     return 0
 
 
