@@ -2,6 +2,7 @@
 pretraining tools' options tables, and progress bars that respect a non-terminal output."""
 
 import argparse
+import csv
 import importlib.util
 import json
 import re
@@ -54,10 +55,16 @@ def test_evaluate_pretrained_takes_a_model_zip(tmp_path):
     model = ReinFlowPPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=32, policy_kwargs=dict(TINY, n_flow_steps=2))
     model.save(tmp_path / "model.zip")
     command = [sys.executable, "-m", "sb3_reinflow.tools.evaluate_pretrained", "--checkpoint", str(tmp_path / "model.zip"),
-               "--env", "Pendulum-v1", "--protocols", "medoid", "--n-episodes", "1"]  # fmt: skip
+               "--env", "Pendulum-v1", "--protocols", "medoid", "zero", "--n-episodes", "1",
+               "--csv", str(tmp_path / "e.csv")]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| medoid |" in result.stdout and "| 2 |" in result.stdout
+    with open(tmp_path / "e.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [row["protocol"] for row in rows] == ["medoid", "zero"]  # the printed table's rows, as numbers
+    printed = re.search(r"\| medoid \| (-?[\d.]+) \+-", result.stdout)[1]
+    assert float(rows[0]["mean_return"]) == pytest.approx(float(printed), abs=0.5)  # printed rounded
 
 
 # --------------------------------------------------------------------------------------------------------------

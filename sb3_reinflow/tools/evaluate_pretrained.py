@@ -26,6 +26,8 @@ are counted before the policy's ``obs_clip``, including each env's reset observa
 """
 
 import argparse
+import csv
+import io
 import itertools
 import json
 import zipfile
@@ -43,6 +45,7 @@ import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_rei
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
 from sb3_reinflow.common.data import episode_returns, load_reinflow_dataset, unnormalized
+from sb3_reinflow.common.save_util import atomic_write
 from sb3_reinflow.pretrained import resolve_pretrained
 
 
@@ -105,7 +108,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", required=True, help="policy file, model zip (a zoo checkpoint) or shipped name")
     parser.add_argument("--env", required=True)
     parser.add_argument(
-        "--env-kwargs", type=json.loads, default={}, help='env keyword arguments (JSON), e.g. \'{"render_every": 4}\''
+        "--env-kwargs", type=json.loads, default={}, help="env keyword arguments (JSON), e.g. '{\"render_every\": 4}'"
     )
     parser.add_argument("--data", default=None, help="dataset folder, to print the demonstrations' mean return")
     parser.add_argument("--n-flow-steps", type=int, nargs="+", default=None, help="K values (default: the checkpoint's)")
@@ -120,6 +123,7 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--input-ranges", action="store_true", help="also report the normalised inputs' range")
+    parser.add_argument("--csv", default=None, help="also write the table's rows to this CSV file (replaced atomically)")
     args = parser.parse_args()
     protocols = args.deterministic_x0 or args.protocols
 
@@ -134,6 +138,7 @@ def main() -> None:
     extra = " largest normalised input | observations with an input beyond +-2 |" if args.input_ranges else ""
     print(f"| checkpoint | data mean return | K | time grid | protocol | return (mean +- std) | % of data |{extra}")
     print("|---|---|---|---|---|---|---|" + ("---|---|" if args.input_ranges else ""))
+    rows = []
     for n_flow_steps, grid, protocol in itertools.product(n_flow_steps_values, args.time_grids, protocols):
         deterministic = protocol != "stochastic"
         overrides = {**args.policy_kwargs, "n_flow_steps": n_flow_steps, "time_grid": grid}
@@ -159,6 +164,21 @@ def main() -> None:
         data = _ret(data_return) if args.data else "n/a"
         cells = f" {env.summary()} |" if args.input_ranges else ""
         print(f"| {args.checkpoint} | {data} | {n_flow_steps} | {grid} | {protocol} | {result} | {ratio} |{cells}", flush=True)
+        settings = dict(checkpoint=args.checkpoint, env=args.env, n_flow_steps=n_flow_steps, time_grid=grid)
+        rows.append(dict(settings, protocol=protocol, mean_return=mean, std_return=std, n_episodes=args.n_episodes))
+    if args.csv:
+        _write_csv(args.csv, rows)
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+    """Write the rows to ``path`` through a temporary file, so an interrupted write leaves no partial file."""
+    with atomic_write(path) as handle:
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        writer = csv.DictWriter(text, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        text.flush()
+        text.detach()
 
 
 if __name__ == "__main__":
