@@ -4,8 +4,7 @@ as ``rl_zoo3.train`` would start it (the entry's envs, wrappers, pretrained poli
 and run the calibration a run would run, reporting the deployed and noisy returns, their ratio and the scale chosen.
 A scale of 1 means the run is bit-identical to one without calibration (tests/test_noise_calibration.py).
 
-    python benchmarks/noise_calibration_check.py --envs Hopper-v4 Walker2d-v4 FrankaKitchen-v1 --seeds 201 202 203 \
-        --output docs/results/noise_calibration.csv
+    MUJOCO_GL=egl python benchmarks/noise_calibration_check.py --output docs/results/noise_calibration.csv
 """
 
 import argparse
@@ -14,6 +13,7 @@ import os
 import sys
 import time
 
+import gymnasium_robotics  # noqa: F401  (registers FrankaKitchen-v1)
 import yaml
 from rl_zoo3.utils import get_wrapper_class
 from stable_baselines3.common.env_util import make_vec_env
@@ -24,6 +24,7 @@ from sb3_reinflow.common.reinflow.noise_calibration import calibrate_noise, isol
 from sb3_reinflow.zoo.literals import parse_kwargs_string
 
 REGISTRY = os.path.join(os.path.dirname(__file__), "..", "sb3_reinflow", "zoo", "hyperparams", "reinflow_ppo.yml")
+ENTRIES = ["Hopper-v4", "Walker2d-v4", "HalfCheetah-v4", "Ant-v4", "FrankaKitchen-v1", "PixelLift-v0", "PixelCan-v0"]
 FIELDS = (
     "env",
     "seed",
@@ -88,7 +89,7 @@ def check(env_id: str, seed: int, n_episodes: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--envs", nargs="+", default=["Hopper-v4", "Walker2d-v4", "FrankaKitchen-v1"])
+    parser.add_argument("--envs", nargs="+", default=ENTRIES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[201, 202, 203])
     parser.add_argument("--n-episodes", type=int, default=5, help="episodes per measurement (ReinFlowPPO's default)")
     parser.add_argument("--output", required=True)
