@@ -2,6 +2,9 @@
 (observation clip, noise bounds, deterministic mode, chain length, chunk size) is in the file, and matches the zoo
 registry entry that names it; the registry only overrides what fine-tuning changes (the noise bounds)."""
 
+import re
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -90,8 +93,13 @@ def test_the_kitchen_file_scores_with_its_own_settings() -> None:
     from sb3_reinflow import ActionChunkWrapper
     from sb3_reinflow.common.reinflow.callbacks import evaluate_protocol
 
-    env = make_vec_env("sb3_reinflow/Kitchen-complete-v0", n_envs=4, seed=2000, wrapper_class=ActionChunkWrapper,
-                       wrapper_kwargs=dict(horizon=4))
+    env = make_vec_env(
+        "sb3_reinflow/Kitchen-complete-v0",
+        n_envs=4,
+        seed=2000,
+        wrapper_class=ActionChunkWrapper,
+        wrapper_kwargs=dict(horizon=4),
+    )
     model = ReinFlowPPO.from_pretrained("FrankaKitchen-v1_shortcut", env, n_steps=8, batch_size=8, device="cpu")
     outcomes = evaluate_protocol(model, env, "random", 40, warn=False)
     assert np.mean(outcomes.n_completed) >= 2.0, np.mean(outcomes.n_completed)
@@ -107,12 +115,44 @@ def test_the_kitchen_file_deploys_its_median_as_measured() -> None:
     from sb3_reinflow import ActionChunkWrapper
     from sb3_reinflow.common.reinflow.callbacks import evaluate_protocol
 
-    env = make_vec_env("sb3_reinflow/Kitchen-complete-v0", n_envs=4, seed=3000, wrapper_class=ActionChunkWrapper,
-                       wrapper_kwargs=dict(horizon=4))
+    env = make_vec_env(
+        "sb3_reinflow/Kitchen-complete-v0",
+        n_envs=4,
+        seed=3000,
+        wrapper_class=ActionChunkWrapper,
+        wrapper_kwargs=dict(horizon=4),
+    )
     model = ReinFlowPPO.from_pretrained("FrankaKitchen-v1_shortcut", env, n_steps=8, batch_size=8, device="cpu")
     assert model.policy.deterministic_mode == "median"
     outcomes = evaluate_protocol(model, env, model.policy.deterministic_mode, 40, warn=False)
     assert np.mean(outcomes.n_completed) >= 3.0, np.mean(outcomes.n_completed)
+
+
+def _documented_starts() -> list[tuple[str, int, float, float]]:
+    """(file, K, mean, std) of ReinFlow's evaluation in docs/pretraining.md's returns table, at the file's own K."""
+    table = (Path(__file__).resolve().parents[1] / "docs" / "pretraining.md").read_text()
+    rows = re.findall(r"^\| `([\w.-]+)` \| [^|]+ \| [\d.]+ \| (\d) \| \d+ \| ([\d.]+) \+- ([\d.]+) \|", table, re.M)
+    own = {name: read_pretrained(resolve_pretrained(name)).policy_kwargs["n_flow_steps"] for name, *_ in rows}
+    return [(name, int(k), float(mean), float(std)) for name, k, mean, std in rows if int(k) == own[name]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "n_flow_steps", "mean", "std"), _documented_starts())
+def test_every_locomotion_file_scores_as_documented(name: str, n_flow_steps: int, mean: float, std: float) -> None:
+    """Each shipped locomotion file, loaded with its own settings, under ReinFlow's protocol on 20 episodes of env
+    seeds the docs did not use: not below the documented mean by more than 3 standard errors of 20 episodes (with the
+    spread taken as at least 10% of the mean: one fallen Ant episode in 20 is not a regression)."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from sb3_reinflow import ActionChunkWrapper
+    from sb3_reinflow.common.reinflow.callbacks import evaluate_protocol
+
+    env_id = read_pretrained(resolve_pretrained(name)).env_id
+    env = make_vec_env(env_id, n_envs=4, seed=4000, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=4))
+    model = ReinFlowPPO.from_pretrained(name, env, n_steps=8, batch_size=8, device="cpu")
+    assert model.policy.actor.n_flow_steps == n_flow_steps
+    returns = evaluate_protocol(model, env, "random", 20, warn=False).returns
+    assert np.mean(returns) >= mean - 3 * max(std, 0.1 * mean) / np.sqrt(20), (np.mean(returns), mean)
 
 
 def test_pretrained_path_takes_the_full_name_and_the_pair():
