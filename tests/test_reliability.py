@@ -850,11 +850,15 @@ def _interrupt_then_resume(tmp_path, send_interrupt, phase: str = "optimizer") -
         handle = register_optimizer_step_post_hook(hook)
     else:
         handle = model.policy.actor.velocity_net.register_forward_pre_hook(hook)
+    # Python's own Ctrl-C handler, also where the suite was started with SIGINT ignored (a background job of a
+    # non-interactive shell), so that the signal arrives as a KeyboardInterrupt as it does in a terminal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with pytest.raises(KeyboardInterrupt):
             pretrain(model.policy, dataset, stats, checkpoint_path=checkpoint, checkpoint_freq=100, **PRETRAIN_SETTINGS)
     finally:
         handle.remove()
+        signal.signal(signal.SIGINT, previous)
     step = th.load(checkpoint, weights_only=True)["step"]
     th.manual_seed(123)
     resumed = tiny_model()

@@ -28,7 +28,7 @@ def test_inspect_policy_prints_settings_and_provenance(capsys):
     inspect_policy.main(["FrankaKitchen-v1_shortcut", "--json"])
     info = json.loads(capsys.readouterr().out)
     assert info["env_id"] == "FrankaKitchen-v1"
-    assert info["settings"]["obs_clip"] == 5.0 and info["settings"]["deterministic_mode"] == "mean"
+    assert info["settings"]["obs_clip"] == 5.0 and info["settings"]["deterministic_mode"] == "median"
     assert info["chunk_size"] == 4 and info["action_space"] == "Box(4, 9) float32"
     assert info["n_parameters"] > 0 and len(info["file_sha256"]) == 64
     inspect_policy.main(["Hopper-v4_reflow"])
