@@ -12,6 +12,7 @@ import yaml
 
 from sb3_reinflow import ReinFlowPPO
 from sb3_reinflow.common.policy_files import read_pretrained
+from sb3_reinflow.common.reinflow.callbacks import evaluate_protocol
 from sb3_reinflow.pretrained import available_pretrained, pretrained_path, resolve_pretrained
 from sb3_reinflow.zoo import hyperparams_path
 
@@ -83,25 +84,24 @@ def test_every_shipped_file_acts_with_its_own_settings(name: str) -> None:
         obs, *_ = env.step(action)
 
 
-@pytest.mark.slow
-def test_the_kitchen_file_scores_with_its_own_settings() -> None:
-    """ReinFlow's protocol, 40 episodes, the file's own settings (issue 35: 1.93 subtasks without obs_clip=5.0 in the
-    file, 2.33 with it on other seeds; docs/kitchen.md). Takes several minutes."""
+def _kitchen_model(seed: int) -> ReinFlowPPO:
+    """The shipped kitchen file with its own settings, on 4 envs of the complete task seeded from ``seed``."""
     import sb3_reinflow.envs  # noqa: F401
     from stable_baselines3.common.env_util import make_vec_env
 
     from sb3_reinflow import ActionChunkWrapper
-    from sb3_reinflow.common.reinflow.callbacks import evaluate_protocol
 
-    env = make_vec_env(
-        "sb3_reinflow/Kitchen-complete-v0",
-        n_envs=4,
-        seed=2000,
-        wrapper_class=ActionChunkWrapper,
-        wrapper_kwargs=dict(horizon=4),
-    )
-    model = ReinFlowPPO.from_pretrained("FrankaKitchen-v1_shortcut", env, n_steps=8, batch_size=8, device="cpu")
-    outcomes = evaluate_protocol(model, env, "random", 40, warn=False)
+    env = make_vec_env("sb3_reinflow/Kitchen-complete-v0", n_envs=4, seed=seed, wrapper_class=ActionChunkWrapper,
+                       wrapper_kwargs=dict(horizon=4))  # fmt: skip
+    return ReinFlowPPO.from_pretrained("FrankaKitchen-v1_shortcut", env, n_steps=8, batch_size=8, device="cpu")
+
+
+@pytest.mark.slow
+def test_the_kitchen_file_scores_with_its_own_settings() -> None:
+    """ReinFlow's protocol, 40 episodes, the file's own settings (issue 35: 1.93 subtasks without obs_clip=5.0 in the
+    file, 2.33 with it on other seeds; docs/kitchen.md). Takes several minutes."""
+    model = _kitchen_model(seed=2000)
+    outcomes = evaluate_protocol(model, model.get_env(), "random", 40, warn=False)
     assert np.mean(outcomes.n_completed) >= 2.0, np.mean(outcomes.n_completed)
 
 
@@ -109,22 +109,9 @@ def test_the_kitchen_file_scores_with_its_own_settings() -> None:
 def test_the_kitchen_file_deploys_its_median_as_measured() -> None:
     """The file's own deployed mode (the per-coordinate median, chosen by docs/kitchen.md's rule): at least 3 of the
     4 subtasks on average over 40 episodes on env seeds it was not chosen on (docs: 3.55 from seed 0)."""
-    import sb3_reinflow.envs  # noqa: F401
-    from stable_baselines3.common.env_util import make_vec_env
-
-    from sb3_reinflow import ActionChunkWrapper
-    from sb3_reinflow.common.reinflow.callbacks import evaluate_protocol
-
-    env = make_vec_env(
-        "sb3_reinflow/Kitchen-complete-v0",
-        n_envs=4,
-        seed=3000,
-        wrapper_class=ActionChunkWrapper,
-        wrapper_kwargs=dict(horizon=4),
-    )
-    model = ReinFlowPPO.from_pretrained("FrankaKitchen-v1_shortcut", env, n_steps=8, batch_size=8, device="cpu")
+    model = _kitchen_model(seed=3000)
     assert model.policy.deterministic_mode == "median"
-    outcomes = evaluate_protocol(model, env, model.policy.deterministic_mode, 40, warn=False)
+    outcomes = evaluate_protocol(model, model.get_env(), model.policy.deterministic_mode, 40, warn=False)
     assert np.mean(outcomes.n_completed) >= 3.0, np.mean(outcomes.n_completed)
 
 
@@ -145,7 +132,6 @@ def test_every_locomotion_file_scores_as_documented(name: str, n_flow_steps: int
     from stable_baselines3.common.env_util import make_vec_env
 
     from sb3_reinflow import ActionChunkWrapper
-    from sb3_reinflow.common.reinflow.callbacks import evaluate_protocol
 
     env_id = read_pretrained(resolve_pretrained(name)).env_id
     env = make_vec_env(env_id, n_envs=4, seed=4000, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=4))
