@@ -49,8 +49,6 @@ def test_progress_bars_respect_a_non_terminal_output():
     assert progress_bar_kwargs(True)["disable"] is None  # tqdm: off when the output is not a terminal
 
 
-
-
 def test_evaluate_pretrained_takes_a_model_zip(tmp_path):
     model = ReinFlowPPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=32, policy_kwargs=dict(TINY, n_flow_steps=2))
     model.save(tmp_path / "model.zip")
