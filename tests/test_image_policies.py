@@ -135,6 +135,25 @@ def test_save_load_gives_identical_actions(tmp_path):
     np.testing.assert_array_equal(loaded.predict(observation, deterministic=True)[0], expected)
 
 
+@pytest.mark.parametrize("share", [False, True])
+def test_policy_file_stores_each_encoder_once_and_restores_every_name(tmp_path, share):
+    policy = make_model(policy_kwargs=dict(TINY, share_features_extractor=share)).policy
+    policy.save(tmp_path / "policy.safetensors")
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "policy.safetensors"), framework="pt") as handle:
+        stored = set(handle.keys())
+    encoders = {key.split(".")[0] for key in stored if "features_extractor" in key}
+    # own encoders: the actor's (once, under one of its two names) and the critic's; shared: one
+    assert len(encoders) == (1 if share else 2)
+    loaded = ReinFlowPolicy.load(tmp_path / "policy.safetensors")
+    expected = policy.state_dict()
+    assert set(loaded.state_dict()) == set(expected)
+    for key, value in loaded.state_dict().items():
+        assert th.equal(value, expected[key]), key
+    assert loaded.pi_features_extractor is loaded.features_extractor
+
+
 def test_frame_stacked_images_train():
     env = VecFrameStack(make_vec_env(CameraEnv, n_envs=2, seed=0), n_stack=2)
     model = ReinFlowPPO("MultiInputPolicy", env, n_steps=8, batch_size=8, n_epochs=1, policy_kwargs=dict(TINY))

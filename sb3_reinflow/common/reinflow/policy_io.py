@@ -32,7 +32,7 @@ class PolicyFileMixin:
         """
         save_policy_file(
             path,
-            self.state_dict(),
+            self._state_dict_without_aliases(),
             self.observation_space,
             self.action_space,
             self._get_constructor_parameters(),
@@ -75,6 +75,7 @@ class PolicyFileMixin:
         arguments name.
         """
         own = self.state_dict()
+        state_dict = self._with_aliases(state_dict, own)
         for key, value in state_dict.items():
             if key in own and tuple(own[key].shape) != tuple(value.shape):
                 raise ValueError(
@@ -84,6 +85,37 @@ class PolicyFileMixin:
                 )
         without_bounds = {key: value for key, value in state_dict.items() if not key.endswith(NoiseNet.BOUND_BUFFERS)}
         return super().load_state_dict(without_bounds, strict=strict, assign=assign)
+
+    def _state_dict_without_aliases(self) -> dict[str, th.Tensor]:
+        """
+        The state dict with each tensor once: SB3 registers the actor's features extractor under two names
+        (``features_extractor`` and ``pi_features_extractor``) when actor and critic have their own encoders, which
+        would store a pixel policy's CNN twice. :meth:`load_state_dict` restores the second name.
+        """
+        kept: dict[str, th.Tensor] = {}
+        seen = set()
+        for key, value in self.state_dict().items():
+            identity = (value.data_ptr(), value.dtype, tuple(value.shape), value.stride())
+            if value.numel() > 0 and identity in seen:
+                continue
+            seen.add(identity)
+            kept[key] = value
+        return kept
+
+    @staticmethod
+    def _with_aliases(state_dict: Any, own: dict[str, th.Tensor]) -> Any:
+        """``state_dict`` with the keys :meth:`_state_dict_without_aliases` left out filled from their alias."""
+        names_of: dict[tuple, list[str]] = {}
+        for key, value in own.items():
+            if value.numel() > 0:
+                names_of.setdefault((value.data_ptr(), value.dtype, tuple(value.shape), value.stride()), []).append(key)
+        filled = dict(state_dict)
+        for names in names_of.values():
+            present = [name for name in names if name in state_dict]
+            for name in names:
+                if name not in filled and present:
+                    filled[name] = state_dict[present[0]]
+        return filled
 
     def with_options(self: SelfPolicyFile, **overrides: Any) -> SelfPolicyFile:
         """
