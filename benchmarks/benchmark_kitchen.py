@@ -30,7 +30,7 @@ import yaml
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-from benchmark_throughput import StepCounter  # scripts/ is on sys.path when a script runs
+from benchmark_throughput import StepCounter  # benchmarks/ is on sys.path when a script runs
 
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
 from sb3_reinflow.envs.kitchen.env import KitchenGoalWrapper

@@ -107,12 +107,12 @@ def run_script(script: str, *args: str) -> str:
     """
     Run one of the project's scripts and return what it printed, without its "wrote ..." lines.
 
-    :param script: script file name in ``scripts/``
+    :param script: script file name in ``benchmarks/``
     :param args: its arguments
     :return: the printed text
     """
     out = subprocess.run(  # stderr is not captured: a failing script's traceback reaches the terminal
-        [sys.executable, str(ROOT / "scripts" / script), *args], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True
+        [sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True
     ).stdout
     return "\n".join(line for line in out.splitlines() if not line.startswith("wrote ")).strip()
 

@@ -134,7 +134,7 @@ def make_run(env: str, config: str, seed: int, runs_folder: Path) -> Run:
     csv = runs_folder / f"{name}.csv"
     command = [
         sys.executable,
-        str(ROOT / "scripts" / "benchmark_finetune.py"),
+        str(ROOT / "benchmarks" / "benchmark_finetune.py"),
         *("--algo", spec.algo, "--env", env, "--config", config, "--seeds", str(seed)),
         *("--n-timesteps", str(spec.n_timesteps), "--eval-freq", str(spec.eval_freq)),
         *("--eval-episodes", "10", "--n-eval-envs", "5", "--output", str(csv)),

@@ -2,7 +2,7 @@
 Pytest plugin for ``tests/run_sb3_tests.py``: runs Stable-Baselines3's own tests with ``stable_baselines3.PPO``
 replaced by a ReinFlow stand-in, keeps only the tests that use PPO, and classifies failures.
 
-Loaded with ``-p sb3_tests_plugin`` (``scripts/`` on ``PYTHONPATH``) before SB3's test modules are imported, so
+Loaded with ``-p sb3_tests_plugin`` (``tests/`` on ``PYTHONPATH``) before SB3's test modules are imported, so
 their ``from stable_baselines3 import PPO`` binds the stand-in. Settings come from environment variables:
 
 - ``SB3_COMPAT_STAND_IN``: ``"reinflow_ppo"`` (``ReinFlowPPO``) or ``"stock_ppo"`` (SB3's ``PPO`` with

@@ -224,6 +224,7 @@ def test_runs_with_a_csv_are_skipped_unless_forced(matrix, tmp_path):
 def test_commands_carry_the_configuration_and_the_seed(matrix, tmp_path):
     run = matrix.make_run("Hopper-v4", "shortcut_K1", 202, tmp_path)
     command = run.command
+    assert Path(command[1]).is_file(), command[1]  # the script each run calls exists
     assert command[command.index("--seeds") + 1] == "202"
     assert command[command.index("--output") + 1] == str(tmp_path / "Hopper-v4_shortcut_K1_202.csv")
     assert command[command.index("--episodes-folder") + 1] == str(tmp_path.parent / "episodes")
