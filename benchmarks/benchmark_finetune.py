@@ -61,8 +61,36 @@ FIELDS = [
 ]
 
 
+def unfinished_run(folder: Path, algo: str, env_id: str) -> Path | None:
+    """
+    :return: the run folder under ``folder`` that an interrupted ``rl_zoo3.train`` left with a resume checkpoint
+        short of its length (reinflow_ppo runs keep one: docs/reliability.md), or None
+    """
+    import json
+
+    for run in sorted((folder / algo).glob(f"{env_id}_*")):
+        progress = run / "resume" / "progress.json"
+        if progress.is_file():
+            record = json.loads(progress.read_text())
+            if record["num_timesteps"] < record["total_timesteps"]:
+                return run
+    return None
+
+
 def run_seed(args: argparse.Namespace, seed: int, folder: Path) -> Path:
+    """
+    Run one seed with ``rl_zoo3.train``, or, where an earlier call was interrupted (machine restart, Ctrl-C),
+    continue that run from its resume checkpoint with ``python -m sb3_reinflow.tools.resume``.
+
+    :return: the rl_zoo3 run folder
+    """
     folder = folder / f"{args.env}_{args.config}_{seed}"  # one folder per run: concurrent runs never share one
+    interrupted = unfinished_run(folder, args.algo, args.env)
+    if interrupted is not None:
+        command = [sys.executable, "-m", "sb3_reinflow.tools.resume", str(interrupted)]
+        print("+", " ".join(command), flush=True)
+        subprocess.run(command, check=True)
+        return interrupted
     command = [
         sys.executable, "-m", "rl_zoo3.train", "--algo", args.algo, "--env", args.env, "--seed", str(seed),
         "-n", str(args.n_timesteps), "--eval-freq", str(args.eval_freq), "--eval-episodes", str(args.eval_episodes),

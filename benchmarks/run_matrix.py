@@ -1,7 +1,8 @@
 """
 Run the fine-tuning results matrix (issue 10): every configuration and seed of ``docs/finetuning.md``, each through
 ``benchmarks/benchmark_finetune.py`` (the literal ``rl_zoo3.train`` command with the registry), one CSV per run in
-``docs/results/runs/<env>_<config>_<seed>.csv``. A run whose CSV already exists is skipped, so the command resumes an
+``docs/results/runs/<env>_<config>_<seed>.csv``. A run whose CSV already exists is skipped, and a run that was
+interrupted part-way continues from its resume checkpoint (in ``--work-folder``), so the command resumes an
 interrupted matrix; afterwards ``python benchmarks/build_results_page.py`` rebuilds the page.
 
 The configurations are defined once, here (:data:`CONFIGS`), and the matrix (:data:`MATRIX`) lists the held-out
@@ -69,6 +70,8 @@ CONFIGS: dict[str, Config] = {
     "paper_hparams": Config(("-params", *PAPER_HYPERPARAMETERS)),
     "ppo_scratch": Config(algo="ppo", n_timesteps=2_000_000, eval_freq=50_000),
 }
+#: envs without an rl_zoo3 PPO entry: the hyperparameter file their ppo_scratch runs use instead
+PPO_CONF = {"Humanoid-v4": ROOT / "benchmarks" / "ppo_humanoid.yml"}
 # The Hopper entry's self-distillation term (adopted 2026-12-03): the same configurations with it spelled out, so that
 # their runs never mix with the earlier runs of the plain names, which the previous entry made
 CONSISTENCY = "consistency_coef:0.1"
@@ -103,6 +106,9 @@ MATRIX: dict[tuple[str, str], tuple[int, ...]] = {
     ("Ant-v4", "ppo_scratch"): HELD_OUT_SEEDS[:3],
     ("Hopper-v4", "paper_hparams"): HELD_OUT_SEEDS[:1],
     ("Walker2d-v4", "paper_hparams"): HELD_OUT_SEEDS[:1],
+    # declared 2026-12-06, before any Humanoid fine-tuning run (issue 36)
+    ("Humanoid-v4", "reflow_K4"): HELD_OUT_SEEDS[:3],
+    ("Humanoid-v4", "ppo_scratch"): HELD_OUT_SEEDS[:3],
 }
 
 
@@ -114,12 +120,13 @@ class Run(NamedTuple):
     command: list[str]
 
 
-def make_run(env: str, config: str, seed: int, runs_folder: Path) -> Run:
+def make_run(env: str, config: str, seed: int, runs_folder: Path, work_folder: Path | None = None) -> Run:
     """
     :param env: env id
     :param config: key of :data:`CONFIGS`
     :param seed: seed
     :param runs_folder: folder of the CSV files
+    :param work_folder: folder of the rl_zoo3 run folders (None: benchmark_finetune's default, logs/benchmark)
     :return: the run
     """
     spec = CONFIGS[config]
@@ -128,6 +135,8 @@ def make_run(env: str, config: str, seed: int, runs_folder: Path) -> Run:
         if env not in PAPER_RATES:
             raise ValueError(f"paper_hparams: no paper learning rates for {env}; known: {sorted(PAPER_RATES)}")
         zoo_args = (*zoo_args, *PAPER_RATES[env])
+    if spec.algo == "ppo" and env in PPO_CONF:
+        zoo_args = (*zoo_args, "-conf", str(PPO_CONF[env]))
     if (env, config) in PREVIOUS_HOPPER_ENTRY:
         zoo_args = ("-params", *zoo_args[1:], "consistency_coef:0.0")
     name = f"{env}_{config}_{seed}"
@@ -139,6 +148,7 @@ def make_run(env: str, config: str, seed: int, runs_folder: Path) -> Run:
         *("--n-timesteps", str(spec.n_timesteps), "--eval-freq", str(spec.eval_freq)),
         *("--eval-episodes", "10", "--n-eval-envs", "5", "--output", str(csv)),
         *("--episodes-folder", str(runs_folder.parent / "episodes")),
+        *(("--folder", str(work_folder)) if work_folder is not None else ()),
         "--",
         *zoo_args,
         *("--tensorboard-log", f"logs/tb/{name}"),
@@ -148,12 +158,15 @@ def make_run(env: str, config: str, seed: int, runs_folder: Path) -> Run:
     return Run(name, csv, command)
 
 
-def planned_runs(only: list[str], seeds: list[int] | None, runs_folder: Path, force: bool) -> list[Run]:
+def planned_runs(
+    only: list[str], seeds: list[int] | None, runs_folder: Path, force: bool, work_folder: Path | None = None
+) -> list[Run]:
     """
     :param only: ``env/config`` keys to run (empty: the whole matrix)
     :param seeds: seeds overriding the matrix's (None: the matrix's)
     :param runs_folder: folder of the CSV files
     :param force: also run those whose CSV exists (main() moves it aside first)
+    :param work_folder: folder of the rl_zoo3 run folders (see :func:`make_run`)
     :return: the runs to do, in the matrix's order
     """
     known = {f"{env}/{config}" for env, config in MATRIX}
@@ -165,7 +178,7 @@ def planned_runs(only: list[str], seeds: list[int] | None, runs_folder: Path, fo
     runs = []
     for env, config in keys:
         for seed in seeds or MATRIX.get((env, config), HELD_OUT_SEEDS[:1]):
-            run = make_run(env, config, seed, runs_folder)
+            run = make_run(env, config, seed, runs_folder, work_folder)
             if force or not run.csv.exists():  # main() moves an existing CSV aside before a forced run
                 runs.append(run)
     return runs
@@ -199,13 +212,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each uses one thread)")
     parser.add_argument("--runs-folder", default=str(ROOT / "docs" / "results" / "runs"), help="folder of the CSVs")
     parser.add_argument("--log-folder", default=str(ROOT / "logs" / "matrix"), help="one log file per run")
+    parser.add_argument(
+        "--work-folder",
+        default=str(ROOT / "logs" / "benchmark"),
+        help="the runs' rl_zoo3 folders and resume checkpoints (keep long runs outside the checkout, e.g. ~/runs/matrix)",
+    )
     parser.add_argument("--force", action="store_true", help="also run those whose CSV exists (keeps the old CSV as .csv.old)")
     parser.add_argument("--dry-run", action="store_true", help="print the commands only")
     args = parser.parse_args()
     if args.jobs < 1:
         parser.error(f"--jobs {args.jobs}: must be at least 1")
     try:
-        runs = planned_runs(args.only, args.seeds, Path(args.runs_folder).resolve(), args.force)
+        work_folder = Path(args.work_folder).expanduser().resolve()
+        runs = planned_runs(args.only, args.seeds, Path(args.runs_folder).resolve(), args.force, work_folder)
     except ValueError as error:
         parser.error(str(error))
     if args.dry_run or not runs:

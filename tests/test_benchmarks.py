@@ -238,6 +238,28 @@ def test_commands_carry_the_configuration_and_the_seed(matrix, tmp_path):
     assert ppo[ppo.index("--algo") + 1] == "ppo" and ppo[ppo.index("--n-timesteps") + 1] == "2000000"
 
 
+def test_humanoid_ppo_runs_read_the_uncommented_rl_zoo3_entry(matrix, tmp_path):
+    import yaml
+
+    ppo = matrix.make_run("Humanoid-v4", "ppo_scratch", 201, tmp_path, tmp_path / "work").command
+    conf = Path(ppo[ppo.index("-conf") + 1])
+    assert yaml.safe_load(conf.read_text())["Humanoid-v4"] == {"normalize": True, "n_timesteps": 2e6, "policy": "MlpPolicy"}
+    assert ppo[ppo.index("--folder") + 1] == str(tmp_path / "work")
+    assert "-conf" not in matrix.make_run("Ant-v4", "ppo_scratch", 201, tmp_path).command
+
+
+def test_an_interrupted_run_is_found_and_a_finished_one_is_not(tmp_path):
+    import json
+
+    benchmark = load_script("benchmark_finetune")
+    for name, done in (("Humanoid-v4_1", 500), ("Humanoid-v4_2", 120)):
+        (tmp_path / "reinflow_ppo" / name / "resume").mkdir(parents=True)
+        progress = {"num_timesteps": done, "total_timesteps": 500}
+        (tmp_path / "reinflow_ppo" / name / "resume" / "progress.json").write_text(json.dumps(progress))
+    assert benchmark.unfinished_run(tmp_path, "reinflow_ppo", "Humanoid-v4") == tmp_path / "reinflow_ppo" / "Humanoid-v4_2"
+    assert benchmark.unfinished_run(tmp_path, "reinflow_ppo", "Hopper-v4") is None
+
+
 def test_runs_save_a_checkpoint_every_100k_env_steps(matrix, tmp_path):
     # reinflow_ppo counts Ta=4 action chunks, PPO env steps: both save every 100,000 env steps
     for config, save_freq in (("reflow_K4", "25000"), ("ppo_scratch", "100000")):
@@ -334,8 +356,6 @@ def test_protocols_are_the_packages(breakdown):
 
 # --------------------------------------------------------------------------------------------------------------
 # The fine-tuning benchmark's CSV writer (benchmarks/benchmark_finetune.py).
-
-
 
 
 @pytest.fixture(scope="module")
