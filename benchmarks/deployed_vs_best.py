@@ -1,0 +1,121 @@
+"""
+The deployed mode against the best single evaluation protocol, on every configuration of the results matrix
+(issue 34: "deployed mode within 5% of the best single protocol on every env and configuration").
+
+For each (env, configuration) of ``run_matrix.MATRIX`` fine-tuned by reinflow_ppo, it reads the committed run CSVs
+(``docs/results/runs/<env>_<config>_<seed>.csv``, one row per evaluation and protocol) of the matrix's seeds and
+compares, at the start (env step 0) and at each run's last evaluation, the mean over seeds of the deployed protocol
+(the ``deployed`` column) with that of each deterministic protocol (mean, median, medoid, zero, random); the
+stochastic policy is listed beside them but is not a deployment candidate. A protocol recorded on only some of the
+seeds is compared on those seeds alone (``n_seeds``). ``ratio`` is deployed / best (returns are positive on these
+tasks); ``within_5pct`` is ``ratio >= 0.95``.
+
+Example (seconds; reads CSVs only):
+    python benchmarks/deployed_vs_best.py --output docs/results/deployed_vs_best.csv
+"""
+
+import argparse
+import csv
+import io
+from collections import defaultdict
+from pathlib import Path
+
+from run_matrix import CONFIGS, MATRIX, ROOT
+
+from sb3_reinflow.common.save_util import atomic_write
+
+DETERMINISTIC = ("mean", "median", "medoid", "zero", "random")
+FIELDS = ["env", "config", "when", "deployed", "deployed_score", "best", "best_score", "n_seeds", "ratio", "within_5pct"]
+
+
+def read_run(path: Path) -> list[dict]:
+    with open(path) as handle:
+        return list(csv.DictReader(handle))
+
+
+def scores_at(rows: list[dict], when: str) -> tuple[dict[str, float], str]:
+    """:return: each protocol's mean score at the run's start or last evaluation, and the deployed protocol"""
+    steps = [int(row["env_steps"]) for row in rows]
+    at = 0 if when == "start" else max(steps)
+    chosen = [row for row, step in zip(rows, steps, strict=True) if step == at]
+    deployed = next(row["protocol"] for row in chosen if row["deployed"] == "True")
+    return {row["protocol"]: float(row["mean_return"]) for row in chosen}, deployed
+
+
+def compare(env: str, config: str, seeds: tuple[int, ...], runs_folder: Path, when: str) -> dict | None:
+    """:return: one row of the comparison, or None when none of the seeds' CSVs exists"""
+    per_seed = []
+    for seed in seeds:
+        path = runs_folder / f"{env}_{config}_{seed}.csv"
+        if path.exists():
+            per_seed.append(scores_at(read_run(path), when))
+    if not per_seed:
+        return None
+    deployed = per_seed[0][1]
+    candidates = defaultdict(list)
+    for scores, _ in per_seed:
+        for protocol in DETERMINISTIC:
+            if protocol in scores and deployed in scores:
+                candidates[protocol].append((scores[protocol], scores[deployed]))
+    # each protocol against the deployed one on the seeds where both were recorded
+    means = {protocol: (sum(a for a, _ in pairs) / len(pairs), sum(b for _, b in pairs) / len(pairs), len(pairs))
+             for protocol, pairs in candidates.items()}  # fmt: skip
+    best = max(means, key=lambda protocol: means[protocol][0] - means[protocol][1])
+    best_score, deployed_score, n_seeds = means[best]
+    ratio = deployed_score / best_score if best_score > 0 else float("nan")
+    return {
+        "env": env,
+        "config": config,
+        "when": when,
+        "deployed": deployed,
+        "deployed_score": round(deployed_score, 2),
+        "best": best,
+        "best_score": round(best_score, 2),
+        "n_seeds": n_seeds,
+        "ratio": round(ratio, 3),
+        "within_5pct": ratio >= 0.95,
+    }
+
+
+def comparison(runs_folder: Path) -> list[dict]:
+    rows = []
+    for (env, config), seeds in MATRIX.items():
+        if CONFIGS[config].algo != "reinflow_ppo":
+            continue
+        for when in ("start", "final"):
+            row = compare(env, config, seeds, runs_folder, when)
+            if row is not None:
+                rows.append(row)
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| env | config | when | deployed | best protocol | deployed / best | seeds |", "| --- " * 7 + "|"]
+    for row in rows:
+        flag = "" if row["within_5pct"] else " **<0.95**"
+        lines.append(
+            f"| {row['env']} | {row['config']} | {row['when']} | {row['deployed']} {row['deployed_score']:.0f} | "
+            f"{row['best']} {row['best_score']:.0f} | {row['ratio']:.3f}{flag} | {row['n_seeds']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs-folder", default=str(ROOT / "docs" / "results" / "runs"))
+    parser.add_argument("--output", default=None, help="CSV file (written atomically)")
+    args = parser.parse_args()
+    rows = comparison(Path(args.runs_folder))
+    print(markdown(rows))
+    if args.output:
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        with atomic_write(args.output) as handle:
+            handle.write(buffer.getvalue().encode())
+        print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
