@@ -393,3 +393,21 @@ def test_a_runs_per_episode_evaluations_are_kept(benchmark, tmp_path):
     with np.load(kept) as data:
         np.testing.assert_array_equal(data["results"], results)
     assert not list((tmp_path / "episodes").glob("*.tmp*")), "the atomic write left a temporary file behind"
+
+
+def test_deployed_against_best_compares_on_the_seeds_where_both_were_recorded(tmp_path):
+    compare = load_script("deployed_vs_best").compare
+    header = "env,config,seed,timesteps,env_steps,wall_clock_s,protocol,deployed,mean_return,std_return,success_rate\n"
+    rows = {  # seed -> (protocol, deployed, score) at the last evaluation; median recorded on seed 2 only
+        1: [("mean", True, 90.0), ("zero", False, 100.0)],
+        2: [("mean", True, 70.0), ("zero", False, 60.0), ("median", False, 200.0), ("stochastic", False, 900.0)],
+    }
+    for seed, protocols in rows.items():
+        lines = [f"E,c,{seed},0,0,0,mean,True,1.0,0,\n"]
+        lines += [f"E,c,{seed},10,40,0,{name},{deployed},{score},0,\n" for name, deployed, score in protocols]
+        (tmp_path / f"E_c_{seed}.csv").write_text(header + "".join(lines))
+    row = compare("E", "c", (1, 2, 3), tmp_path, "final")
+    # median beats mean by 130 on seed 2; zero by 0 on average over seeds 1-2; stochastic is no candidate
+    assert (row["best"], row["n_seeds"], row["deployed_score"], row["ratio"]) == ("median", 1, 70.0, 0.35)
+    assert row["within_5pct"] is False
+    assert compare("E", "c", (1, 2), tmp_path, "start")["ratio"] == 1.0
