@@ -88,6 +88,24 @@ def test_collect_demonstrations():
     np.testing.assert_allclose(noisy.states[0], data.states[0])
 
 
+def test_stochastic_collection_samples_the_models_own_actions_reproducibly():
+    from stable_baselines3 import SAC
+
+    env = gym.make("Pendulum-v1")
+    model = SAC("MlpPolicy", env, seed=0, policy_kwargs=dict(net_arch=[8]))
+
+    def collect(stochastic: bool, seed: int):
+        return collect_demonstrations(model, gym.make("Pendulum-v1"), 10, seed=seed, progress_bar=False, stochastic=stochastic)
+
+    deterministic, first, again, other = collect(False, 3), collect(True, 3), collect(True, 3), collect(True, 4)
+    np.testing.assert_array_equal(first.actions, again.actions)  # seeded
+    assert not np.allclose(first.actions[0], deterministic.actions[0])  # sampled, not the squashed mean
+    assert not np.allclose(first.actions, other.actions)
+    observation = th.as_tensor(first.states[:1], dtype=th.float32)
+    mean = model.policy.actor(observation, deterministic=True).detach().numpy()[0] * 2.0  # Pendulum's bound
+    np.testing.assert_allclose(deterministic.actions[0], mean, atol=1e-5)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # pretraining
 

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 import gymnasium as gym
 import numpy as np
+import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 from tqdm.auto import tqdm
 
@@ -167,10 +168,13 @@ def collect_demonstrations(
     seed: int = 0,
     obs_transform: ObsTransform | None = None,
     progress_bar: bool = True,
+    stochastic: bool = False,
 ) -> TrajectoryDataset:
     """
     Roll out ``model.predict(obs, deterministic=True)`` plus Gaussian noise (scaled to the action range) until at
-    least ``n_transitions`` transitions are collected, always finishing the last episode.
+    least ``n_transitions`` transitions are collected, always finishing the last episode. With ``stochastic`` the
+    model samples its own actions instead (``deterministic=False``: a SAC policy's squashed Gaussian, as D4RL's
+    "medium" datasets were recorded), seeded through torch's global generator.
 
     :param model: anything with an SB3 ``predict``
     :param env: the env (not vectorised)
@@ -179,10 +183,13 @@ def collect_demonstrations(
     :param seed: seed of the env and of the noise
     :param obs_transform: optional transform of what the model sees (e.g. VecNormalize statistics)
     :param progress_bar: show a progress bar
+    :param stochastic: sample the model's own actions instead of taking its deterministic one
     :return: the raw dataset, with the env's own observations and the executed (clipped) actions
     """
     assert isinstance(env.action_space, gym.spaces.Box)
     rng = np.random.default_rng(seed)
+    if stochastic:
+        th.manual_seed(seed)
     low, high = env.action_space.low, env.action_space.high
     buffers: dict[str, list[Any]] = {key: [] for key in ("states", "actions", "rewards", "terminals")}
     lengths: list[int] = []
@@ -191,7 +198,7 @@ def collect_demonstrations(
     with tqdm(total=n_transitions, desc="collecting", unit="step", **progress_bar_kwargs(progress_bar)) as bar:
         while True:
             model_obs = obs if obs_transform is None else obs_transform(obs)
-            action, _ = model.predict(model_obs, deterministic=True)
+            action, _ = model.predict(model_obs, deterministic=not stochastic)
             action = np.clip(action + action_noise_std * (high - low) / 2 * rng.standard_normal(action.shape), low, high)
             next_obs, reward, terminated, truncated, _ = env.step(action)
             for key, value in zip(buffers, (obs, action, reward, terminated), strict=True):

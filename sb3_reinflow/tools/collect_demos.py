@@ -48,11 +48,18 @@ def make_parser() -> argparse.ArgumentParser:
         "--pad-obs-to", type=int, default=None, help="zero-pad what the expert sees to this size (Ant-v3 experts: 111)"
     )
     parser.add_argument("--noise", type=float, default=0.0, help="Gaussian action noise std (fraction of half range)")
+    parser.add_argument(
+        "--stochastic", action="store_true", help="sample the model's own actions (SAC: as D4RL's medium data) before --noise"
+    )
     parser.add_argument("--n-transitions", type=int, default=200_000, help="env steps to record")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--output", required=True, help="output folder")
     parser.add_argument("--minari-id", default=None, help="also write a local Minari dataset with this id")
     return parser
+
+
+def _recipe(args: argparse.Namespace) -> str:
+    return f"{args.algo} {'stochastic' if args.stochastic else 'deterministic'} + noise {args.noise}"
 
 
 def main() -> None:
@@ -66,10 +73,12 @@ def main() -> None:
         expert_env = gym.make(args.env, **args.env_kwargs)
         expert_env.observation_space = gym.spaces.Box(low, -low, dtype=np.float64)  # type: ignore[misc]
     model = load_sb3_model(args.model, args.algo, expert_env)
-    dataset = collect_demonstrations(model, env, args.n_transitions, args.noise, args.seed, transform)
+    dataset = collect_demonstrations(
+        model, env, args.n_transitions, args.noise, args.seed, transform, stochastic=args.stochastic
+    )
     train_path, norm_path = save_reinflow_dataset(args.output, dataset)
     if args.minari_id:
-        save_minari_dataset(args.minari_id, dataset, args.env, algorithm_name=f"{args.algo} + noise {args.noise}")
+        save_minari_dataset(args.minari_id, dataset, args.env, algorithm_name=_recipe(args))
         print(f"wrote local Minari dataset {args.minari_id}")
     returns = episode_returns(dataset)
     print(f"wrote {train_path} and {norm_path}: {len(dataset.states)} transitions, {len(returns)} episodes")
