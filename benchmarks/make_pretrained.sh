@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate the "medium" demonstration datasets and the pretrained checkpoints shipped in sb3_reinflow/pretrained.
 # Needs the SB3 experts of ../shared/experts (never committed). Run from the repository root, one job at a time:
-#   bash benchmarks/make_pretrained.sh [Hopper-v4|Walker2d-v4|HalfCheetah-v4|Ant-v4|all]
+#   bash benchmarks/make_pretrained.sh [Hopper-v4|Walker2d-v4|HalfCheetah-v4|Ant-v4|Humanoid-v4|all]
+# Humanoid-v4 needs the SAC expert trained here (benchmarks/humanoid_expert.py; docs/humanoid.md), HUMANOID_EXPERT=its zip.
 set -euo pipefail
 EXPERTS=${EXPERTS:-../shared/experts}
 STEPS=${STEPS:-40000}
@@ -9,7 +10,8 @@ which=${1:-all}
 
 collect() {  # env algo expert noise [extra args]
   local env=$1 algo=$2 expert=$3 noise=$4; shift 4
-  python -m sb3_reinflow.tools.collect_demos --algo "$algo" --model "$EXPERTS/$expert" --env "$env" --noise "$noise" \
+  [[ $expert == /* ]] || expert="$EXPERTS/$expert"
+  python -m sb3_reinflow.tools.collect_demos --algo "$algo" --model "$expert" --env "$env" --noise "$noise" \
     --n-transitions 200000 --seed 0 --output "data/$env-medium" "$@"
 }
 pretrain() {  # env flow_model [extra args]
@@ -39,4 +41,10 @@ if [[ $which == all || $which == Ant-v4 ]]; then
   collect Ant-v4 trpo trpo-Ant-v3/Ant-v3.zip 0.1 --vecnormalize "$EXPERTS/trpo-Ant-v3/Ant-v3/vecnormalize.pkl" \
     --pad-obs-to 111
   pretrain Ant-v4 reflow
+fi
+if [[ $which == all || $which == Humanoid-v4 ]]; then
+  # Medium data as D4RL's: the SAC policy's own sampled actions (--stochastic), no added noise; the expert checkpoint
+  # at 300k env steps (docs/humanoid.md says why that level)
+  collect Humanoid-v4 sac "${HUMANOID_EXPERT:-$HOME/runs/humanoid_expert/sac_300k.zip}" 0.0 --stochastic
+  pretrain Humanoid-v4 reflow
 fi
