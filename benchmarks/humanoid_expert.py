@@ -12,6 +12,9 @@ Running the same command again continues from the checkpoint with ``rl_zoo3.trai
 no second phase of random actions); only the steps after the last checkpoint are redone.
 
     python benchmarks/humanoid_expert.py --total-steps 1000000
+    # the learning curve without the steps redone after restarts, and its plot
+    python benchmarks/humanoid_expert.py --summary-csv docs/results/humanoid_expert_curve.csv \
+        --plot docs/images/humanoid_expert.png
 """
 
 import argparse
@@ -105,13 +108,88 @@ def zoo_command(run_dir: str, total_steps: int, checkpoint_freq: int, seed: int)
         f"[{{'benchmarks.humanoid_expert.ResumeCheckpoint': dict(run_dir={run_dir!r}, "
         f"save_freq={checkpoint_freq}, step_offset={done})}}]"
     )
-    command = [sys.executable, "-m", "rl_zoo3.train", "--algo", "sac", "--env", "Humanoid-v4", "--seed", str(seed),
-               "-f", os.path.join(run_dir, "logs"), "-n", str(total_steps - done), "--log-interval", "20",
-               "-params", f"callback:{callback}"]
+    command = [
+        sys.executable,
+        "-m",
+        "rl_zoo3.train",
+        "--algo",
+        "sac",
+        "--env",
+        "Humanoid-v4",
+        "--seed",
+        str(seed),
+        "-f",
+        os.path.join(run_dir, "logs"),
+        "-n",
+        str(total_steps - done),
+        "--log-interval",
+        "20",
+        "-params",
+        f"callback:{callback}",
+    ]
     if done > 0:
         command[-2:-2] = ["-i", os.path.join(run_dir, "resume", "model.zip")]
         command += ["learning_starts:0"]
     return command
+
+
+def read_curve(run_dir: str) -> list[tuple[int, float, int, float]]:
+    """
+    The run's training episodes in order, without those of a segment's steps that were redone after a restart
+    (the episodes a stopped segment logged after its last checkpoint: the next segment ran those steps again).
+
+    :return: (env steps, return, length, wall-clock seconds since the run's start) per episode
+    """
+    kept: list[tuple[int, float, int, float]] = []
+    offset = last_wall = 0.0
+    with open(os.path.join(run_dir, "curve.csv")) as f:
+        for row in csv.DictReader(f):
+            steps, wall = int(row["env_steps"]), float(row["wall_s_segment"])
+            if kept and steps < kept[-1][0]:  # a new segment: it restarted from an earlier checkpoint
+                while kept and kept[-1][0] > steps:
+                    kept.pop()
+                offset = kept[-1][3] if kept else 0.0
+            elif wall < last_wall:  # a new segment that restarted exactly at its checkpoint
+                offset = kept[-1][3] if kept else 0.0
+            last_wall = wall
+            kept.append((steps, float(row["return"]), int(row["length"]), offset + wall))
+    return kept
+
+
+def write_summary(run_dir: str, csv_path: str, png_path: str | None, bin_steps: int = 10_000) -> None:
+    """Write the cleaned curve (one row per episode) and, optionally, a plot of its mean return per ``bin_steps``."""
+    from sb3_reinflow.common.save_util import atomic_write
+
+    episodes = read_curve(run_dir)
+    lines = ["env_steps,return,length,wall_s"] + [f"{s},{r:.2f},{n},{w:.1f}" for s, r, n, w in episodes]
+    with atomic_write(csv_path) as handle:
+        handle.write(("\n".join(lines) + "\n").encode())
+    if png_path is None:
+        return
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins: dict[int, list[float]] = {}
+    for steps, episode_return, _, _ in episodes:
+        bins.setdefault(steps // bin_steps, []).append(episode_return)
+    centres = [(key + 0.5) * bin_steps for key in sorted(bins)]
+    means = [sum(bins[key]) / len(bins[key]) for key in sorted(bins)]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.scatter([e[0] for e in episodes], [e[1] for e in episodes], s=2, alpha=0.2, label="training episodes")
+    axis.plot(centres, means, color="C1", label=f"mean per {bin_steps // 1000}k env steps")
+    axis.set_xlabel("env steps")
+    axis.set_ylabel("episode return")
+    axis.set_title(f"Humanoid-v4 SAC expert (rl_zoo3 hyperparameters), {episodes[-1][3] / 3600:.1f} h")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    with atomic_write(png_path) as handle:
+        handle.write(buffer.getvalue())
 
 
 def main() -> None:
@@ -120,7 +198,12 @@ def main() -> None:
     parser.add_argument("--total-steps", type=int, default=1_000_000)
     parser.add_argument("--checkpoint-freq", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--summary-csv", default=None, help="only write the cleaned learning curve to this CSV")
+    parser.add_argument("--plot", default=None, help="with --summary-csv: also plot it to this PNG")
     args = parser.parse_args()
+    if args.summary_csv:
+        write_summary(args.run_dir, args.summary_csv, args.plot)
+        return
     os.makedirs(args.run_dir, exist_ok=True)
     if read_progress(args.run_dir) >= args.total_steps:
         print(f"{args.run_dir} already holds {read_progress(args.run_dir)} env steps")

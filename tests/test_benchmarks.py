@@ -411,3 +411,17 @@ def test_deployed_against_best_compares_on_the_seeds_where_both_were_recorded(tm
     assert (row["best"], row["n_seeds"], row["deployed_score"], row["ratio"]) == ("median", 1, 70.0, 0.35)
     assert row["within_5pct"] is False
     assert compare("E", "c", (1, 2), tmp_path, "start")["ratio"] == 1.0
+
+
+def test_expert_curve_drops_the_episodes_a_restart_redid(tmp_path):
+    expert = load_script("humanoid_expert")
+    rows = [  # segment 1 logs up to 130 but checkpointed at 100; segment 2 restarts at 100; segment 3 exactly at 200
+        (40, 1, 10.0), (90, 2, 20.0), (120, 3, 30.0), (130, 4, 40.0),
+        (110, 5, 5.0), (150, 6, 15.0), (200, 7, 25.0),
+        (230, 8, 4.0),
+    ]  # fmt: skip
+    lines = ["env_steps,return,length,wall_s_segment"] + [f"{s},{r},1,{w}" for s, r, w in rows]
+    (tmp_path / "curve.csv").write_text("\n".join(lines) + "\n")
+    curve = expert.read_curve(str(tmp_path))
+    assert [(steps, ret) for steps, ret, _, _ in curve] == [(40, 1), (90, 2), (110, 5), (150, 6), (200, 7), (230, 8)]
+    assert [wall for *_, wall in curve] == [10.0, 20.0, 25.0, 35.0, 45.0, 49.0]
