@@ -184,8 +184,27 @@ def csv_row(
                 success_rate=success_rate)  # fmt: skip
 
 
+def chunk_horizon(run_dir: Path, env_id: str) -> int:
+    """
+    :return: env steps per zoo timestep of a run: the ``ActionChunkWrapper`` horizon its saved config names (the
+        registry's Ta, 4 for most entries, 1 for Humanoid-v4), 1 without one (PPO from scratch)
+    """
+    import yaml
+
+    config = run_dir / env_id / "config.yml"
+    if not config.is_file():
+        return 1
+    saved = dict(yaml.load(config.read_text(), Loader=yaml.UnsafeLoader))  # rl_zoo3 writes an OrderedDict
+    wrappers = saved.get("env_wrapper") or []
+    for wrapper in wrappers if isinstance(wrappers, list) else [wrappers]:
+        if isinstance(wrapper, dict) and any(name.endswith("ActionChunkWrapper") for name in wrapper):
+            options = next(value for name, value in wrapper.items() if name.endswith("ActionChunkWrapper"))
+            return int((options or {}).get("horizon", CHUNK))
+    return 1
+
+
 def curve_rows(run_dir: Path, args: argparse.Namespace, seed: int) -> list[dict]:
-    chunk = CHUNK if args.algo == "reinflow_ppo" else 1
+    chunk = chunk_horizon(run_dir, args.env)
     run = evaluation_returns(run_dir)
     deployed, returns, successes = run.deployed, run.returns, run.successes
     if args.algo != "reinflow_ppo":  # rl_zoo3's EvalCallback: the Gaussian's mean action

@@ -70,6 +70,9 @@ CONFIGS: dict[str, Config] = {
     "paper_hparams": Config(("-params", *PAPER_HYPERPARAMETERS)),
     "ppo_scratch": Config(algo="ppo", n_timesteps=2_000_000, eval_freq=50_000),
 }
+#: registry entries whose action chunks are not Ta=4 (Humanoid-v4: Ta=1, docs/humanoid.md): their zoo timesteps are
+#: scaled so that every run has the same env-step budget and evaluation interval as the Ta=4 configurations
+CHUNK_HORIZON = {"Humanoid-v4": 1}
 #: envs without an rl_zoo3 PPO entry: the hyperparameter file their ppo_scratch runs use instead
 PPO_CONF = {"Humanoid-v4": ROOT / "benchmarks" / "ppo_humanoid.yml"}
 # The Hopper entry's self-distillation term (adopted 2026-12-03): the same configurations with it spelled out, so that
@@ -139,13 +142,15 @@ def make_run(env: str, config: str, seed: int, runs_folder: Path, work_folder: P
         zoo_args = (*zoo_args, "-conf", str(PPO_CONF[env]))
     if (env, config) in PREVIOUS_HOPPER_ENTRY:
         zoo_args = ("-params", *zoo_args[1:], "consistency_coef:0.0")
+    scale = 4 // CHUNK_HORIZON.get(env, 4) if spec.algo == "reinflow_ppo" else 1
+    n_timesteps, eval_freq = spec.n_timesteps * scale, spec.eval_freq * scale
     name = f"{env}_{config}_{seed}"
     csv = runs_folder / f"{name}.csv"
     command = [
         sys.executable,
         str(ROOT / "benchmarks" / "benchmark_finetune.py"),
         *("--algo", spec.algo, "--env", env, "--config", config, "--seeds", str(seed)),
-        *("--n-timesteps", str(spec.n_timesteps), "--eval-freq", str(spec.eval_freq)),
+        *("--n-timesteps", str(n_timesteps), "--eval-freq", str(eval_freq)),
         *("--eval-episodes", "10", "--n-eval-envs", "5", "--output", str(csv)),
         *("--episodes-folder", str(runs_folder.parent / "episodes")),
         *(("--folder", str(work_folder)) if work_folder is not None else ()),
@@ -153,7 +158,7 @@ def make_run(env: str, config: str, seed: int, runs_folder: Path, work_folder: P
         *zoo_args,
         *("--tensorboard-log", f"logs/tb/{name}"),
         # a checkpoint every second evaluation (100k env steps), so that a run can be re-evaluated offline
-        *("--save-freq", str(2 * spec.eval_freq)),
+        *("--save-freq", str(2 * eval_freq)),
     ]
     return Run(name, csv, command)
 

@@ -245,6 +245,9 @@ def test_humanoid_ppo_runs_read_the_uncommented_rl_zoo3_entry(matrix, tmp_path):
     conf = Path(ppo[ppo.index("-conf") + 1])
     assert yaml.safe_load(conf.read_text())["Humanoid-v4"] == {"normalize": True, "n_timesteps": 2e6, "policy": "MlpPolicy"}
     assert ppo[ppo.index("--folder") + 1] == str(tmp_path / "work")
+    assert ppo[ppo.index("--n-timesteps") + 1] == "2000000"
+    flow = matrix.make_run("Humanoid-v4", "reflow_K4", 201, tmp_path).command  # Ta=1: timesteps are env steps
+    assert (flow[flow.index("--n-timesteps") + 1], flow[flow.index("--eval-freq") + 1]) == ("2000000", "50000")
     assert "-conf" not in matrix.make_run("Ant-v4", "ppo_scratch", 201, tmp_path).command
 
 
@@ -425,3 +428,18 @@ def test_expert_curve_drops_the_episodes_a_restart_redid(tmp_path):
     curve = expert.read_curve(str(tmp_path))
     assert [(steps, ret) for steps, ret, _, _ in curve] == [(40, 1), (90, 2), (110, 5), (150, 6), (200, 7), (230, 8)]
     assert [wall for *_, wall in curve] == [10.0, 20.0, 25.0, 35.0, 45.0, 49.0]
+
+
+@pytest.mark.parametrize("horizon", [1, 4, None])
+def test_env_steps_per_timestep_come_from_the_runs_saved_wrapper(tmp_path, horizon):
+    from collections import OrderedDict
+
+    import yaml
+
+    benchmark = load_script("benchmark_finetune")
+    saved = OrderedDict(policy="MlpPolicy", gamma=0.99)
+    if horizon is not None:
+        saved["env_wrapper"] = [{"sb3_reinflow.common.wrappers.ActionChunkWrapper": {"horizon": horizon}}]
+    (tmp_path / "Humanoid-v4").mkdir()
+    (tmp_path / "Humanoid-v4" / "config.yml").write_text(yaml.dump(saved))  # as rl_zoo3 writes it
+    assert benchmark.chunk_horizon(tmp_path, "Humanoid-v4") == (horizon or 1)
