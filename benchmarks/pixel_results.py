@@ -10,7 +10,12 @@ a table and a figure per task with ReinFlow's published start and end drawn in.
 Both append to (or rebuild their part of) ``docs/results/pixels.csv`` with the columns task, source (``start`` or
 the run's seed), env_steps (chunks x 4, an upper bound: a chunk that ends an episode early counts 4), protocol,
 success_rate, episodes. ``table`` prints the Markdown table of success per seed at the requested env steps and writes
-``docs/images/<env>_pixels.png``.
+``docs/images/<env>_pixels.png``. ``training`` writes, for the given run folders (tuning runs and runs short of their
+length included, which ``runs`` leaves out of the results), the success rate of the training episodes (the noisy
+chain PPO trains) per ``--window`` env steps and every evaluation, to its own CSV:
+
+    python benchmarks/pixel_results.py training --env PixelCan-v0 --output docs/results/pixels_can_tuning.csv \
+        --runs ~/runs/pixels/zoo/reinflow_ppo/PixelCan-v0_1 ~/runs/pixels_tune/zoo/reinflow_ppo/PixelCan-v0_1
 """
 
 import argparse
@@ -27,6 +32,20 @@ COLUMNS = ("task", "source", "env_steps", "protocol", "success_rate", "episodes"
 CHUNK = 4
 # ReinFlow's robomimic-image results (success rate: start, then end and the env steps it took), for the figures
 PAPER = {"PixelCan-v0": (0.58, 0.98, 5.4e6), "PixelSquare-v0": (0.34, 0.77, 24.1e6)}
+
+
+def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
+    """Write ``rows`` to ``path`` atomically."""
+    import io
+
+    from sb3_reinflow.common.save_util import atomic_write
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path) as handle:
+        handle.write(buffer.getvalue().encode())
 
 
 def read_rows() -> list[dict[str, str]]:
@@ -85,26 +104,55 @@ def evaluate_start(env_id: str, episodes: int, seed: int, protocols: list[str]) 
 def run_rows(env_id: str, logs: Path) -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
     for run in sorted(logs.glob(f"{env_id}_*")):
-        evaluations, args_file = run / "evaluations.npz", run / env_id / "args.yml"
-        if not evaluations.exists() or not args_file.exists():
-            continue
-        seed = dict(yaml.unsafe_load(args_file.read_text()))["seed"]  # rl_zoo3 writes an OrderedDict tag
-        data = np.load(evaluations)
-        deployed = str(data["deterministic_mode"])
-        series = {deployed: data["successes"]} if "successes" in data.files else {}
-        series.update({key[len("successes_") :]: data[key] for key in data.files if key.startswith("successes_")})
-        for protocol, successes in series.items():
-            for chunks, episode_successes in zip(data["timesteps"], successes, strict=False):
-                rows.append(
-                    dict(
-                        task=env_id,
-                        source=str(seed),
-                        env_steps=int(chunks) * CHUNK,
-                        protocol=protocol,
-                        success_rate=float(np.mean(episode_successes)),
-                        episodes=len(episode_successes),
-                    )
+        if (run / "evaluations.npz").exists() and (run / env_id / "args.yml").exists():
+            rows += evaluation_rows(env_id, run)
+    return rows
+
+
+def evaluation_rows(env_id: str, run: Path) -> list[dict[str, object]]:
+    """:return: one row per evaluation and protocol of one rl_zoo3 run folder"""
+    seed = dict(yaml.unsafe_load((run / env_id / "args.yml").read_text()))["seed"]  # rl_zoo3 writes an OrderedDict tag
+    data = np.load(run / "evaluations.npz")
+    deployed = str(data["deterministic_mode"])
+    series = {deployed: data["successes"]} if "successes" in data.files else {}
+    series.update({key[len("successes_") :]: data[key] for key in data.files if key.startswith("successes_")})
+    rows: list[dict[str, object]] = []
+    for protocol, successes in series.items():
+        for chunks, episode_successes in zip(data["timesteps"], successes, strict=False):
+            rows.append(
+                dict(
+                    task=env_id,
+                    source=str(seed),
+                    env_steps=int(chunks) * CHUNK,
+                    protocol=protocol,
+                    success_rate=float(np.mean(episode_successes)),
+                    episodes=len(episode_successes),
                 )
+            )
+    return rows
+
+
+def training_rows(env_id: str, run: Path, window: int) -> list[dict[str, object]]:
+    """
+    :return: the run's training success rate per ``window`` env steps (Monitor files in time order; a resumed run's
+        files are appended, so the rows continue across resumes) and its evaluations, one row each
+    """
+    import pandas as pd
+
+    seed = dict(yaml.unsafe_load((run / env_id / "args.yml").read_text()))["seed"]
+    episodes = pd.concat([pd.read_csv(path, skiprows=1) for path in sorted(run.glob("*.monitor.csv"))])
+    episodes = episodes.sort_values("t")
+    env_steps = episodes["l"].cumsum().to_numpy()
+    rows: list[dict[str, object]] = []
+    for start in range(0, int(env_steps[-1]), window):
+        inside = (env_steps > start) & (env_steps <= start + window)
+        if inside.any():
+            rate = float(episodes["r"].to_numpy()[inside].mean())
+            rows.append(dict(seed=seed, kind="training", protocol="stochastic", env_steps=start + window,
+                             success_rate=rate, episodes=int(inside.sum())))  # fmt: skip
+    for row in evaluation_rows(env_id, run):
+        rows.append(dict(seed=seed, kind="evaluation", protocol=row["protocol"], env_steps=row["env_steps"],
+                         success_rate=row["success_rate"], episodes=row["episodes"]))  # fmt: skip
     return rows
 
 
@@ -166,7 +214,10 @@ def plot(env_id: str, rows: list[dict[str, str]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["start", "runs", "table"])
+    parser.add_argument("what", choices=["start", "runs", "table", "training"])
+    parser.add_argument("--runs", type=Path, nargs="+", default=[], help="training: the run folders")
+    parser.add_argument("--window", type=int, default=25_000, help="training: env steps per training row")
+    parser.add_argument("--output", type=Path, default=None, help="training: the CSV to write")
     parser.add_argument("--env", required=True)
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1000, help="env seed of the start evaluation")
@@ -180,6 +231,10 @@ def main() -> None:
         new = run_rows(args.env, args.logs)
         replace_rows(args.env, {str(row["source"]) for row in new}, new)
         print(f"{len(new)} rows from {args.logs}")
+    elif args.what == "training":
+        rows = [row for run in args.runs for row in training_rows(args.env, run.expanduser(), args.window)]
+        write_csv(args.output, rows)
+        print(f"{len(rows)} rows to {args.output}")
     else:
         table(args.env, args.at)
 
