@@ -73,7 +73,8 @@ def test_every_shipped_file_acts_with_its_own_settings(name: str) -> None:
 
     checkpoint = read_pretrained(resolve_pretrained(name))
     env = gym.make(SMOKE_ENVS.get(checkpoint.env_id, checkpoint.env_id))
-    env = ActionChunkWrapper(env, horizon=checkpoint.action_space.shape[0])
+    shape = checkpoint.action_space.shape
+    env = ActionChunkWrapper(env, horizon=shape[0] if len(shape) == 2 else 1)  # a 1-d space: single actions
     model = ReinFlowPPO.from_pretrained(name, env, n_steps=8, batch_size=8, device="cpu", allow_env_mismatch=False)
     for key in ("obs_clip", "deterministic_mode", "min_noise_std", "max_noise_std", "n_flow_steps"):
         assert getattr(model.policy, key, None) == checkpoint.policy_kwargs.get(key), key
@@ -133,8 +134,11 @@ def test_every_locomotion_file_scores_as_documented(name: str, n_flow_steps: int
 
     from sb3_reinflow import ActionChunkWrapper
 
-    env_id = read_pretrained(resolve_pretrained(name)).env_id
-    env = make_vec_env(env_id, n_envs=4, seed=4000, wrapper_class=ActionChunkWrapper, wrapper_kwargs=dict(horizon=4))
+    checkpoint = read_pretrained(resolve_pretrained(name))
+    shape = checkpoint.action_space.shape
+    horizon = shape[0] if len(shape) == 2 else 1  # the file's own chunk length (Humanoid-v4: 1)
+    wrapper_kwargs = dict(horizon=horizon)
+    env = make_vec_env(checkpoint.env_id, n_envs=4, seed=4000, wrapper_class=ActionChunkWrapper, wrapper_kwargs=wrapper_kwargs)
     model = ReinFlowPPO.from_pretrained(name, env, n_steps=8, batch_size=8, device="cpu")
     assert model.policy.actor.n_flow_steps == n_flow_steps
     returns = evaluate_protocol(model, env, "random", 20, warn=False).returns
