@@ -16,13 +16,12 @@ Example (seconds; reads CSVs only):
 
 import argparse
 import csv
-import io
 from collections import defaultdict
 from pathlib import Path
 
 from run_matrix import CONFIGS, MATRIX, ROOT
 
-from sb3_reinflow.common.save_util import atomic_write
+from sb3_reinflow.common.save_util import atomic_write_csv
 
 DETERMINISTIC = ("mean", "median", "medoid", "zero", "random")
 FIELDS = ["env", "config", "when", "deployed", "deployed_score", "best", "best_score", "n_seeds", "ratio", "within_5pct"]
@@ -108,12 +107,7 @@ def main() -> None:
     rows = comparison(Path(args.runs_folder))
     print(markdown(rows))
     if args.output:
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-        with atomic_write(args.output) as handle:
-            handle.write(buffer.getvalue().encode())
+        atomic_write_csv(args.output, rows, FIELDS)
         print(f"wrote {args.output}")
 
 

@@ -166,8 +166,6 @@ def write_summary(run_dir: str, csv_path: str, png_path: str | None, bin_steps: 
         handle.write(("\n".join(lines) + "\n").encode())
     if png_path is None:
         return
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -186,10 +184,8 @@ def write_summary(run_dir: str, csv_path: str, png_path: str | None, bin_steps: 
     axis.set_title(f"Humanoid-v4 SAC expert (rl_zoo3 hyperparameters), {episodes[-1][3] / 3600:.1f} h")
     axis.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
     with atomic_write(png_path) as handle:
-        handle.write(buffer.getvalue())
+        figure.savefig(handle, format="png", dpi=100)
 
 
 def main() -> None:

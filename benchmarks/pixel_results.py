@@ -26,26 +26,14 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sb3_reinflow.common.save_util import atomic_write_csv
+
 ROOT = Path(__file__).resolve().parent.parent
 CSV_PATH = ROOT / "docs" / "results" / "pixels.csv"
 COLUMNS = ("task", "source", "env_steps", "protocol", "success_rate", "episodes")
 CHUNK = 4
 # ReinFlow's robomimic-image results (success rate: start, then end and the env steps it took), for the figures
 PAPER = {"PixelCan-v0": (0.58, 0.98, 5.4e6), "PixelSquare-v0": (0.34, 0.77, 24.1e6)}
-
-
-def write_csv(path: Path, rows: list[dict[str, object]]) -> None:
-    """Write ``rows`` to ``path`` atomically."""
-    import io
-
-    from sb3_reinflow.common.save_util import atomic_write
-
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_write(path) as handle:
-        handle.write(buffer.getvalue().encode())
 
 
 def read_rows() -> list[dict[str, str]]:
@@ -233,7 +221,7 @@ def main() -> None:
         print(f"{len(new)} rows from {args.logs}")
     elif args.what == "training":
         rows = [row for run in args.runs for row in training_rows(args.env, run.expanduser(), args.window)]
-        write_csv(args.output, rows)
+        atomic_write_csv(args.output, rows)
         print(f"{len(rows)} rows to {args.output}")
     else:
         table(args.env, args.at)

@@ -18,8 +18,6 @@ whether the evaluation came before or after the interruption; written atomically
 """
 
 import argparse
-import csv
-import io
 import json
 import os
 import signal
@@ -30,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sb3_reinflow.common.save_util import atomic_write
+from sb3_reinflow.common.save_util import atomic_write, atomic_write_csv
 
 RUNS = ("uninterrupted", "interrupted")
 
@@ -128,15 +126,6 @@ def evaluation_rows(run: str, folder: Path, stopped_at: int | None) -> list[dict
     return rows
 
 
-def write_csv(path: str, rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_write(path) as handle:
-        handle.write(buffer.getvalue().encode())
-
-
 def plot(path: str, rows: list[dict], stopped_at: int, env_id: str) -> None:
     import matplotlib
 
@@ -156,10 +145,8 @@ def plot(path: str, rows: list[dict], stopped_at: int, env_id: str) -> None:
         axis.set_ylabel("mean score")
         axis.legend(fontsize=8)
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
     with atomic_write(path) as handle:
-        handle.write(buffer.getvalue())
+        figure.savefig(handle, format="png", dpi=100)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,7 +160,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"interrupted run stopped at {stopped_at} timesteps, resumed and done ({time.time() - started:.0f} s)")
     rows = evaluation_rows("uninterrupted", run_folder(work_dir / "uninterrupted", args.env), None)
     rows += evaluation_rows("interrupted", run_folder(work_dir / "interrupted", args.env), stopped_at)
-    write_csv(args.output, rows)
+    atomic_write_csv(args.output, rows)
     if args.plot:
         plot(args.plot, rows, stopped_at, args.env)
     print(f"wrote {args.output}" + (f" and {args.plot}" if args.plot else ""))

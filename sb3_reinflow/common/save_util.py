@@ -224,3 +224,22 @@ def atomic_pickle(obj: Any, path: str | Path) -> None:
     """
     with atomic_write(path) as handle:
         pickle.dump(obj, handle)
+
+
+def atomic_write_csv(path: str | Path, rows: list[dict[str, Any]], fieldnames: list[str] | None = None) -> None:
+    """
+    Write ``rows`` as a CSV file atomically (see :func:`atomic_write`).
+
+    :param path: destination file
+    :param rows: one dict per row
+    :param fieldnames: the columns, in order (default: the first row's keys)
+    """
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_write(path) as handle:
+        handle.write(buffer.getvalue().encode())
