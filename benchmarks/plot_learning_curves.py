@@ -35,12 +35,14 @@ PAPER_POINTS = {
     "Walker2d": [(0, 2740), (80e6, 4109)],
     "HalfCheetah": [],
     "Ant": [(0, 1231), (80e6, 4009)],
+    "Humanoid": [(0, 1926), (16e6, 5076)],
 }
 # ReinFlow's Shortcut policies (K=4), start and end; the kitchen's complete data (subtasks out of 4, about 9.6M steps).
 PAPER_POINTS_SHORTCUT = {
     "Hopper": [(0, 1528), (80e6, 3283)],
     "Walker2d": [(0, 2739), (80e6, 4255)],
     "Ant": [(0, 2088), (80e6, 4106)],
+    "Humanoid": [(0, 2122), (16e6, 4749)],
     "FrankaKitchen": [(0, 2.93), (9.6e6, 3.94)],
 }
 

@@ -224,6 +224,20 @@ def test_registry_keys_are_known_arguments() -> None:
             assert entry["pretrained_policy"] in available_pretrained(), f"{env_id}: no shipped {entry['pretrained_policy']}"
 
 
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v4", "Ant-v5", "Humanoid-v4"])
+def test_registry_env_observation_matches_its_pretrained_policy(env_id: str) -> None:
+    """The env an entry builds (its env_kwargs) observes what its shipped policy was trained on: Ant-v5 observes 78
+    contact forces by default, which the Ant-v4 policy never saw."""
+    from sb3_reinflow.common.policy_files import read_policy_config, space_from_json
+    from sb3_reinflow.pretrained import pretrained_path
+
+    entry = yaml.safe_load(hyperparams_path().read_text())[env_id]
+    env = gym.make(env_id, **entry.get("env_kwargs", {}))
+    recorded = space_from_json(read_policy_config(pretrained_path(entry["pretrained_policy"]))["observation_space"])
+    assert env.observation_space.shape == recorded.shape, (env_id, env.observation_space, recorded)
+    env.close()
+
+
 def test_packaged_registry_is_the_top_level_one_and_is_shipped() -> None:
     """One registry: the packaged file is the top-level one (a symlink) or an identical copy, and the package
     data (setup.cfg and MANIFEST.in) ship it, so an installed package finds it."""
