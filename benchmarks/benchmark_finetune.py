@@ -218,6 +218,8 @@ def curve_rows(run_dir: Path, args: argparse.Namespace, seed: int) -> list[dict]
     ]
     for index, (step, wall) in enumerate(zip(run.timesteps, walls, strict=True)):
         for protocol, protocol_returns in returns.items():
+            if np.isnan(protocol_returns[index]).all():
+                continue  # an evaluation between the run's all-protocol milestones (eval_all_protocols_freq)
             protocol_successes = successes.get(protocol)
             rows.append(
                 csv_row(base, step, chunk, wall, protocol, deployed, protocol_returns[index],

@@ -27,6 +27,42 @@ def test_every_protocol_is_evaluated_and_saved(tmp_path):
     assert model.policy.deterministic_mode == "mean"
 
 
+def test_every_protocol_at_milestones_and_chosen_ones_between(tmp_path):
+    """all_protocols_freq=96 with evaluations every 32 timesteps: every protocol at 96 and 192, only ``random`` at
+    the others, whose rows of the other protocols are NaN."""
+    model = ReinFlowPPO("MlpPolicy", "Pendulum-v1", n_steps=32, batch_size=32, n_epochs=1, policy_kwargs=TINY, seed=0)
+    eval_env = make_vec_env("Pendulum-v1", n_envs=1, seed=1)
+    callback = ProtocolEvalCallback(eval_env, protocols=("random",), all_protocols_freq=96, n_eval_episodes=1,
+                                    eval_freq=32, log_path=str(tmp_path), verbose=0)  # fmt: skip
+    model.learn(192, callback=callback)
+    data = np.load(tmp_path / "evaluations.npz")
+    np.testing.assert_array_equal(data["timesteps"], [32, 64, 96, 128, 160, 192])
+    assert np.isfinite(data["results"]).all() and np.isfinite(data["results_random"]).all()
+    milestones = np.array([False, False, True, False, False, True])
+    for name in ("median", "medoid", "zero", "stochastic"):
+        np.testing.assert_array_equal(np.isfinite(data[f"results_{name}"][:, 0]), milestones, err_msg=name)
+
+
+def test_milestone_between_evaluations_is_evaluated_at_the_next_one(tmp_path):
+    """A multiple of all_protocols_freq that falls between two evaluations (50 between 32 and 64) is taken by the
+    evaluation that reaches it; with two envs, timesteps advance by 2 per callback call."""
+    env = make_vec_env("Pendulum-v1", n_envs=2, seed=0)
+    model = ReinFlowPPO("MlpPolicy", env, n_steps=16, batch_size=32, n_epochs=1, policy_kwargs=TINY, seed=0)
+    eval_env = make_vec_env("Pendulum-v1", n_envs=1, seed=1)
+    callback = ProtocolEvalCallback(eval_env, protocols=(), all_protocols_freq=50, n_eval_episodes=1, eval_freq=16,
+                                    log_path=str(tmp_path), verbose=0)  # fmt: skip
+    model.learn(128, callback=callback)
+    data = np.load(tmp_path / "evaluations.npz")
+    np.testing.assert_array_equal(data["timesteps"], [32, 64, 96, 128])
+    np.testing.assert_array_equal(np.isfinite(data["results_zero"][:, 0]), [False, True, False, True])
+
+
+def test_negative_all_protocols_freq_is_refused():
+    eval_env = make_vec_env("Pendulum-v1", n_envs=1)
+    with pytest.raises(ValueError, match="all_protocols_freq=-1"):
+        ProtocolEvalCallback(eval_env, all_protocols_freq=-1)
+
+
 def test_unknown_protocol_is_refused():
     eval_env = make_vec_env("Pendulum-v1", n_envs=1)
     with pytest.raises(ValueError, match="'x0'"):

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ZOO_KEYS = {
     "n_timesteps",
     "eval_protocols",  # read by the zoo plugin (pop_eval_protocols)
+    "eval_all_protocols_freq",  # read by the zoo plugin (pop_eval_all_protocols_freq)
     "n_envs",
     "normalize",
     "env_wrapper",
@@ -322,3 +323,38 @@ def test_registry_eval_protocols_are_taken_out_of_the_hyperparameters():
     assert pop_eval_protocols({"n_steps": 8}) is None
     with pytest.raises(ValueError, match="eval_protocols=\\['best'\\] must be a list of protocols"):
         pop_eval_protocols({"eval_protocols": ["best"]})
+
+
+def test_registry_eval_all_protocols_freq_is_taken_out_and_checked():
+    from sb3_reinflow.zoo.plugin import pop_eval_all_protocols_freq
+
+    hyperparams = {"n_steps": 8, "eval_all_protocols_freq": 5e5}  # YAML's !!float 5e5
+    assert pop_eval_all_protocols_freq(hyperparams) == 500000
+    assert hyperparams == {"n_steps": 8}, "ReinFlowPPO must not receive eval_all_protocols_freq"
+    assert pop_eval_all_protocols_freq({}) == 0
+    with pytest.raises(ValueError, match="eval_all_protocols_freq=-5 must be a whole number"):
+        pop_eval_all_protocols_freq({"eval_all_protocols_freq": -5})
+
+
+def test_registry_evaluation_keys_reach_the_protocol_callback(tiny_conf: Path, tmp_path: Path) -> None:
+    import argparse
+
+    import rl_zoo3.exp_manager
+
+    from sb3_reinflow.common.reinflow.callbacks import ProtocolEvalCallback
+    from sb3_reinflow.zoo import register
+
+    register()
+    conf = yaml.safe_load(tiny_conf.read_text())
+    conf["Pendulum-v1"].update(eval_protocols=["random"], eval_all_protocols_freq=400)
+    path = tmp_path / "conf.yml"
+    path.write_text(yaml.safe_dump(conf))
+    manager = rl_zoo3.exp_manager.ExperimentManager(
+        argparse.Namespace(), "reinflow_ppo", "Pendulum-v1", str(tmp_path / "logs"), eval_freq=100, n_eval_episodes=1,
+        config=str(path), device="cpu",
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="no pretrained_policy"):
+        manager.setup_experiment()
+    (callback,) = [c for c in manager.callbacks if isinstance(c, ProtocolEvalCallback)]
+    assert callback.protocols == ("random",)
+    assert callback.all_protocols_freq == 400

@@ -102,8 +102,10 @@ def _with_protocol_evaluation(create_callbacks: Any) -> Any:
         from sb3_reinflow.common.reinflow.callbacks import ProtocolEvalCallback
 
         protocols = getattr(self, "_reinflow_eval_protocols", None)
+        options = {} if protocols is None else {"protocols": protocols}
+        options["all_protocols_freq"] = getattr(self, "_reinflow_eval_all_protocols_freq", 0)
         self.callbacks = [
-            ProtocolEvalCallback.from_eval_callback(callback, **({} if protocols is None else {"protocols": protocols}))
+            ProtocolEvalCallback.from_eval_callback(callback, **options)
             if type(callback) is EvalCallback
             else callback
             for callback in self.callbacks
@@ -155,6 +157,7 @@ def _with_registry_checks(read_hyperparameters: Any) -> Any:
         )
         hyperparams, saved_hyperparams = read_hyperparameters(self)
         self._reinflow_eval_protocols = pop_eval_protocols(hyperparams)
+        self._reinflow_eval_all_protocols_freq = pop_eval_all_protocols_freq(hyperparams)
         check_top_level_keys(hyperparams)
         check_normalization(hyperparams)
         return hyperparams, saved_hyperparams
@@ -390,3 +393,23 @@ def _watching_in_env_steps(create_test_env: Any) -> Any:
 
     wrapped._sb3_reinflow_watch = True  # type: ignore[attr-defined]
     return wrapped
+
+
+def pop_eval_all_protocols_freq(hyperparams: dict[str, Any]) -> int:
+    """
+    Take the registry's ``eval_all_protocols_freq`` key out of the hyperparameters: every protocol is evaluated at
+    the evaluations that reach a multiple of this many timesteps, ``eval_protocols`` at the others (see
+    :class:`~sb3_reinflow.common.reinflow.callbacks.ProtocolEvalCallback`).
+
+    :param hyperparams: the hyperparameters the zoo read
+    :return: the frequency in timesteps (0 when the entry does not set it: the same protocols at every evaluation)
+    """
+    value = hyperparams.pop("eval_all_protocols_freq", 0)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # YAML's !!float 5e5
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(
+            f"eval_all_protocols_freq={value!r} must be a whole number of timesteps >= 0 (0: the same protocols at "
+            "every evaluation); choose one that divides n_timesteps so the last evaluation has every protocol"
+        )
+    return value

@@ -105,32 +105,51 @@ class ProtocolEvalCallback(EvalCallback):
     ``eval/n_completed_<protocol>`` for the others, stored as ``successes[_<protocol>]`` and
     ``n_completed[_<protocol>]``.
 
+    With ``all_protocols_freq`` (timesteps), ``protocols`` are those evaluated at every evaluation, and every protocol
+    is evaluated at the evaluations that reach a multiple of it (choose one that divides the run's length, so the
+    last evaluation has them all): the protocols that matter during a long run, all of them at its milestones. An
+    evaluation that skips a protocol stores a row of NaN in its arrays.
+
     :param eval_env: the evaluation env
     :param protocols: protocols to evaluate besides the deployed one (it is skipped if listed)
+    :param all_protocols_freq: evaluate every protocol at the evaluations that reach a multiple of this many
+        timesteps (0: only ``protocols``, at every evaluation)
     :param kwargs: :class:`EvalCallback` arguments
     """
 
-    def __init__(self, eval_env: Any, protocols: tuple[str, ...] = EVAL_PROTOCOLS, **kwargs: Any) -> None:
+    def __init__(
+        self, eval_env: Any, protocols: tuple[str, ...] = EVAL_PROTOCOLS, all_protocols_freq: int = 0, **kwargs: Any
+    ) -> None:
         unknown = [name for name in protocols if name not in EVAL_PROTOCOLS]
         if unknown:
             raise ValueError(f"protocols={protocols!r}: {unknown} not in {EVAL_PROTOCOLS}")
+        if not isinstance(all_protocols_freq, int) or all_protocols_freq < 0:
+            raise ValueError(
+                f"all_protocols_freq={all_protocols_freq!r} must be a whole number of timesteps >= 0 (0: never)"
+            )
         super().__init__(eval_env, **kwargs)
         self.protocols = tuple(protocols)
-        self.protocol_results: dict[str, list[EpisodeOutcomes]] = {name: [] for name in self.protocols}
+        self.all_protocols_freq = all_protocols_freq
+        tracked = EVAL_PROTOCOLS if all_protocols_freq else self.protocols
+        self.protocol_results: dict[str, list[EpisodeOutcomes]] = {name: [] for name in tracked}
         self.evaluations_n_completed: list[list[float]] = []
         self._n_completed_buffer: list[float] = []
 
     @classmethod
-    def from_eval_callback(cls, callback: EvalCallback, protocols: tuple[str, ...] = EVAL_PROTOCOLS) -> "ProtocolEvalCallback":
+    def from_eval_callback(
+        cls, callback: EvalCallback, protocols: tuple[str, ...] = EVAL_PROTOCOLS, all_protocols_freq: int = 0
+    ) -> "ProtocolEvalCallback":
         """
         :param callback: an :class:`EvalCallback` not yet started (as rl_zoo3 builds it)
         :param protocols: see the class
+        :param all_protocols_freq: see the class
         :return: a callback with the same settings that also evaluates ``protocols``
         """
         log_dir = None if callback.log_path is None else os.path.dirname(callback.log_path)
         return cls(
             callback.eval_env,
             protocols=protocols,
+            all_protocols_freq=all_protocols_freq,
             callback_on_new_best=callback.callback_on_new_best,
             callback_after_eval=callback.callback,
             n_eval_episodes=callback.n_eval_episodes,
@@ -169,9 +188,20 @@ class ProtocolEvalCallback(EvalCallback):
         """The policy's deterministic mode, which SB3's evaluation uses."""
         return self.model.policy.deterministic_mode  # type: ignore[union-attr]
 
+    def _reaches_all_protocols_milestone(self) -> bool:
+        """Whether this evaluation is the first to reach a multiple of ``all_protocols_freq`` timesteps."""
+        if not self.all_protocols_freq:
+            return False
+        previous = self.num_timesteps - self.eval_freq * self.training_env.num_envs
+        return self.num_timesteps // self.all_protocols_freq > previous // self.all_protocols_freq
+
     def _evaluate_protocols(self) -> None:
-        for name in self.protocols:
+        milestone = self._reaches_all_protocols_milestone()
+        for name in self.protocol_results:
             if name == self.deployed_mode:
+                continue
+            if name not in self.protocols and not milestone:
+                self.protocol_results[name].append(EpisodeOutcomes([], [], []))
                 continue
             outcomes = self._evaluate(name)
             self.protocol_results[name].append(outcomes)
@@ -186,17 +216,23 @@ class ProtocolEvalCallback(EvalCallback):
     def _evaluate(self, protocol: str) -> EpisodeOutcomes:
         return evaluate_protocol(self.model, self.eval_env, protocol, self.n_eval_episodes, warn=self.warn)
 
+    def _rows(self, rows: list[list]) -> np.ndarray:
+        """One row per evaluation; an evaluation that skipped the protocol gives a row of NaN (float arrays then)."""
+        if all(rows):
+            return np.array(rows)
+        return np.array([row if row else [np.nan] * self.n_eval_episodes for row in rows], dtype=float)
+
     def _save_protocol_results(self) -> None:
         if self.log_path is None:
             return
         arrays = {}
         for name, outcomes in self.protocol_results.items():
-            if outcomes:
-                arrays[f"results_{name}"] = np.array([outcome.returns for outcome in outcomes])
-            if outcomes and outcomes[0].successes:
-                arrays[f"successes_{name}"] = np.array([outcome.successes for outcome in outcomes])
-            if outcomes and outcomes[0].n_completed:
-                arrays[f"n_completed_{name}"] = np.array([outcome.n_completed for outcome in outcomes])
+            if any(outcome.returns for outcome in outcomes):
+                arrays[f"results_{name}"] = self._rows([outcome.returns for outcome in outcomes])
+            if any(outcome.successes for outcome in outcomes):
+                arrays[f"successes_{name}"] = self._rows([outcome.successes for outcome in outcomes])
+            if any(outcome.n_completed for outcome in outcomes):
+                arrays[f"n_completed_{name}"] = self._rows([outcome.n_completed for outcome in outcomes])
         if self.evaluations_successes:
             arrays["successes"] = np.array(self.evaluations_successes)
         if self.evaluations_n_completed:
