@@ -103,6 +103,21 @@ def test_scripted_expert_reaches_goal(task):
     assert success and length < env.horizon
 
 
+@pytest.mark.parametrize("seed", [23, 30])
+def test_square_expert_turns_the_wrist_away_from_its_limit(seed):
+    """On these env seeds the nut lies so that the hand yaw in [-pi/2, pi/2) that grasps its handle drove the last
+    wrist joint to its limit: the hand tilted and the nut hung askew on the peg (seed 23) or was never lifted
+    (seed 30). The other yaw (plus pi) grasps the handle alike and keeps the joint inside its range."""
+    env = RobosuitePixelEnv("Square", image_size=32, render_every=4)
+    expert = make_expert(env, PERFECT, seed=0)
+    success, length, _ = run_episode(env, expert, seed=seed)
+    low, high = env.suite.sim.model.jnt_range[env.suite.robots[0].joint_indexes[-1]]
+    wrist = env.suite.sim.data.qpos[env.suite.robots[0]._ref_joint_pos_indexes[-1]]
+    env.close()
+    assert success and length < env.horizon
+    assert low + 0.1 < wrist < high - 0.1
+
+
 def test_bad_arguments_name_the_fix():
     with pytest.raises(ValueError, match="Unknown robosuite task 'Door'"):
         RobosuitePixelEnv("Door")

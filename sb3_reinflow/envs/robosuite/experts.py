@@ -59,7 +59,11 @@ def _wrap(angle: float, period: float = 2 * np.pi) -> float:
 @dataclass
 class Phase:
     """Move to ``target()`` (world position) with the gripper at ``gripper``; done when within ``tol`` metres
-    (and ``yaw`` error below 0.05 rad if given) or after ``steps`` env steps when ``steps`` is set."""
+    (and ``yaw`` error below 0.05 rad if given) or after ``steps`` env steps when ``steps`` is set. ``integral``
+    (``yaw_integral``) adds that fraction of the phase's summed position (yaw) error to the step: the controller
+    stops a few millimetres (a few degrees) short of a target with a held nut or against a handle, which a
+    proportional step alone never closes. ``until``, if given, replaces the distance test;
+    ``max_steps`` (default: the expert's ``max_phase_steps``) gives the waypoint up after that many steps."""
 
     target: Callable[[], np.ndarray]
     gripper: float
@@ -67,6 +71,10 @@ class Phase:
     steps: int | None = None
     yaw: Callable[[], float] | None = None
     max_speed: float = 1.0
+    integral: float = 0.0
+    yaw_integral: float = 0.0
+    until: Callable[[], bool] | None = None
+    max_steps: int | None = None
 
 
 class ScriptedExpert:
@@ -114,6 +122,8 @@ class ScriptedExpert:
         self.phases = self.plan()
         self.phase_index = 0
         self.phase_steps = 0
+        self.error_sum = np.zeros(3)
+        self.yaw_error_sum = 0.0
         self.pause_left = 0
 
     def plan(self) -> list[Phase]:
@@ -122,22 +132,31 @@ class ScriptedExpert:
     def _phase_done(self, phase: Phase) -> bool:
         if phase.steps is not None:
             return self.phase_steps >= phase.steps
+        timed_out = self.phase_steps >= (phase.max_steps or self.max_phase_steps)
+        if phase.until is not None:
+            return phase.until() or timed_out
         close = np.linalg.norm(phase.target() - self.eef_pos()) < phase.tol
         if phase.yaw is not None:
             close = close and abs(_wrap(phase.yaw() - self.eef_yaw())) < 0.05
-        return close or self.phase_steps >= self.max_phase_steps
+        return close or timed_out
 
     def __call__(self, observation=None) -> np.ndarray:
         """The expert's action for the env's current state (``observation`` is not needed: the state is privileged)."""
         while self.phase_index < len(self.phases) - 1 and self._phase_done(self.phases[self.phase_index]):
             self.phase_index += 1
             self.phase_steps = 0
+            self.error_sum = np.zeros(3)
+            self.yaw_error_sum = 0.0
         phase = self.phases[self.phase_index]
         self.phase_steps += 1
+        error = phase.target() - self.eef_pos()
+        self.error_sum = self.error_sum + error
         action = np.zeros(7)
-        action[:3] = self.gain * (phase.target() - self.eef_pos()) / POSITION_SCALE
+        action[:3] = self.gain * (error + phase.integral * self.error_sum) / POSITION_SCALE
         if phase.yaw is not None:
-            action[5] = self.gain * _wrap(phase.yaw() - self.eef_yaw()) / ROTATION_SCALE
+            yaw_error = _wrap(phase.yaw() - self.eef_yaw())
+            self.yaw_error_sum += yaw_error
+            action[5] = self.gain * (yaw_error + phase.yaw_integral * self.yaw_error_sum) / ROTATION_SCALE
         action[:3] = np.clip(action[:3], -phase.max_speed, phase.max_speed)
         action[:6] = np.clip(action[:6], -1.0, 1.0)
         if self.style.action_noise > 0:
@@ -194,20 +213,75 @@ class CanExpert(ScriptedExpert):
 
 class SquareExpert(ScriptedExpert):
     """Square (NutAssemblySquare): turn to the handle, grasp it, carry the nut over the square peg with the hole
-    aligned, lower, release, away."""
+    aligned, lower, release, away. A grasp that did not lift the nut is tried again from above the handle (at most
+    ``max_retries`` times), as a person would."""
 
     grasp_yaw_offset = np.pi / 2  # the fingers close across the handle
+    max_retries = 2
+    wrist_sign = -1.0  # the last joint's axis points down with the hand: turning it one way turns the yaw the other
+    carry_phase = 4  # the phase that starts with the nut in the hand
+    lifted_height = 0.05  # metres above the nut's resting height that count as holding it
+    grasp_height = 0.0  # metres above the handle site where the fingers close
+    retry_shift = 0.01  # metres further out along the handle per retry
+
+    def reset(self) -> None:
+        nut = self.env.suite.nuts[0]
+        self.rest_height = float(self.body_pos(nut.root_body)[2])
+        self.retries = 0
+        super().reset()
+
+    def __call__(self, observation=None) -> np.ndarray:
+        nut_height = self.body_pos(self.env.suite.nuts[0].root_body)[2]
+        if (
+            self.phase_index == self.carry_phase
+            and nut_height < self.rest_height + self.lifted_height
+            and self.retries < self.max_retries
+        ):
+            self.retries += 1
+            self._restart_at(0, plan=True)
+        return super().__call__(observation)
+
+    def _reachable_yaw(self, yaw: float) -> float:
+        """
+        Of the two hand yaws that grasp the handle alike (``yaw`` and ``yaw + pi``: the gripper is symmetric), the one
+        that keeps the last wrist joint furthest from its limits. Near a limit the controller tilts the whole hand
+        to follow the yaw, the fingers close on the handle askew and the nut hangs tilted, too far to slide onto
+        the peg.
+        """
+        robot = self.env.suite.robots[0]
+        wrist = robot.joint_indexes[-1]
+        low, high = self.sim.model.jnt_range[wrist]
+        angle = float(self.sim.data.qpos[robot._ref_joint_pos_indexes[-1]])
+
+        def margin(candidate: float) -> float:
+            # the last joint turns the hand about its own axis, which points down: yaw goes the opposite way
+            after = angle + self.wrist_sign * _wrap(candidate - self.eef_yaw())
+            return min(after - low, high - after)
+
+        return max((yaw, _wrap(yaw + np.pi)), key=margin)
+
+    def _restart_at(self, phase_index: int, plan: bool = False) -> None:
+        if plan:
+            self.phases = self.plan()
+        self.phase_index, self.phase_steps = phase_index, 0
+        self.error_sum, self.yaw_error_sum = np.zeros(3), 0.0
 
     def plan(self) -> list[Phase]:
         suite = self.env.suite
         nut = suite.nuts[0]
         handle_site = self.sim.model.site_name2id(nut.important_sites["handle"])
-        handle = lambda: np.array(self.sim.data.site_xpos[handle_site])  # noqa: E731
         nut_body = lambda: self.body_pos(nut.root_body)  # noqa: E731
+        outward = self.retries * self.retry_shift  # a retry grasps the handle further from the nut's ring
+
+        def handle() -> np.ndarray:
+            site = np.array(self.sim.data.site_xpos[handle_site])
+            direction = (site - nut_body()) * [1, 1, 0]
+            return site + outward * direction / max(float(np.linalg.norm(direction)), 1e-6)
+
         nut_yaw = lambda: _yaw_of_quat_xyzw(  # noqa: E731
             np.array(self.sim.data.body_xquat[self.sim.model.body_name2id(nut.root_body)])[[1, 2, 3, 0]]
         )
-        grasp_yaw = _wrap(nut_yaw() + self.grasp_yaw_offset, np.pi)
+        grasp_yaw = self._reachable_yaw(_wrap(nut_yaw() + self.grasp_yaw_offset, np.pi))
         peg = self.body_pos("peg1")
 
         def place_yaw() -> float:
@@ -219,14 +293,23 @@ class SquareExpert(ScriptedExpert):
             # closed loop on the nut itself: move the hand by the nut's error from its place over the peg
             return lambda: self.eef_pos() + (peg + _up(height) - nut_body())
 
+        def lower_onto_peg() -> np.ndarray:
+            # descend only while the nut's hole is over the peg (within 6 mm) and square to it, else hold the height
+            error = peg - nut_body()
+            if np.linalg.norm(error[:2]) > 0.006 or abs(_wrap(place_yaw() - self.eef_yaw())) > 0.05:
+                error[2] = 0.0
+            return self.eef_pos() + error
+
         above = self.jitter() + _up(0.08)
         return [
             Phase(lambda: handle() + above, GRIPPER_OPEN, tol=0.02, yaw=lambda: grasp_yaw),
-            Phase(lambda: handle() + _up(0.012), GRIPPER_OPEN, tol=0.005, yaw=lambda: grasp_yaw),
+            Phase(lambda: handle() + _up(self.grasp_height), GRIPPER_OPEN, tol=0.005, yaw=lambda: grasp_yaw,
+                  integral=0.05, max_steps=40),
             Phase(handle, GRIPPER_CLOSED, steps=12),
             Phase(lambda: handle() * [1, 1, 0] + _up(1.05), GRIPPER_CLOSED, tol=0.03),
-            Phase(nut_over_peg(0.16), GRIPPER_CLOSED, tol=0.004, yaw=place_yaw),
-            Phase(nut_over_peg(0.0), GRIPPER_CLOSED, tol=0.01, yaw=place_yaw, max_speed=0.3),
+            Phase(nut_over_peg(0.16), GRIPPER_CLOSED, tol=0.004, yaw=place_yaw, yaw_integral=0.1),
+            Phase(lower_onto_peg, GRIPPER_CLOSED, yaw=place_yaw, max_speed=0.3, integral=0.05, yaw_integral=0.1,
+                  until=lambda: bool(np.linalg.norm(peg - nut_body()) < 0.01)),
             Phase(lambda: self.eef_pos(), GRIPPER_OPEN, steps=8),
             Phase(lambda: peg + _up(0.3), GRIPPER_OPEN, tol=0.03),
         ]
