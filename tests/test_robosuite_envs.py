@@ -111,8 +111,9 @@ def test_square_expert_turns_the_wrist_away_from_its_limit(seed):
     env = RobosuitePixelEnv("Square", image_size=32, render_every=4)
     expert = make_expert(env, PERFECT, seed=0)
     success, length, _ = run_episode(env, expert, seed=seed)
-    low, high = env.suite.sim.model.jnt_range[env.suite.robots[0].joint_indexes[-1]]
-    wrist = env.suite.sim.data.qpos[env.suite.robots[0]._ref_joint_pos_indexes[-1]]
+    joint = env.suite.robots[0].joint_indexes[-1]
+    low, high = env.suite.sim.model.jnt_range[joint]
+    wrist = env.suite.sim.data.qpos[env.suite.sim.model.jnt_qposadr[joint]]
     env.close()
     assert success and length < env.horizon
     assert low + 0.1 < wrist < high - 0.1

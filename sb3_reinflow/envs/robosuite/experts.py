@@ -218,7 +218,7 @@ class SquareExpert(ScriptedExpert):
 
     grasp_yaw_offset = np.pi / 2  # the fingers close across the handle
     max_retries = 2
-    wrist_sign = -1.0  # the last joint's axis points down with the hand: turning it one way turns the yaw the other
+    wrist_sign = -1.0  # the last joint's axis points down with the hand: +0.1 rad of it turns the hand's yaw by -0.1
     carry_phase = 4  # the phase that starts with the nut in the hand
     lifted_height = 0.05  # metres above the nut's resting height that count as holding it
     grasp_height = 0.0  # metres above the handle site where the fingers close
@@ -237,8 +237,7 @@ class SquareExpert(ScriptedExpert):
             and nut_height < self.rest_height + self.lifted_height
             and self.retries < self.max_retries
         ):
-            self.retries += 1
-            self._restart_at(0, plan=True)
+            self._retry_grasp()
         return super().__call__(observation)
 
     def _reachable_yaw(self, yaw: float) -> float:
@@ -251,19 +250,19 @@ class SquareExpert(ScriptedExpert):
         robot = self.env.suite.robots[0]
         wrist = robot.joint_indexes[-1]
         low, high = self.sim.model.jnt_range[wrist]
-        angle = float(self.sim.data.qpos[robot._ref_joint_pos_indexes[-1]])
+        angle = float(self.sim.data.qpos[self.sim.model.jnt_qposadr[wrist]])
 
         def margin(candidate: float) -> float:
-            # the last joint turns the hand about its own axis, which points down: yaw goes the opposite way
             after = angle + self.wrist_sign * _wrap(candidate - self.eef_yaw())
             return min(after - low, high - after)
 
         return max((yaw, _wrap(yaw + np.pi)), key=margin)
 
-    def _restart_at(self, phase_index: int, plan: bool = False) -> None:
-        if plan:
-            self.phases = self.plan()
-        self.phase_index, self.phase_steps = phase_index, 0
+    def _retry_grasp(self) -> None:
+        """Plan the episode again from above the handle (the nut may have moved), grasping further out on it."""
+        self.retries += 1
+        self.phases = self.plan()
+        self.phase_index, self.phase_steps = 0, 0
         self.error_sum, self.yaw_error_sum = np.zeros(3), 0.0
 
     def plan(self) -> list[Phase]:
