@@ -10,8 +10,15 @@ stochastic policy is listed beside them but is not a deployment candidate. A pro
 seeds is compared on those seeds alone (``n_seeds``). ``ratio`` is deployed / best (returns are positive on these
 tasks); ``within_5pct`` is ``ratio >= 0.95``.
 
+With ``--rule`` (the CSV of ``benchmarks/deployed_mode_rule.py``: each configuration's mode chosen by the declared
+rule on its start over tuning env seeds) each comparison is made twice: ``deployed_by`` ``runs`` compares the mode
+the runs deployed, ``rule`` the rule's mode, read from the same evaluations (the runs evaluated every protocol at the
+start and at the end, each on its own episodes of the same evaluation env, so a deployed mode can be compared after the
+fact; the deployed mode only decides which protocol SB3's ``eval/mean_reward`` and ``best_model.zip`` follow). A rule
+mode the runs did not record at that evaluation gives an empty score.
+
 Example (seconds; reads CSVs only):
-    python benchmarks/deployed_vs_best.py --output docs/results/deployed_vs_best.csv
+    python benchmarks/deployed_vs_best.py --rule docs/results/deployed_mode_rule.csv --output docs/results/deployed_vs_best.csv
 """
 
 import argparse
@@ -24,7 +31,8 @@ from run_matrix import CONFIGS, MATRIX, ROOT
 from sb3_reinflow.common.save_util import atomic_write_csv
 
 DETERMINISTIC = ("mean", "median", "medoid", "zero", "random")
-FIELDS = ["env", "config", "when", "deployed", "deployed_score", "best", "best_score", "n_seeds", "ratio", "within_5pct"]
+FIELDS = ["env", "config", "when", "deployed_by", "deployed", "deployed_score", "best", "best_score", "n_seeds", "ratio"]
+FIELDS.append("within_5pct")
 
 
 def read_run(path: Path) -> list[dict]:
@@ -41,8 +49,13 @@ def scores_at(rows: list[dict], when: str) -> tuple[dict[str, float], str]:
     return {row["protocol"]: float(row["mean_return"]) for row in chosen}, deployed
 
 
-def compare(env: str, config: str, seeds: tuple[int, ...], runs_folder: Path, when: str) -> dict | None:
-    """:return: one row of the comparison, or None when none of the seeds' CSVs exists"""
+def compare(
+    env: str, config: str, seeds: tuple[int, ...], runs_folder: Path, when: str, deployed: str | None = None
+) -> dict | None:
+    """
+    :param deployed: the mode to compare (None: the one the runs deployed)
+    :return: one row of the comparison, or None when none of the seeds' CSVs exists
+    """
     per_seed = []
     for seed in seeds:
         path = runs_folder / f"{env}_{config}_{seed}.csv"
@@ -50,7 +63,10 @@ def compare(env: str, config: str, seeds: tuple[int, ...], runs_folder: Path, wh
             per_seed.append(scores_at(read_run(path), when))
     if not per_seed:
         return None
-    deployed = per_seed[0][1]
+    deployed_by = "runs" if deployed is None else "rule"
+    deployed = deployed or per_seed[0][1]
+    if not any(deployed in scores for scores, _ in per_seed):
+        return {"env": env, "config": config, "when": when, "deployed_by": deployed_by, "deployed": deployed}
     candidates = defaultdict(list)
     for scores, _ in per_seed:
         for protocol in DETERMINISTIC:
@@ -66,6 +82,7 @@ def compare(env: str, config: str, seeds: tuple[int, ...], runs_folder: Path, wh
         "env": env,
         "config": config,
         "when": when,
+        "deployed_by": deployed_by,
         "deployed": deployed,
         "deployed_score": round(deployed_score, 2),
         "best": best,
@@ -76,25 +93,38 @@ def compare(env: str, config: str, seeds: tuple[int, ...], runs_folder: Path, wh
     }
 
 
-def comparison(runs_folder: Path) -> list[dict]:
+def read_rule(path: Path) -> dict[tuple[str, str], str]:
+    """:return: (env, config) -> the mode the rule chose, from deployed_mode_rule.py's CSV"""
+    chosen = {}
+    for row in read_run(path):
+        if row["chosen"] == "True":
+            chosen.update({(row["env"], config): row["protocol"] for config in row["configs"].split()})
+    return chosen
+
+
+def comparison(runs_folder: Path, rule: dict[tuple[str, str], str] | None = None) -> list[dict]:
+    """:param rule: (env, config) -> the rule's mode; each configuration it names is compared under it too"""
     rows = []
     for (env, config), seeds in MATRIX.items():
         if CONFIGS[config].algo != "reinflow_ppo":
             continue
         for when in ("start", "final"):
-            row = compare(env, config, seeds, runs_folder, when)
-            if row is not None:
-                rows.append(row)
+            modes = [None] + ([rule[env, config]] if rule and (env, config) in rule else [])
+            rows += [row for mode in modes if (row := compare(env, config, seeds, runs_folder, when, mode))]
     return rows
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| env | config | when | deployed | best protocol | deployed / best | seeds |", "| --- " * 7 + "|"]
+    lines = ["| env | config | when | deployed by | deployed | best protocol | deployed / best | seeds |", "| --- " * 8 + "|"]
     for row in rows:
+        head = f"| {row['env']} | {row['config']} | {row['when']} | {row['deployed_by']} | {row['deployed']}"
+        if "ratio" not in row:
+            lines.append(f"{head} (not recorded) | | | |")
+            continue
         flag = "" if row["within_5pct"] else " **<0.95**"
         lines.append(
-            f"| {row['env']} | {row['config']} | {row['when']} | {row['deployed']} {row['deployed_score']:.0f} | "
-            f"{row['best']} {row['best_score']:.0f} | {row['ratio']:.3f}{flag} | {row['n_seeds']} |"
+            f"{head} {row['deployed_score']:.0f} | {row['best']} {row['best_score']:.0f} | {row['ratio']:.3f}{flag} | "
+            f"{row['n_seeds']} |"
         )
     return "\n".join(lines)
 
@@ -102,9 +132,10 @@ def markdown(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs-folder", default=str(ROOT / "docs" / "results" / "runs"))
+    parser.add_argument("--rule", default=None, help="deployed_mode_rule.py's CSV: also compare the rule's modes")
     parser.add_argument("--output", default=None, help="CSV file (written atomically)")
     args = parser.parse_args()
-    rows = comparison(Path(args.runs_folder))
+    rows = comparison(Path(args.runs_folder), read_rule(Path(args.rule)) if args.rule else None)
     print(markdown(rows))
     if args.output:
         atomic_write_csv(args.output, rows, FIELDS)

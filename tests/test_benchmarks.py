@@ -414,6 +414,33 @@ def test_deployed_against_best_compares_on_the_seeds_where_both_were_recorded(tm
     assert (row["best"], row["n_seeds"], row["deployed_score"], row["ratio"]) == ("median", 1, 70.0, 0.35)
     assert row["within_5pct"] is False
     assert compare("E", "c", (1, 2), tmp_path, "start")["ratio"] == 1.0
+    # the rule's mode is compared on the same evaluations; a mode the runs never recorded has no score
+    rule = compare("E", "c", (1, 2), tmp_path, "final", deployed="zero")
+    assert (rule["deployed_by"], rule["deployed"], rule["best"], rule["deployed_score"]) == ("rule", "zero", "median", 60.0)
+    assert rule["ratio"] == round(60 / 200, 3)
+    assert "ratio" not in compare("E", "c", (1, 2), tmp_path, "final", deployed="medoid")
+
+
+def test_deployed_mode_rule_builds_each_configurations_start_and_picks_the_best():
+    rule = load_script("deployed_mode_rule")
+    import yaml
+
+    registry = yaml.safe_load(rule.REGISTRY.read_text())
+    checkpoint, kwargs = rule.start_settings("Hopper-v4", "shortcut_K1", registry)
+    assert (checkpoint, kwargs["n_flow_steps"]) == ("Hopper-v4_shortcut", 1)
+    assert rule.start_settings("Ant-v4", "reflow_K4", registry) == ("Ant-v4_reflow", parse_entry(registry["Ant-v4"]))
+    groups = rule.starts()
+    # the consistency term changes training only: both configurations start from one measured policy
+    assert ["reflow_K1_consistency0.1", "reflow_K1"] in groups.values()
+    rows = [{"protocol": "mean", "mean_return": "5"}, {"protocol": "zero", "mean_return": "7"}]
+    assert rule.choose(rows) == "zero"
+    assert rule.choose([{"protocol": "zero", "mean_return": "7"}, {"protocol": "mean", "mean_return": "7"}]) == "mean"
+
+
+def parse_entry(entry: dict) -> dict:
+    from sb3_reinflow.zoo.literals import parse_kwargs_string
+
+    return parse_kwargs_string(entry["policy_kwargs"])
 
 
 def test_expert_curve_drops_the_episodes_a_restart_redid(tmp_path):
