@@ -88,9 +88,20 @@ def ret(value: float) -> str:
     return f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"
 
 
-def final_return(group: pd.DataFrame) -> float:
-    """Mean of the last three evaluations."""
-    return float(group.sort_values("env_steps")["mean_return"].iloc[-3:].mean())
+def final_return(group: pd.DataFrame, seed_data: pd.DataFrame | None = None) -> float:
+    """
+    Mean of the last three evaluations.
+
+    :param group: one protocol's rows of one run
+    :param seed_data: all the run's rows: then the mean is over the protocol's evaluations among the run's last three
+        (a protocol evaluated only at milestones, ``eval_all_protocols_freq``, has just the last one there), so that
+        every protocol's final is read at the same point of the run; NaN if it has none of them
+    """
+    group = group.sort_values("env_steps")
+    if seed_data is not None:
+        last = np.sort(seed_data["env_steps"].unique())[-3:]
+        group = group[group["env_steps"].isin(last)]
+    return float(group["mean_return"].iloc[-3:].mean()) if len(group) else float("nan")
 
 
 def plot(data: pd.DataFrame, title: str, output: Path) -> None:
@@ -240,7 +251,7 @@ def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
             values = " | ".join(ret(value_at(group, m)) for m in MILESTONES)
             shown_ratio = "-" if np.isnan(ratio) else f"{ratio:.2f}"
             extra = f"{shown_ratio} | {shortfalls} | {wall:.1f}" if protocol == deployed else " |  | "
-            print(f"| {seed} | {use} | {protocol} | {values} | {ret(final_return(group))} | {extra} |")
+            print(f"| {seed} | {use} | {protocol} | {values} | {ret(final_return(group, seed_data))} | {extra} |")
     print()
 
 
@@ -274,7 +285,9 @@ def aggregate_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
     for use, seeds in (("held out", lambda s: s not in tuning_seeds), ("all", lambda s: True)):
         subset = data[data["seed"].map(seeds)]
         for protocol in PROTOCOL_LABELS:
-            finals = np.array([final_return(g) for _, g in subset[subset["protocol"] == protocol].groupby("seed")])
+            rows_of = subset[subset["protocol"] == protocol].groupby("seed")
+            finals = np.array([final_return(g, subset[subset["seed"] == seed]) for seed, g in rows_of])
+            finals = finals[~np.isnan(finals)]
             if len(finals) < 2:
                 continue
             iqm, low, high = interquartile_mean(finals)

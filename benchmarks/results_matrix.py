@@ -103,12 +103,12 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
     for _, seed_data in data.groupby("seed"):
         deployed = deployed_rows(seed_data)
         protocol = str(deployed["protocol"].iloc[0])
-        finals.append(final_return(deployed))
+        finals.append(final_return(deployed, seed_data))
         start = deployed[deployed["env_steps"] == 0]["mean_return"]
         starts.append(float(start.iloc[0]) if len(start) else float("nan"))
         above += int(len(start) > 0 and finals[-1] > starts[-1])
         random = seed_data[seed_data["protocol"] == "random"].sort_values("env_steps")
-        paper_finals.append(final_return(random) if len(random) else float("nan"))
+        paper_finals.append(final_return(random, seed_data) if len(random) else float("nan"))
         # the "no evaluation below 2500 after first passing 3000" is a Hopper target
         lows.append(low_after(deployed) if str(data["env"].iloc[0]).startswith("Hopper") else float("nan"))
         ratios.append(worst_ratio(seed_data, protocol))

@@ -175,6 +175,19 @@ def test_milestone_values_neither_invent_a_start_nor_drop_a_last_evaluation_a_ch
     assert np.isnan(curves.value_at(stopped, 2_000_000))
 
 
+def test_a_protocol_evaluated_only_at_milestones_has_its_final_at_the_runs_end():
+    curves = load_script("plot_learning_curves")
+    steps = [1_500_000, 1_900_000, 1_950_000, 2_000_000]
+    every = pd.DataFrame(dict(env_steps=steps, protocol="mean", mean_return=[1.0, 2.0, 3.0, 4.0]))
+    milestones = pd.DataFrame(dict(env_steps=[1_500_000, 2_000_000], protocol="zero", mean_return=[10.0, 40.0]))
+    run = pd.concat([every, milestones])
+    assert curves.final_return(every, run) == pytest.approx(3.0)  # 1.9M, 1.95M, 2M
+    # the 1.5M milestone is not among the run's last three evaluations: the final is the 2M one, not (10 + 40) / 2
+    assert curves.final_return(milestones, run) == pytest.approx(40.0)
+    assert curves.final_return(milestones) == pytest.approx(25.0)  # without the run: its own last three
+    assert np.isnan(curves.final_return(milestones[milestones["env_steps"] < 2_000_000], run))
+
+
 def test_runs_stopped_early_are_left_out_of_the_aggregates_and_named(capsys):
     curves = load_script("plot_learning_curves")
     rows = [
