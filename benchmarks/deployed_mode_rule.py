@@ -32,8 +32,10 @@ from sb3_reinflow.zoo.literals import parse_kwargs_string
 CANDIDATES = ("mean", "median", "medoid", "zero", "random")
 TUNING_SEED = 1000
 REGISTRY = ROOT / "hyperparams" / "reinflow_ppo.yml"
-FIELDS = ["env", "configs", "checkpoint", "policy_kwargs", "protocol", "mean_return", "std_return", "n_episodes", "seed"]
-FIELDS.append("chosen")
+FIELDS = [
+    *("env", "configs", "checkpoint", "policy_kwargs", "protocol"),
+    *("mean_return", "std_return", "n_episodes", "seed", "chosen"),
+]
 
 
 def _params(config: str, env: str) -> dict[str, str]:

@@ -31,8 +31,10 @@ from run_matrix import CONFIGS, MATRIX, ROOT
 from sb3_reinflow.common.save_util import atomic_write_csv
 
 DETERMINISTIC = ("mean", "median", "medoid", "zero", "random")
-FIELDS = ["env", "config", "when", "deployed_by", "deployed", "deployed_score", "best", "best_score", "n_seeds", "ratio"]
-FIELDS.append("within_5pct")
+FIELDS = [
+    *("env", "config", "when", "deployed_by", "deployed", "deployed_score"),
+    *("best", "best_score", "n_seeds", "ratio", "within_5pct"),
+]
 
 
 def read_run(path: Path) -> list[dict]:

@@ -244,7 +244,7 @@ def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
         ratio = worst_ratio(seed_data, deployed)
         below, compared, holm = shortfall_counts(shortfall_pvalues(seed_data, deployed))
         shortfalls = f"{below}/{compared} (Holm: {holm})" if compared else "-"
-        for protocol in dict.fromkeys((deployed, "median", "random", "zero", "stochastic")):
+        for protocol in dict.fromkeys((deployed, "median", "medoid", "random", "zero", "stochastic")):
             group = seed_data[seed_data["protocol"] == protocol].sort_values("env_steps")
             if group.empty:
                 continue
