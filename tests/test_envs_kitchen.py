@@ -21,8 +21,8 @@ import mujoco
 from sb3_reinflow.common.data import load_reinflow_dataset
 from sb3_reinflow.envs import KITCHEN_ENV_IDS, KitchenGoalWrapper, make_kitchen_env
 from sb3_reinflow.envs.kitchen.env import KITCHEN_TASKS, OBSERVATION_DIM
-from sb3_reinflow.envs.kitchen.data import expert_plan
-from sb3_reinflow.envs.kitchen.expert import KitchenExpert
+from sb3_reinflow.envs.kitchen.data import MIXED_ORDER, expert_plan
+from sb3_reinflow.envs.kitchen.expert import EXPERT_TASKS, KitchenExpert
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPLETE = ("microwave", "kettle", "light switch", "slide cabinet")
@@ -109,9 +109,17 @@ def test_expert_plans() -> None:
     rng = np.random.default_rng(0)
     assert expert_plan("complete", rng) == COMPLETE
     mixed_targets = {"microwave", "kettle", "bottom burner", "light switch"}
-    for _ in range(50):
+    mixed_sets = set()
+    for _ in range(200):
         plan = expert_plan("mixed", rng)
-        assert 2 <= len(mixed_targets & set(plan)) <= 3 and len(set(plan)) == len(plan)
+        mixed_sets.add(frozenset(plan))
+        assert len(set(plan)) == 4 and set(plan) <= set(EXPERT_TASKS) and set(plan) != mixed_targets
+        # the kitchen's usual order, except that the two cabinets may come either way round at the end
+        rank = [MIXED_ORDER.index(task) for task in plan]
+        cabinets_last = set(plan[-2:]) == {"slide cabinet", "hinge cabinet"}
+        assert rank == sorted(rank) or (cabinets_last and rank[:2] == sorted(rank[:2]))
+    assert len(mixed_sets) == 14  # every 4 of the 6 subtasks but the 4 targets together
+    for _ in range(50):
         plan = expert_plan("partial", rng)
         assert len(set(plan)) == len(plan) and set(plan) & set(COMPLETE)
     with pytest.raises(ValueError, match="complete"):

@@ -4,8 +4,11 @@ Franka Kitchen demonstrations from the scripted expert, in the spirit of D4RL's 
 - ``complete``: every episode does microwave, kettle, light switch, slide cabinet, in that order (the targets).
 - ``partial``: same targets; half the episodes do just the 4 in order, the others also do another subtask
   (bottom burner or hinge cabinet) somewhere in the sequence, some skip targets, so only some episodes do the 4.
-- ``mixed``: targets microwave, kettle, bottom burner, light switch; every episode does 2 or 3 of them in a random
-  order, sometimes with a non-target subtask, never all 4: a policy must compose subtasks from different episodes.
+- ``mixed``: targets microwave, kettle, bottom burner, light switch; every episode does 4 of the expert's 6 subtasks
+  in the kitchen's usual order (:data:`MIXED_ORDER`; the two cabinets either way round), never the 4 targets
+  together: a policy must compose subtasks from different episodes. D4RL's mixed data is the same kind of play:
+  human teleoperation with one planned 4-subtask sequence per episode, mostly microwave or kettle first, burners and
+  switch next, cabinets last (its folder names, e.g. ``microwave_kettle_bottomknob_hinge``).
 
 Episodes run in the registered ``sb3_reinflow/Kitchen-<dataset>-v0`` env (default observation noise, 280-step
 limit). They end when all targets are done (terminated), at the time limit, or a few steps after the expert has
@@ -13,6 +16,7 @@ finished its plan (truncated). Rewards are the env's: 1 per target subtask when 
 episode's return is its number of completed targets.
 """
 
+import itertools
 import time
 from typing import Any, NamedTuple
 
@@ -34,6 +38,8 @@ from sb3_reinflow.envs.kitchen.env import (
 from sb3_reinflow.envs.kitchen.expert import KitchenExpert
 
 KITCHEN_DATASETS = tuple(TARGET_TASKS)
+#: the order in which a *mixed* episode does its subtasks (the last two either way round)
+MIXED_ORDER = ("microwave", "kettle", "bottom burner", "light switch", "slide cabinet", "hinge cabinet")
 # Steps recorded after the expert has finished its plan (when the targets are not all done).
 _STEPS_AFTER_PLAN = 5
 
@@ -97,11 +103,11 @@ def expert_plan(dataset: str, rng: np.random.Generator) -> tuple[str, ...]:
         plan = list(kept)
         plan.insert(int(rng.integers(0, len(plan) + 1)), distractor)
         return tuple(plan)
-    # mixed: 2 or 3 targets in a random order, never all 4, sometimes with a non-target subtask
-    n_targets = int(rng.integers(2, 4))
-    plan = [str(task) for task in rng.permutation(targets)[:n_targets]]
-    if rng.random() < 0.4:
-        plan.insert(int(rng.integers(0, len(plan) + 1)), "slide cabinet")
+    # mixed: one of the 14 ordered 4-subtask plans of MIXED_ORDER that do not hold all 4 targets
+    plans = [plan for plan in itertools.combinations(MIXED_ORDER, 4) if set(plan) != set(targets)]
+    plan = list(plans[int(rng.integers(len(plans)))])
+    if plan[-2:] == list(MIXED_ORDER[-2:]) and rng.random() < 0.5:
+        plan[-2:] = plan[-1], plan[-2]
     return tuple(plan)
 
 
