@@ -22,6 +22,7 @@ atomically after each evaluation. Needs the kitchen extra (``pip install -e ".[k
 
 Example (the full comparison, 3 pretraining seeds; about 30 CPU-minutes per seed on one core, docs/kitchen.md):
     OMP_NUM_THREADS=1 python benchmarks/kitchen_dagger.py --seeds 0 1 2 --output docs/results/kitchen_dagger.csv
+    # after an interruption: the same command with --resume keeps the seeds already done and runs the others
     # a tiny end-to-end check (seconds)
     OMP_NUM_THREADS=1 python benchmarks/kitchen_dagger.py --seeds 0 --base-episodes 2 --n-gradient-steps 20 \\
         --rounds 1 --episodes 1 --round-gradient-steps 10 --n-eval-episodes 1 --protocols zero \\
@@ -92,6 +93,10 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=False, help="progress bars")
     parser.add_argument("--work-dir", default="logs/kitchen_dagger", help="folder for the data and policy files")
     parser.add_argument("--output", default="docs/results/kitchen_dagger.csv", help="the CSV file")
+    parser.add_argument(
+        "--resume", action="store_true",
+        help="keep the rows of the seeds that --output already holds in full (every arm and protocol) and run the others",
+    )  # fmt: skip
     return parser
 
 
@@ -231,6 +236,25 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
         handle.write(text.getvalue().encode())
 
 
+def finished_rows(path: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """
+    :return: the rows of ``path`` that belong to seeds of ``args.seeds`` evaluated in full (the three arms under every
+        protocol of ``args.protocols``); none when the file does not exist
+    """
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if rows and list(rows[0]) != list(FIELDS):
+        raise ValueError(f"{path} is not a kitchen_dagger.py output (columns {list(rows[0])}): pass another --output")
+    wanted = {(arm, protocol) for arm in ("start", "dagger", "demonstrations") for protocol in args.protocols}
+    complete = {
+        seed for seed in args.seeds
+        if wanted <= {(row["arm"], row["protocol"]) for row in rows if int(row["seed"]) == seed}
+    }  # fmt: skip
+    return [row for row in rows if int(row["seed"]) in complete]
+
+
 def run_seed(
     seed: int,
     base: TrajectoryDataset,
@@ -278,8 +302,12 @@ def main(argv: list[str] | None = None) -> None:
     base, stats = collected.dataset, kitchen_normalization(collected.dataset)
     print(f"base data: {len(base.states)} transitions, {collected.stats['mean_completed']:.2f} subtasks", flush=True)
     stream = DemonstrationStream(args.data_seed + args.base_episodes, args.progress_bar)
-    rows: list[dict[str, Any]] = []
+    rows = finished_rows(Path(args.output), args) if args.resume else []
+    done = {int(row["seed"]) for row in rows}
     for seed in args.seeds:
+        if seed in done:
+            print(f"seed {seed}: complete in {args.output}, kept", flush=True)
+            continue
         run_seed(seed, base, stats, stream, args, rows)
     print(f"wrote {args.output}")
 

@@ -426,6 +426,27 @@ def test_benchmark_cuts_demonstrations_to_the_exact_count():
     np.testing.assert_array_equal(joined.states, data.states)
 
 
+def test_benchmark_resume_keeps_only_complete_seeds(tmp_path):
+    """--resume keeps a seed's rows only if all three arms were evaluated under every protocol asked for."""
+    from conftest import load_script
+
+    benchmark = load_script("kitchen_dagger")
+    output = tmp_path / "kitchen_dagger.csv"
+    rows = [dict.fromkeys(benchmark.FIELDS, "0") | {"seed": seed, "arm": arm, "protocol": protocol}
+            for seed, arms in ((0, ("start", "dagger", "demonstrations")), (1, ("start", "dagger")))
+            for arm in arms for protocol in ("zero", "random")]  # fmt: skip
+    benchmark.write_csv(rows, output)
+    args = benchmark.make_parser().parse_args(["--seeds", "0", "1", "--protocols", "zero", "random", "--output", str(output)])
+    kept = benchmark.finished_rows(output, args)
+    assert {row["seed"] for row in kept} == {"0"} and len(kept) == 6  # seed 1 lacks its demonstrations arm
+    args.protocols = ["zero", "random", "mean"]  # a protocol the file lacks: no seed is complete
+    assert benchmark.finished_rows(output, args) == []
+    assert benchmark.finished_rows(tmp_path / "absent.csv", args) == []
+    output.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="another --output"):
+        benchmark.finished_rows(output, args)
+
+
 @pytest.mark.slow
 @needs_kitchen
 def test_benchmark_tiny_run(tmp_path):
@@ -446,3 +467,10 @@ def test_benchmark_tiny_run(tmp_path):
     assert int(more["demonstration_transitions"]) == int(start["demonstration_transitions"]) + int(relabelled["expert_labels"])
     assert relabelled["gradient_steps"] == more["gradient_steps"] == "6"
     assert all((tmp_path / "work" / "seed0" / f"{arm}.safetensors").is_file() for arm in ("start", "dagger", "demonstrations"))
+    # run again with --resume: the complete seed is kept, not run again
+    before = output.read_text()
+    benchmark.main([
+        "--seeds", "0", "--base-episodes", "1", "--protocols", "zero", "--work-dir", str(tmp_path / "work"),
+        "--output", str(output), "--resume",
+    ])  # fmt: skip
+    assert output.read_text() == before
