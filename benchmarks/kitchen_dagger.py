@@ -23,6 +23,7 @@ atomically after each evaluation. Needs the kitchen extra (``pip install -e ".[k
 Example (the full comparison, 3 pretraining seeds; about 30 CPU-minutes per seed on one core, docs/kitchen.md):
     OMP_NUM_THREADS=1 python benchmarks/kitchen_dagger.py --seeds 0 1 2 --output docs/results/kitchen_dagger.csv
     # after an interruption: the same command with --resume keeps the seeds already done and runs the others
+    python benchmarks/kitchen_dagger.py --summarize docs/results/kitchen_dagger.csv  # the table of docs/kitchen.md
     # a tiny end-to-end check (seconds)
     OMP_NUM_THREADS=1 python benchmarks/kitchen_dagger.py --seeds 0 --base-episodes 2 --n-gradient-steps 20 \\
         --rounds 1 --episodes 1 --round-gradient-steps 10 --n-eval-episodes 1 --protocols zero \\
@@ -93,6 +94,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress-bar", action=argparse.BooleanOptionalAction, default=False, help="progress bars")
     parser.add_argument("--work-dir", default="logs/kitchen_dagger", help="folder for the data and policy files")
     parser.add_argument("--output", default="docs/results/kitchen_dagger.csv", help="the CSV file")
+    parser.add_argument(
+        "--summarize", metavar="CSV", help="print the markdown table of an output file and exit",
+    )  # fmt: skip
     parser.add_argument(
         "--resume", action="store_true",
         help="keep the rows of the seeds that --output already holds in full (every arm and protocol) and run the others",
@@ -292,8 +296,34 @@ def run_seed(
     record("demonstrations", more, args.rounds, n_base + n_labels, 0, total_steps, time.perf_counter() - began)
 
 
+def summary_table(path: Path) -> str:
+    """:return: a markdown table of an output file: mean subtasks per arm and protocol, per seed and over the seeds"""
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    seeds = sorted({int(row["seed"]) for row in rows})
+    protocols = list(dict.fromkeys(row["protocol"] for row in rows))
+    lines = [
+        "| arm | expert cost (transitions) | " + " | ".join(protocols) + " |",
+        "|---|---|" + "---|" * len(protocols),
+    ]
+    for arm in dict.fromkeys(row["arm"] for row in rows):
+        arm_rows = [row for row in rows if row["arm"] == arm]
+        costs = sorted({int(row["expert_cost"]) for row in arm_rows})
+        cells = []
+        for protocol in protocols:
+            values = {int(row["seed"]): float(row["mean_subtasks"]) for row in arm_rows if row["protocol"] == protocol}
+            per_seed = " / ".join(f"{values[seed]:.2f}" if seed in values else "-" for seed in seeds)
+            cells.append(f"{np.mean(list(values.values())):.2f} ({per_seed})" if values else "-")
+        cost = f"{costs[0]:,}" if len(costs) == 1 else f"{costs[0]:,}-{costs[-1]:,}"
+        lines.append(f"| {arm} | {cost} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nMean over seeds {', '.join(map(str, seeds))} (each seed's value in brackets).\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     args = make_parser().parse_args(argv)
+    if args.summarize:
+        print(summary_table(Path(args.summarize)), end="")
+        return
     th.set_num_threads(args.threads)
     print(f"base data: {args.base_episodes} scripted-expert episodes", flush=True)
     collected = collect_kitchen_demonstrations(

@@ -447,6 +447,18 @@ def test_benchmark_resume_keeps_only_complete_seeds(tmp_path):
         benchmark.finished_rows(output, args)
 
 
+def test_benchmark_summary_averages_the_seeds(tmp_path):
+    from conftest import load_script
+
+    benchmark = load_script("kitchen_dagger")
+    output = tmp_path / "kitchen_dagger.csv"
+    rows = [dict.fromkeys(benchmark.FIELDS, "0") | {"seed": seed, "arm": "start", "protocol": "zero",
+            "mean_subtasks": value, "expert_cost": 100} for seed, value in ((0, 2.0), (1, 3.5))]  # fmt: skip
+    benchmark.write_csv(rows, output)
+    table = benchmark.summary_table(output)
+    assert "| start | 100 | 2.75 (2.00 / 3.50) |" in table and "seeds 0, 1" in table
+
+
 @pytest.mark.slow
 @needs_kitchen
 def test_benchmark_tiny_run(tmp_path):
