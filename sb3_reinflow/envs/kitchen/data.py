@@ -104,7 +104,7 @@ def expert_plan(dataset: str, rng: np.random.Generator) -> tuple[str, ...]:
         plan.insert(int(rng.integers(0, len(plan) + 1)), distractor)
         return tuple(plan)
     # mixed: one of the 14 ordered 4-subtask plans of MIXED_ORDER that do not hold all 4 targets
-    plans = [plan for plan in itertools.combinations(MIXED_ORDER, 4) if set(plan) != set(targets)]
+    plans = [option for option in itertools.combinations(MIXED_ORDER, 4) if set(option) != set(targets)]
     plan = list(plans[int(rng.integers(len(plans)))])
     if plan[-2:] == list(MIXED_ORDER[-2:]) and rng.random() < 0.5:
         plan[-2:] = plan[-1], plan[-2]
