@@ -9,7 +9,8 @@ to a CSV file (one row per evaluation and protocol):
 - ``random``: the noise-free chain from x_0 ~ N(0, I) (ReinFlow's own evaluation protocol);
 - ``stochastic``: the noisy chain that PPO trains.
 
-``success_rate`` is filled where the env reports ``is_success`` (the kitchen: all targets done). The CSV is
+``success_rate`` is filled where the env reports ``is_success`` (the kitchen: all targets done); ``n_episodes`` is
+the number of episodes behind each row's mean (empty in CSVs written before the column existed: 10). The CSV is
 replaced atomically at each append.
 The ``deployed`` column marks the protocol of the run's deterministic mode (what ``eval/mean_reward``,
 ``best_model.zip`` and ``rl_zoo3.enjoy`` use). Env steps are 4 x zoo timesteps (one timestep is one Ta=4 action
@@ -58,6 +59,7 @@ FIELDS = [
     "mean_return",
     "std_return",
     "success_rate",
+    "n_episodes",
 ]
 
 
@@ -181,7 +183,7 @@ def csv_row(
     success_rate = float(np.mean(successes)) if successes is not None and len(successes) else ""
     return dict(**base, timesteps=int(step), env_steps=int(chunk * step), wall_clock_s=float(wall), protocol=protocol,
                 deployed=protocol == deployed, mean_return=float(np.mean(returns)), std_return=float(np.std(returns)),
-                success_rate=success_rate)  # fmt: skip
+                success_rate=success_rate, n_episodes=len(returns))  # fmt: skip
 
 
 def chunk_horizon(run_dir: Path, env_id: str) -> int:

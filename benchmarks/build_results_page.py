@@ -27,7 +27,7 @@ import pandas as pd
 
 from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
 from sb3_reinflow.common.save_util import atomic_write
-from plot_learning_curves import stopped_runs
+from plot_learning_curves import episodes_of, stopped_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 TUNING_SEEDS = ("101",)
@@ -75,12 +75,14 @@ def note_of(table: dict[str, str], env: str, config: str) -> str | None:
     return table.get(f"{env}/{config}", table.get(config))
 
 
-# Kitchen diagnostics runs: in the kitchen table only
+# Kitchen runs by configuration, in the kitchen tables; only the reporting configuration is in the matrix and has curves
 KITCHEN_RUNS = {
-    "shortcut_K4": "registry (obs_clip 5.0)",
+    "shortcut_K4_rollout4k": "the entry's 4,000-chunk rollouts (reporting runs)",
+    "shortcut_K4": "800-chunk rollouts (the entry before 2026-12-07)",
     "shortcut_K4_actorlr0": "actor frozen (lr 0), before the evaluation fix",
     "shortcut_K4_noclip": "no obs_clip, evaluation fixed (stopped at 50k)",
 }
+KITCHEN_REPORTING = "shortcut_K4_rollout4k"
 KITCHEN_ENV = "FrankaKitchen-v1"
 PROTOCOLS = EVAL_PROTOCOLS
 RUN_NAME = re.compile(r"(?P<env>[^_]+)_(?P<config>.+)_(?P<seed>\d+)")
@@ -127,7 +129,7 @@ def matrix_region(groups: dict[tuple[str, str], list[Path]]) -> str:
     """
     files, notes = [], []
     for (env, config), group in groups.items():
-        if note_of(EXPERIMENTS, env, config) is not None or (env == KITCHEN_ENV and config != "shortcut_K4"):
+        if note_of(EXPERIMENTS, env, config) is not None or (env == KITCHEN_ENV and config != KITCHEN_REPORTING):
             continue
         seeds = {csv: int(RUN_NAME.fullmatch(csv.stem)["seed"]) for csv in group}  # type: ignore[index]
         short = stopped_runs(pd.concat(pd.read_csv(csv, usecols=["seed", "env_steps"]) for csv in group))
@@ -152,7 +154,7 @@ def configuration_region(groups: dict[tuple[str, str], list[Path]]) -> str:
     """
     sections = []
     for (env, config), files in groups.items():
-        if env == KITCHEN_ENV and config != "shortcut_K4":
+        if env == KITCHEN_ENV and config != KITCHEN_REPORTING:
             continue
         image = f"images/{env}_{config}.png"
         tables = run_script(
@@ -180,41 +182,56 @@ def kitchen_cell(row: pd.Series) -> str:
     :param row: a CSV row
     :return: the cell text
     """
-    cell = f"{row.mean_return:.1f}"
+    cell = f"{row.mean_return:.2f}"
     if row.success_rate > 0:
         cell += f" ({100 * row.success_rate:.0f}%)"
     return cell
 
 
+def kitchen_table(config: str, data: pd.DataFrame) -> str:
+    """
+    One kitchen configuration's table: a row per seed and protocol, a column per evaluation (the zoo's timesteps,
+    headed by their env steps, which differ a little between seeds because an episode's last chunk may stop early).
+
+    :param config: the configuration label
+    :param data: its rows
+    :return: a heading, the table and its episode count
+    """
+    columns = sorted(data.timesteps.unique())
+    heads = [f"{data[data.timesteps == t].env_steps.median() / 1e3:.0f}k" for t in columns]
+    lines = [
+        f"**{KITCHEN_RUNS.get(config, config)}** (`{config}`)\n",
+        "| seed | protocol | " + " | ".join(heads) + " |",
+        "|" + "---|" * (2 + len(columns)),
+    ]
+    for seed, run in data.groupby("seed"):
+        for protocol in PROTOCOLS:
+            cells = {r.timesteps: kitchen_cell(r) for r in run[run.protocol == protocol].itertuples()}
+            if cells:  # runs made before a protocol existed have none
+                lines.append(f"| {seed} | {protocol} | " + " | ".join(cells.get(t, "") for t in columns) + " |")
+    episodes = ", ".join(f"seed {seed}: {episodes_of(run)}" for seed, run in data.groupby("seed"))
+    return "\n".join(lines) + f"\n\nEpisodes per evaluation and protocol: {episodes}.\n"
+
+
 def kitchen_region(groups: dict[tuple[str, str], list[Path]]) -> str:
     """
-    The kitchen table: one row per run and protocol, one column per evaluation.
+    The kitchen tables, one per configuration (the reporting runs first).
 
     :param groups: the CSV files of each (env, configuration)
-    :return: the table and its legend
+    :return: the tables and their legend
     """
     frames = [pd.read_csv(f) for (env, config), files in groups.items() if env == KITCHEN_ENV for f in files]
     if not frames:
         return "(no kitchen runs yet)"
     data = pd.concat(frames)
-    steps = sorted(data.env_steps.unique())
-    lines = [
-        "| run | seed | protocol | " + " | ".join(f"{s / 1e3:.0f}k" for s in steps) + " |",
-        "|" + "---|" * (3 + len(steps)),
-    ]
-    for (config, seed), run in data.groupby(["config", "seed"], sort=False):
-        for protocol in PROTOCOLS:
-            cells = {r.env_steps: kitchen_cell(r) for r in run[run.protocol == protocol].itertuples()}
-            if not cells:  # runs made before a protocol existed
-                continue
-            label = KITCHEN_RUNS.get(config, config)
-            lines.append(f"| {label} | {seed} | {protocol} | " + " | ".join(cells.get(s, "") for s in steps) + " |")
+    order = [c for c in KITCHEN_RUNS if c in set(data.config)] + sorted(set(data.config) - set(KITCHEN_RUNS))
+    tables = [kitchen_table(config, data[data.config == config]) for config in order]
     legend = (
-        "(subtasks completed, mean of 10 episodes; success rate, all 4 done, in brackets where above 0. Column 0k is "
-        "the pretrained policy, evaluated by `benchmark_finetune.py` in an env built with the entry's targets; the "
-        "later columns are the zoo's own evaluations.)"
+        "(Subtasks completed out of 4, mean over the episodes; success rate, all 4 done, in brackets where above 0. "
+        "Column 0k is the pretrained policy, evaluated by `benchmark_finetune.py` in an env built with the entry's "
+        "targets; the later columns are the zoo's own evaluations.)"
     )
-    return "\n".join(lines) + "\n\n" + legend
+    return "\n".join(tables) + "\n" + legend
 
 
 def replace_region(page: str, name: str, content: str) -> str:

@@ -57,12 +57,40 @@ def paper_points(env: str, config: str) -> list[tuple[float, float]]:
 
 MILESTONES = (0, 500_000, 1_000_000, 2_000_000)
 PROTOCOL_LABELS = {
-    "mean": "mean of noisy chains (deployed)",
+    "mean": "mean of noisy chains",
     "median": "median of noisy chains",
+    "medoid": "medoid of noisy chains",
     "zero": "noise-free, x_0 = 0",
     "random": "noise-free, random x_0 (paper)",
     "stochastic": "stochastic (trained)",
 }
+
+
+# Episodes per evaluation in CSVs written before they recorded it (every run then used 10)
+DEFAULT_EPISODES = 10
+
+
+def episodes_of(data: pd.DataFrame) -> int:
+    """
+    :param data: rows of one run (or of several runs evaluated alike)
+    :return: episodes behind each row's mean: the ``n_episodes`` column, :data:`DEFAULT_EPISODES` where it is absent
+    :raises ValueError: if the rows disagree, so that a test never pools evaluations of different sizes unawares
+    """
+    if "n_episodes" not in data or data["n_episodes"].isna().all():
+        return DEFAULT_EPISODES
+    counts = sorted(int(n) for n in data["n_episodes"].dropna().unique())
+    if len(counts) > 1:
+        raise ValueError(f"rows with different episode counts {counts}: pass one run's rows at a time")
+    return int(counts[0])
+
+
+def y_label(env: str, data: pd.DataFrame) -> str:
+    """The y axis: subtasks for the kitchen (its reward counts them), return elsewhere."""
+    quantity = "subtasks completed (of 4)" if env.startswith("FrankaKitchen") else "return"
+    try:
+        return f"{quantity}, mean of {episodes_of(data)} episodes"
+    except ValueError:  # seeds evaluated with different episode counts
+        return quantity
 
 
 def value_at(group: pd.DataFrame, env_steps: float, tolerance: float = 0.01) -> float:
@@ -114,6 +142,7 @@ def plot(data: pd.DataFrame, title: str, output: Path) -> None:
             continue
         curves = np.stack([np.interp(grid, g["env_steps"], g["mean_return"]) for _, g in subset.groupby("seed")])
         deployed = bool(subset["deployed"].iloc[0])
+        label = f"{label} (deployed)" if deployed else label
         ax.plot(grid / 1e6, curves.mean(0), color=f"C{index}", lw=2.2 if deployed else 1.2, label=f"{label}, mean")
         ax.fill_between(grid / 1e6, curves.min(0), curves.max(0), color=f"C{index}", alpha=0.15 if deployed else 0.07)
     env = data["env"].iloc[0].split("-")[0]
@@ -126,7 +155,7 @@ def plot(data: pd.DataFrame, title: str, output: Path) -> None:
         last = published[-1]
         ax.axhline(last[1], color="k", ls=":", lw=1, label=f"paper final ({last[0] / 1e6:g}M steps)")
     n_seeds = data["seed"].nunique()
-    ax.set(xlabel="env steps (millions)", ylabel="return (10 episodes)", title=f"{title} ({n_seeds} seeds; band: min-max)")
+    ax.set(xlabel="env steps (millions)", ylabel=y_label(env, data), title=f"{title} ({n_seeds} seeds; band: min-max)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -160,7 +189,7 @@ def shortfall_pvalues(
     :param seed_data: one run's CSV rows
     :param deployed: the deployed protocol's name
     :param target: the ratio the issue asks for
-    :param n_episodes: episodes per evaluation and protocol (every run here used 10); the CSV's stds are numpy's
+    :param n_episodes: episodes per evaluation and protocol (:func:`episodes_of`); the CSV's stds are numpy's
         population stds (ddof=0)
     :param after: first env step counted
     :return: the p-values of the evaluations compared (empty when the run has no stochastic evaluation)
@@ -242,7 +271,8 @@ def seed_table(data: pd.DataFrame, tuning_seeds: set[int]) -> None:
         use = "tuning" if seed in tuning_seeds else "held out"
         wall = seed_data["wall_clock_s"].max() / 60
         ratio = worst_ratio(seed_data, deployed)
-        below, compared, holm = shortfall_counts(shortfall_pvalues(seed_data, deployed))
+        pvalues = shortfall_pvalues(seed_data, deployed, n_episodes=episodes_of(seed_data))
+        below, compared, holm = shortfall_counts(pvalues)
         shortfalls = f"{below}/{compared} (Holm: {holm})" if compared else "-"
         for protocol in dict.fromkeys((deployed, "median", "medoid", "random", "zero", "stochastic")):
             group = seed_data[seed_data["protocol"] == protocol].sort_values("env_steps")

@@ -28,7 +28,15 @@ import numpy as np
 import pandas as pd
 
 from sb3_reinflow.common.save_util import atomic_write
-from plot_learning_curves import final_return, interquartile_mean, ret, shortfall_counts, shortfall_pvalues, worst_ratio
+from plot_learning_curves import (
+    episodes_of,
+    final_return,
+    interquartile_mean,
+    ret,
+    shortfall_counts,
+    shortfall_pvalues,
+    worst_ratio,
+)
 
 # ReinFlow's published 1-ReFlow fine-tuned returns (3-seed means) and the env steps they took (Humanoid-v3: 200
 # iterations of 50 envs x 400 chunks x 4 steps, about 16M); docs/finetuning.md and docs/humanoid.md cite them.
@@ -112,7 +120,7 @@ def summarize(data: pd.DataFrame, tuning_seeds: set[int]) -> MatrixRow:
         # the "no evaluation below 2500 after first passing 3000" is a Hopper target
         lows.append(low_after(deployed) if str(data["env"].iloc[0]).startswith("Hopper") else float("nan"))
         ratios.append(worst_ratio(seed_data, protocol))
-        pvalues.append(shortfall_pvalues(seed_data, protocol))
+        pvalues.append(shortfall_pvalues(seed_data, protocol, n_episodes=episodes_of(seed_data)))
         walls.append(seed_data["wall_clock_s"].max() / 60)
     labels = [seed_label(int(seed), seed_data, tuning_seeds) for seed, seed_data in data.groupby("seed")]
     finals_array = np.array(finals)

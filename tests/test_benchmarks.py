@@ -41,18 +41,33 @@ def test_runs_are_grouped_by_env_and_configuration(page_builder, tmp_path):
     assert groups == {("Hopper-v4", "reflow_K4"): files[:2], ("Hopper-v4", "reflow_K4_consistency0.1"): files[2:]}
 
 
-def test_kitchen_table_has_a_row_per_run_and_protocol(page_builder, tmp_path):
-    rows = [COLUMNS]
-    for steps, (subtasks, success) in zip((0, 25_000), ((1.4, 0.0), (2.1, 0.1)), strict=True):
-        for protocol in page_builder.PROTOCOLS:
-            rows.append(f"FrankaKitchen-v1,shortcut_K4,202,{steps // 4},{steps},1.0,{protocol},False,{subtasks},0.5,{success}")
-    csv = tmp_path / "FrankaKitchen-v1_shortcut_K4_202.csv"
-    csv.write_text("\n".join(rows) + "\n")
-    table = page_builder.kitchen_region(page_builder.group_runs([csv]))
-    lines = table.splitlines()
-    assert lines[0] == "| run | seed | protocol | 0k | 25k |"
-    assert lines[2] == "| registry (obs_clip 5.0) | 202 | mean | 1.4 | 2.1 (10%) |"
-    assert len([line for line in lines if line.startswith("| registry")]) == len(page_builder.PROTOCOLS)
+def _kitchen_rows(config: str, seed: int, evaluations: list[tuple[int, int, float, float]], episodes: str = "") -> list[str]:
+    """CSV lines of one kitchen run: (timesteps, env steps, subtasks, success) per evaluation, every protocol."""
+    return [
+        f"FrankaKitchen-v1,{config},{seed},{timesteps},{steps},1.0,{protocol},False,{subtasks},0.5,{success},{episodes}"
+        for timesteps, steps, subtasks, success in evaluations
+        for protocol in ("mean", "median", "medoid", "zero", "random", "stochastic")
+    ]
+
+
+def test_kitchen_tables_have_a_row_per_seed_and_protocol_and_a_column_per_evaluation(page_builder, tmp_path):
+    # the two seeds' env steps differ a little at the same zoo timestep (an episode's last chunk may stop early)
+    csvs = []
+    for seed, steps in ((201, 100_212), (202, 100_480)):
+        lines = _kitchen_rows("shortcut_K4_rollout4k", seed, [(0, 0, 3.05, 0.5), (25_000, steps, 2.1, 0.0)], "20")
+        csvs.append(tmp_path / f"FrankaKitchen-v1_shortcut_K4_rollout4k_{seed}.csv")
+        csvs[-1].write_text("\n".join([COLUMNS + ",n_episodes", *lines]) + "\n")
+    old = _kitchen_rows("shortcut_K4", 202, [(0, 0, 1.4, 0.0), (6_250, 25_000, 2.1, 0.1)])
+    csvs.append(tmp_path / "FrankaKitchen-v1_shortcut_K4_202.csv")
+    csvs[-1].write_text("\n".join([COLUMNS, *(line.rstrip(",") for line in old)]) + "\n")
+    lines = page_builder.kitchen_region(page_builder.group_runs(csvs)).splitlines()
+    assert lines[0].startswith("**the entry's 4,000-chunk rollouts")  # the reporting configuration first
+    assert lines[2] == "| seed | protocol | 0k | 100k |"
+    assert lines[4] == "| 201 | mean | 3.05 (50%) | 2.10 |"
+    assert sum(line.startswith("| 20") for line in lines) == 3 * 6
+    assert "Episodes per evaluation and protocol: seed 201: 20, seed 202: 20." in lines
+    assert "| 202 | mean | 1.40 | 2.10 (10%) |" in lines
+    assert "Episodes per evaluation and protocol: seed 202: 10." in lines  # a CSV without the column: 10
 
 
 def test_an_empty_region_is_filled_and_a_folder_without_kitchen_runs_builds(page_builder, tmp_path):
@@ -71,6 +86,15 @@ def _two_protocols(deployed: tuple[float, float], stochastic: tuple[float, float
         dict(env_steps=100_000, protocol="stochastic", mean_return=3000.0, std_return=1.0),
     ]
     return pd.DataFrame(rows)
+
+
+def test_episode_counts_come_from_the_csv_and_default_to_ten():
+    curves = load_script("plot_learning_curves")
+    assert curves.episodes_of(pd.DataFrame({"mean_return": [1.0]})) == 10
+    assert curves.episodes_of(pd.DataFrame({"n_episodes": [float("nan")]})) == 10
+    assert curves.episodes_of(pd.DataFrame({"n_episodes": [20, 20]})) == 20
+    with pytest.raises(ValueError, match=r"different episode counts \[10, 20\]"):
+        curves.episodes_of(pd.DataFrame({"n_episodes": [10, 20]}))
 
 
 def test_ratio_shortfall_counts_only_gaps_beyond_evaluation_noise():
