@@ -309,3 +309,25 @@ def test_zoo_run_interrupted_by_sigterm_resumes_as_the_same_run(tmp_path: Path) 
     for key in ("results", "results_zero", "results_random"):  # recorded before the checkpoint: identical
         np.testing.assert_array_equal(evaluations["interrupted"][key][:2], evaluations["uninterrupted"][key][:2])
         assert evaluations["interrupted"][key].shape == evaluations["uninterrupted"][key].shape
+
+
+def test_resumed_zoo_envs_start_from_fresh_states_not_the_runs_first_ones() -> None:
+    """rl_zoo3 seeds new envs with --seed: a resume reseeds them, training and evaluation envs apart."""
+    from types import SimpleNamespace
+
+    from sb3_reinflow.zoo.resume import _with_appended_monitor_files, resume_env_seed
+
+    def create_envs(self: Any, n_envs: int, eval_env: bool = False, no_log: bool = False) -> Any:
+        return make_vec_env("Pendulum-v1", n_envs=n_envs, seed=self.seed)  # as rl_zoo3: every env on --seed
+
+    wrapped = _with_appended_monitor_files(create_envs, "reinflow_ppo")
+    fresh = SimpleNamespace(seed=4, monitor_kwargs={}, _reinflow_resume=None)
+    resumed = SimpleNamespace(seed=4, monitor_kwargs={}, _reinflow_resume=(Path("resume"), {"num_timesteps": 128}))
+    first = wrapped(fresh, 2).reset()
+    np.testing.assert_array_equal(first, wrapped(fresh, 2, eval_env=True).reset())  # rl_zoo3's own behaviour
+    train, evaluation = wrapped(resumed, 2).reset(), wrapped(resumed, 2, eval_env=True).reset()
+    assert not np.isclose(train, first).any() and not np.isclose(evaluation, first).any()
+    assert not np.isclose(train, evaluation).any()
+    np.testing.assert_array_equal(train, wrapped(resumed, 2).reset())  # the same on every resume from the checkpoint
+    assert resumed.monitor_kwargs == {"override_existing": False} and fresh.monitor_kwargs == {}
+    assert resume_env_seed(4, 128) != resume_env_seed(4, 256) != resume_env_seed(5, 128)

@@ -95,12 +95,36 @@ def _with_resume_keys(read_hyperparameters: Any, algo_name: str) -> Any:
     return wrapped
 
 
+def resume_env_seed(seed: int | None, num_timesteps: int) -> int:
+    """
+    The seed of a resumed run's envs: rl_zoo3 seeds new envs with the run's ``--seed``, so without a new one the
+    first episodes after every resume would start from the same states as the run's first episodes (and each
+    resumed evaluation would repeat the first evaluation's). An uninterrupted run's envs go on drawing from their
+    generators instead; a seed drawn from the run's seed and the checkpoint's step gives fresh states, the same on
+    every resume from the same checkpoint.
+
+    :param seed: the run's ``--seed`` (rl_zoo3 draws one when none is given)
+    :param num_timesteps: the checkpoint's timesteps
+    :return: a seed for the resumed envs' first reset
+    """
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed or 0, num_timesteps]).generate_state(1)[0])
+
+
 def _with_appended_monitor_files(create_envs: Any, algo_name: str) -> Any:
+    """A resume appends to the run's Monitor files and seeds its envs with :func:`resume_env_seed`."""
+
     @functools.wraps(create_envs)
     def wrapped(self: Any, n_envs: int, eval_env: bool = False, no_log: bool = False) -> Any:
-        if _resuming(self) is not None and not eval_env:
+        resuming = _resuming(self)
+        if resuming is not None and not eval_env:
             self.monitor_kwargs = {**self.monitor_kwargs, "override_existing": False}
-        return create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
+        env = create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
+        if resuming is not None:
+            # the evaluation envs take the next step's seed, so that they do not start where the training envs do
+            env.seed(resume_env_seed(self.seed, int(resuming[1]["num_timesteps"]) + int(eval_env)))
+        return env
 
     return wrapped
 
