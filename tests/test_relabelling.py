@@ -22,6 +22,7 @@ from sb3_reinflow.common.data import (
     save_reinflow_dataset,
     unnormalized,
 )
+from sb3_reinflow.common.policy_files import read_policy_config
 from sb3_reinflow.pretraining.behavior_cloning import pretrain
 from sb3_reinflow.pretraining.demonstrations import collect_demonstrations
 from sb3_reinflow.pretraining.relabelling import (
@@ -343,6 +344,7 @@ def test_pretrain_tool_relabels(pendulum_data, capsys):
     for key in ("obs_min", "obs_max", "action_min", "action_max"):  # the data's statistics, kept
         np.testing.assert_array_equal(getattr(stats, key), getattr(initial_stats, key))
     np.testing.assert_allclose(aggregate_data.states[:100], initial.states, atol=1e-6)
+    assert read_policy_config(tmp / "policy.safetensors")["critic"] is False  # behaviour cloning: the actor only
     expert = load_sb3_expert(tmp / "expert.zip", "ppo", make_env())
     added = unnormalized(aggregate_data, stats)
     labels = np.clip(np.stack([expert.action(state.astype(np.float32)) for state in added.states[100:]]), -2, 2)

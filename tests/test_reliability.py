@@ -740,8 +740,10 @@ def test_corrupted_tensor_bytes_fail_the_checksum(tmp_path):
         (lambda c: c["observation_space"].update(shape=[0]), r"observation_space\.shape\[0\]=0 must be an integer >= 1"),
         (lambda c: c.pop("observation_space"), r"observation_space=None is missing"),
         (lambda c: c.update(policy_kwargs=[1, 2]), r"policy_kwargs=\[1, 2\] must be a JSON object"),
-        (lambda c: c.update(format_version="1"), r"format_version='1' must be an integer >= 1 and <= 2"),
-        (lambda c: c.update(format_version=3), r"format_version 3, newer than this sb3_reinflow reads \(2\); upgrade"),
+        (lambda c: c.update(format_version="1"), r"format_version='1' must be an integer >= 1 and <= 3"),
+        (lambda c: c.update(format_version=4), r"format_version 4, newer than this sb3_reinflow reads \(3\); upgrade"),
+        (lambda c: c.update(critic=True), r"critic=True must be false \(a file without the critic's tensors"),
+        (lambda c: c.update(critic=False), r"critic=False must be false .*format_version >= 3"),  # a version-2 file
         (lambda c: c.update(format="other"), r"format='other' must be 'sb3_reinflow.policy'"),
         (lambda c: c["action_space"].update(low=5.0), r"action_space\.low\[0\]=5.0 must be <= high"),
         (lambda c: c["action_space"].update(high={"float": "inf"}), r"action_space\.high=.*must be finite"),
@@ -761,6 +763,38 @@ def test_shipped_version_1_files_load_without_a_checksum_and_new_files_carry_one
     assert np.isfinite(policy.predict(np.zeros(11, np.float32), deterministic=True)[0]).all()
     saved = read_policy_config(_policy_file(tmp_path))
     assert saved["format_version"] == 2 and len(saved["tensors_sha256"]) == 64
+
+
+def test_a_file_without_the_critic_loads_the_actor_exactly_and_a_fresh_critic(tmp_path):
+    from sb3_reinflow.common.policy_files import is_critic_key
+
+    source = tiny_model(seed=1).policy
+    path = tmp_path / "actor.safetensors"
+    source.save(path, critic=False)
+    config, full = read_policy_config(path), tmp_path / "full.safetensors"
+    source.save(full)
+    assert config["format_version"] == 3 and config["critic"] is False
+    assert path.stat().st_size < full.stat().st_size and read_policy_config(full)["format_version"] == 2
+    obs = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    for loaded in (ReinFlowPolicy.load(path), ReinFlowPPO.from_pretrained(path, "Pendulum-v1", seed=2, device="cpu").policy):
+        own, original = loaded.state_dict(), source.state_dict()
+        assert any(is_critic_key(key) for key in own)
+        for key, value in own.items():  # the actor's tensors exactly, the critic its own initialisation
+            assert th.equal(value, original[key]) != is_critic_key(key), key
+        for mode in ("mean", "zero"):
+            loaded.deterministic_mode = source.deterministic_mode = mode
+            actions = [policy.predict(obs, deterministic=True)[0] for policy in (loaded, source)]
+            np.testing.assert_array_equal(*actions)
+
+
+def test_a_file_without_the_critic_still_needs_every_actor_tensor(tmp_path):
+    path = tmp_path / "actor.safetensors"
+    tiny_model().policy.save(path, critic=False)
+
+    def drop(tensors):
+        del tensors[next(name for name in tensors if name.startswith("actor.velocity_net"))]
+
+    _loads_nowhere(_rewrite(path, edit_tensors=drop), r"do not fit|cannot be built.*missing tensors \['actor\.velocity_net")
 
 
 def test_saving_a_policy_with_nan_weights_is_refused(tmp_path):

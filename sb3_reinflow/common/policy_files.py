@@ -5,7 +5,9 @@ the policy's constructor arguments. Reading it never unpickles: ``safetensors`` 
 tensor bytes, and classes (activations, optimizer, features extractor) are looked up by name in
 :data:`SAFE_CLASSES`.
 
-JSON entry (``format_version`` 2; version 1, the shipped checkpoints' version, has no ``tensors_sha256``)::
+JSON entry (``format_version`` 2; version 1, the first shipped checkpoints' version, has no ``tensors_sha256``; version 3
+is a file without the critic's tensors, marked ``"critic": false``, for behaviour-cloned policies whose critic was
+never trained)::
 
     {"format": "sb3_reinflow.policy", "format_version": 2, "sb3_reinflow_version": "...",
      "env_id": "Hopper-v4" | null,
@@ -35,15 +37,21 @@ import torch as th
 from gymnasium import spaces
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
-from stable_baselines3.common.torch_layers import CombinedExtractor, FlattenExtractor, NatureCNN
 from stable_baselines3.common.vec_env import VecEnv
-from torch import nn
 
 from sb3_reinflow.common.errors import PolicyFileError
+from sb3_reinflow.common.policy_json import (  # noqa: F401 (SAFE_CLASSES and space_to_json: part of this module's API)
+    CLASS_ARGUMENTS,
+    SAFE_CLASSES,
+    decode_value,
+    encode_value,
+    space_from_json,
+    space_to_json,
+)
 from sb3_reinflow.common.policy_schema import (
+    ACTOR_ONLY_VERSION,
     CHECKSUM_VERSION,
     FORMAT_NAME,
-    FORMAT_VERSION,
     check_config,
     check_policy_kwargs,
     check_tensors,
@@ -55,34 +63,6 @@ from sb3_reinflow.common.version import __version__
 METADATA_KEY = "sb3_reinflow"
 POLICY_FILE_SUFFIX = ".safetensors"
 
-_ACTIVATIONS = (
-    nn.ReLU,
-    nn.Mish,
-    nn.Tanh,
-    nn.GELU,
-    nn.SiLU,
-    nn.ELU,
-    nn.LeakyReLU,
-    nn.Sigmoid,
-    nn.Softplus,
-    nn.Identity,
-)
-_OPTIMIZERS = (th.optim.AdamW, th.optim.Adam, th.optim.SGD, th.optim.RMSprop)
-#: Classes a policy file may name (``{"class": "torch.nn.ReLU"}``); nothing else is ever imported on load.
-SAFE_CLASSES: dict[str, type] = {
-    **{f"torch.nn.{cls.__name__}": cls for cls in _ACTIVATIONS},
-    **{f"torch.optim.{cls.__name__}": cls for cls in _OPTIMIZERS},
-    "stable_baselines3.common.torch_layers.FlattenExtractor": FlattenExtractor,
-    "stable_baselines3.common.torch_layers.NatureCNN": NatureCNN,
-    "stable_baselines3.common.torch_layers.CombinedExtractor": CombinedExtractor,
-}
-_CLASS_NAMES = {cls: name for name, cls in SAFE_CLASSES.items()}
-# for each class-valued policy argument, the classes a file may name
-_CLASS_ARGUMENTS: dict[str, tuple[type, ...]] = {
-    **dict.fromkeys(("velocity_activation_fn", "cond_activation_fn", "noise_activation_fn", "activation_fn"), _ACTIVATIONS),
-    "features_extractor_class": (FlattenExtractor, NatureCNN, CombinedExtractor),
-    "optimizer_class": _OPTIMIZERS,
-}
 # constructor parameters stored elsewhere in the file (spaces) or meaningless after loading (the schedule)
 _NOT_POLICY_KWARGS = ("observation_space", "action_space", "lr_schedule")
 
@@ -96,6 +76,8 @@ class PolicyCheckpoint(NamedTuple):
     :param action_space: the policy's action space
     :param policy_kwargs: ReinFlowPolicy constructor arguments
     :param state_dict: the policy's weights and buffers (normalisation included)
+    :param critic: whether the file holds the critic (its value head and encoder); a file written without it (the
+        untrained critic of behaviour cloning) leaves the loading policy's own freshly initialised critic
     """
 
     env_id: str | None
@@ -103,123 +85,16 @@ class PolicyCheckpoint(NamedTuple):
     action_space: spaces.Box
     policy_kwargs: dict[str, Any]
     state_dict: dict[str, th.Tensor]
+    critic: bool = True
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# plain-JSON encoding
+# The critic's parameters in a policy's state dict: SB3's value head and, with separate encoders, its own encoder
+CRITIC_PREFIXES = ("value_net.", "vf_features_extractor.")
 
 
-def _encode_float(value: float) -> float | dict[str, str]:
-    return value if np.isfinite(value) else {"float": repr(float(value))}
-
-
-def encode_value(value: Any, key: str) -> Any:
-    """
-    :param value: a policy argument
-    :param key: its name, for the error message
-    :return: the value as plain JSON
-    """
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        return _encode_float(float(value))
-    if isinstance(value, list | tuple):
-        return [encode_value(item, key) for item in value]
-    if isinstance(value, dict):
-        if not all(isinstance(name, str) for name in value):
-            raise TypeError(f"policy_kwargs[{key!r}] has non-string keys; policy files store plain JSON")
-        return {name: encode_value(item, f"{key}.{name}") for name, item in value.items()}
-    if isinstance(value, type) and value in _CLASS_NAMES:
-        return {"class": _CLASS_NAMES[value]}
-    if isinstance(value, type):
-        raise TypeError(
-            f"policy_kwargs[{key!r}]={value.__module__}.{value.__qualname__} cannot be stored in a policy file, which "
-            f"never imports code on load: it may name only the classes {sorted(SAFE_CLASSES)}. Save the whole model "
-            "with ReinFlowPPO.save (an SB3 zip, which pickles classes) instead"
-        )
-    raise TypeError(
-        f"policy_kwargs[{key!r}]={value!r} cannot be stored in a policy file: use plain data (numbers, strings, lists, "
-        f"dicts) or one of the known classes {sorted(SAFE_CLASSES)}"
-    )
-
-
-def decode_value(value: Any, key: str) -> Any:
-    """
-    :param value: plain JSON written by :func:`encode_value`
-    :param key: its name, for the error message
-    :return: the policy argument (classes looked up in :data:`SAFE_CLASSES`)
-    """
-    if isinstance(value, list):
-        return [decode_value(item, key) for item in value]
-    if isinstance(value, dict):
-        if set(value) == {"class"}:
-            if value["class"] not in SAFE_CLASSES:
-                raise ValueError(
-                    f"policy_kwargs[{key!r}] names the class {value['class']!r}, which is not one of the classes a "
-                    f"policy file may use: {sorted(SAFE_CLASSES)}"
-                )
-            return SAFE_CLASSES[value["class"]]
-        if set(value) == {"float"}:
-            return float(value["float"])
-        return {name: decode_value(item, f"{key}.{name}") for name, item in value.items()}
-    return value
-
-
-def _encode_bound(values: np.ndarray) -> Any:
-    """A bound array as JSON: one number when all entries are equal (image spaces), else the flat list."""
-    flat = values.reshape(-1)
-    if flat.size and np.all(flat == flat[0]):
-        return _encode_float(float(flat[0]))
-    return [_encode_float(x) for x in flat.tolist()]
-
-
-def space_to_json(space: spaces.Space) -> dict[str, Any]:
-    """
-    :param space: a Box space, or a Dict of Box spaces
-    :return: its type, shape, dtype and bounds as plain JSON (a Dict: its subspaces by key)
-    """
-    if isinstance(space, spaces.Dict):
-        return {"type": "Dict", "spaces": {key: space_to_json(subspace) for key, subspace in space.spaces.items()}}
-    if not isinstance(space, spaces.Box):
-        raise TypeError(f"policy files store Box spaces or Dicts of them only, got {space}")
-    return {
-        "type": "Box",
-        "shape": list(space.shape),
-        "dtype": np.dtype(space.dtype).name,
-        "low": _encode_bound(space.low),
-        "high": _encode_bound(space.high),
-    }
-
-
-def space_from_json(data: dict[str, Any]) -> spaces.Box | spaces.Dict:
-    """
-    :param data: written by :func:`space_to_json`
-    :return: the Box space, or the Dict of Box spaces
-    """
-    if data.get("type") == "Dict" and isinstance(data.get("spaces"), dict):
-        return spaces.Dict({str(key): _box_from_json(value) for key, value in data["spaces"].items()})
-    return _box_from_json(data)
-
-
-def _decode_bound(value: Any, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-    array = np.array(value, dtype=dtype)
-    if array.ndim == 0:  # one number for every entry (see _encode_bound)
-        return np.full(shape, array, dtype=dtype)
-    return array.reshape(shape)
-
-
-def _box_from_json(data: Any) -> spaces.Box:
-    if not isinstance(data, dict) or data.get("type") != "Box":
-        found = data.get("type") if isinstance(data, dict) else data
-        raise ValueError(f"Unsupported space type {found!r} in a policy file (only Box, or a Dict of Boxes)")
-    shape = tuple(int(size) for size in data["shape"])
-    dtype = np.dtype(data["dtype"])
-    if dtype.kind not in "fiu":
-        raise ValueError(f"Unsupported space dtype {dtype} in a policy file")
-    low, high = (_decode_bound(decode_value(data[key], key), dtype, shape) for key in ("low", "high"))
-    return spaces.Box(low=low, high=high, shape=shape, dtype=dtype)  # type: ignore[arg-type]
+def is_critic_key(key: str) -> bool:
+    """:return: whether a state-dict key is one of the critic's parameters (:data:`CRITIC_PREFIXES`)"""
+    return key.startswith(CRITIC_PREFIXES)
 
 
 def _summary(policy_kwargs: dict[str, Any], action_space: spaces.Box, state_dict: dict[str, th.Tensor]) -> dict[str, Any]:
@@ -250,6 +125,7 @@ def save_policy_file(
     action_space: spaces.Space,
     policy_kwargs: dict[str, Any],
     env_id: str | None = None,
+    critic: bool = True,
 ) -> Path:
     """
     Write a pretrained-policy file atomically, to ``path`` exactly as given.
@@ -260,14 +136,20 @@ def save_policy_file(
     :param action_space: its action space
     :param policy_kwargs: its constructor arguments (``_get_constructor_parameters()``; spaces are dropped)
     :param env_id: id of the env it was trained on, checked when the file is loaded into an env
+    :param critic: keep the critic's tensors (:data:`CRITIC_PREFIXES`); False for a behaviour-cloned policy, whose
+        critic was never trained (a pixel policy's critic encoder is 40% of its file)
     :return: the path written
     """
     assert isinstance(action_space, spaces.Box)
     kwargs = {key: value for key, value in policy_kwargs.items() if key not in _NOT_POLICY_KWARGS}
-    tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state_dict.items()}
+    tensors = {
+        key: value.detach().to("cpu").contiguous().clone()
+        for key, value in state_dict.items()
+        if critic or not is_critic_key(key)
+    }
     config = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": CHECKSUM_VERSION if critic else ACTOR_ONLY_VERSION,
         "sb3_reinflow_version": __version__,
         "env_id": env_id,
         "observation_space": space_to_json(observation_space),
@@ -276,6 +158,8 @@ def save_policy_file(
         "summary": _summary(kwargs, action_space, tensors),
         "tensors_sha256": tensors_sha256(tensors),
     }
+    if not critic:
+        config["critic"] = False
     check_tensors(path, tensors, None)  # never write NaN weights or inverted bounds
     payload = safetensors_save(tensors, metadata={METADATA_KEY: json.dumps(config, allow_nan=False)})
     with atomic_write(path) as handle:
@@ -338,13 +222,14 @@ def read_policy_file(path: str | Path, device: th.device | str = "cpu") -> Polic
         observation_space, action_space = space_from_json(config["observation_space"]), space_from_json(config["action_space"])
     except (ValueError, TypeError) as error:
         raise PolicyFileError(f"{path}: {error}") from error
-    check_policy_kwargs(path, policy_kwargs, _CLASS_ARGUMENTS)
+    check_policy_kwargs(path, policy_kwargs, CLASS_ARGUMENTS)
     return PolicyCheckpoint(
         env_id=config.get("env_id"),
         observation_space=observation_space,
         action_space=action_space,
         policy_kwargs=policy_kwargs,
         state_dict={key: value.to(device) for key, value in state_dict.items()},
+        critic=config.get("critic", True),
     )
 
 

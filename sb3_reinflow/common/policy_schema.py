@@ -23,9 +23,12 @@ from sb3_reinflow.common.flow.chain_config import DETERMINISTIC_MODES, MAX_N_FLO
 from sb3_reinflow.common.flow.registry import FLOW_MODELS
 
 FORMAT_NAME = "sb3_reinflow.policy"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 #: the first format version whose files carry ``tensors_sha256``
 CHECKSUM_VERSION = 2
+#: the first format version whose files may leave the critic out (``"critic": false``); a file with the critic is
+#: still written as version 2, which older readers accept
+ACTOR_ONLY_VERSION = 3
 MAX_WIDTH = 65_536
 MAX_DEPTH = 64
 #: weights of one net implied by its widths (256 MiB of float32): a file asking for more is refused before allocating
@@ -282,6 +285,9 @@ def check_config(path: Any, config: Any, max_version: int = FORMAT_VERSION) -> N
     check_space(path, "action_space", config["action_space"], action=True)
     if not isinstance(config["policy_kwargs"], dict):
         check.fail("policy_kwargs", config["policy_kwargs"], "must be a JSON object of ReinFlowPolicy arguments")
+    if "critic" in config and (config["critic"] is not False or version < ACTOR_ONLY_VERSION):
+        rule = f"must be false (a file without the critic's tensors, format_version >= {ACTOR_ONLY_VERSION}) or absent"
+        check.fail("critic", config["critic"], rule)
     checksum = config.get("tensors_sha256")
     if version >= CHECKSUM_VERSION and not (isinstance(checksum, str) and len(checksum) == 64):
         check.fail("tensors_sha256", checksum, f"must be the tensors' SHA-256 (from format_version {CHECKSUM_VERSION} on)")

@@ -72,7 +72,9 @@ def check_output_path(path: str | Path) -> Path:
     return path
 
 
-def save_pretrained(policy: ReinFlowPolicy | BaseAlgorithm, path: str | Path, env_id: str | None = None) -> Path:
+def save_pretrained(
+    policy: ReinFlowPolicy | BaseAlgorithm, path: str | Path, env_id: str | None = None, critic: bool = True
+) -> Path:
     """
     Save the policy as a pretrained-policy file (safetensors weights + JSON config with the env id and spaces),
     atomically and to ``path`` exactly as given.
@@ -80,13 +82,14 @@ def save_pretrained(policy: ReinFlowPolicy | BaseAlgorithm, path: str | Path, en
     :param policy: the pretrained policy (or a model holding it, whose env gives the default ``env_id``)
     :param path: destination, conventionally ``*.safetensors``
     :param env_id: id of the env it was trained on (default: the model's env, or the policy's ``env_id``)
+    :param critic: keep the critic's weights (False: behaviour cloning never trained them)
     :return: ``path``
     """
     if isinstance(policy, BaseAlgorithm):
         env_id = env_id or (env_id_of(policy.env) if policy.env is not None else None)
         policy = policy.policy  # type: ignore[assignment]
     assert isinstance(policy, ReinFlowPolicy)
-    policy.save(path, env_id=env_id or policy.env_id)
+    policy.save(path, env_id=env_id or policy.env_id, critic=critic)
     return Path(path)
 
 

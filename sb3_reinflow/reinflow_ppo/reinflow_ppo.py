@@ -273,7 +273,7 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         recorded = (checkpoint.env_id, checkpoint.observation_space, checkpoint.action_space)
         check_env_match(recorded, (self.env_id, self.observation_space, self.action_space), source, self.allow_env_mismatch)
         try:
-            self.policy.load_state_dict(checkpoint.state_dict)  # keeps the noise bounds of policy_kwargs
+            self.policy.load_checkpoint(checkpoint)  # keeps the noise bounds of policy_kwargs
         except RuntimeError as error:  # missing or unexpected tensors
             raise PolicyFileError(f"{source}: its tensors do not fit the policy it describes ({error})") from error
 

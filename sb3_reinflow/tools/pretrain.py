@@ -2,7 +2,9 @@ r"""
 Behaviour-clone a flow policy from a ReinFlow-layout dataset and save it as a pretrained-policy file
 (safetensors weights + JSON config with the env id and spaces; loadable, without unpickling, by
 ``ReinFlowPPO(..., pretrained_policy=path)``, rl_zoo3's ``-params pretrained_policy:"'path'"`` and
-``ReinFlowPolicy.load``). The output name is used exactly as given.
+``ReinFlowPolicy.load``). The output name is used exactly as given. The file holds the actor only: behaviour cloning
+never trains the critic, so a fine-tuning run starts from its own initial critic (a pixel policy's file is 40%
+smaller that way).
 
 A resumable training checkpoint (``<output>.ckpt.pt`` by default) is written every ``--checkpoint-freq`` steps
 and on Ctrl-C; ``--resume`` continues from it.
@@ -256,9 +258,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\ninterrupted: training checkpoint saved to {checkpoint}; continue with the same command plus --resume")
         sys.exit(130)
     if relabelling is not None:
-        print(f"saved {save_pretrained(model.policy, output)} (behaviour cloning); relabelling follows")
+        print(f"saved {save_pretrained(model.policy, output, critic=False)} (behaviour cloning); relabelling follows")
         _relabel(args, *relabelling, model.policy, dataset, stats, output, training)
-    print(f"saved {save_pretrained(model.policy, output)} (data mean episode return {returns.mean():.1f})")
+    print(f"saved {save_pretrained(model.policy, output, critic=False)} (data mean episode return {returns.mean():.1f})")
 
 
 def _relabel(
@@ -274,7 +276,7 @@ def _relabel(
     """The DAgger rounds of ``--dagger-rounds``; the policy file (and ``--dagger-data-output``) after every round."""
 
     def save_round(summary: DaggerRound, aggregate: TrajectoryDataset) -> None:
-        save_pretrained(policy, output)
+        save_pretrained(policy, output, critic=False)
         written = f"saved {output}"
         if args.dagger_data_output is not None:
             save_reinflow_dataset(args.dagger_data_output, unnormalized(aggregate, stats), stats)

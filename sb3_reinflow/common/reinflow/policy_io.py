@@ -10,7 +10,7 @@ from stable_baselines3.common.utils import get_device
 
 from sb3_reinflow.common.errors import PolicyFileError
 from sb3_reinflow.common.flow.networks import NoiseNet
-from sb3_reinflow.common.policy_files import read_pretrained, save_policy_file
+from sb3_reinflow.common.policy_files import PolicyCheckpoint, is_critic_key, read_pretrained, save_policy_file
 from sb3_reinflow.common.reinflow.arguments import known_policy_kwargs
 
 SelfPolicyFile = TypeVar("SelfPolicyFile", bound="PolicyFileMixin")
@@ -22,13 +22,15 @@ class PolicyFileMixin:
     (:mod:`sb3_reinflow.common.policy_files`), and the state-dict loading every loader shares.
     """
 
-    def save(self, path: str | Path, env_id: str | None = None) -> None:  # type: ignore[override]
+    def save(self, path: str | Path, env_id: str | None = None, critic: bool = True) -> None:  # type: ignore[override]
         """
         Save the policy as a pretrained-policy file (safetensors weights + plain-JSON config; see
         :mod:`sb3_reinflow.common.policy_files`), atomically and to ``path`` exactly as given.
 
         :param path: destination, conventionally ``*.safetensors``
         :param env_id: id of the env it was trained on (default: :attr:`env_id`), checked when it is loaded
+        :param critic: keep the critic's weights; False for a behaviour-cloned policy, whose critic was never trained
+            (the loading policy then keeps its own initial critic)
         """
         save_policy_file(
             path,
@@ -37,6 +39,7 @@ class PolicyFileMixin:
             self.action_space,
             self._get_constructor_parameters(),
             env_id=env_id if env_id is not None else self.env_id,
+            critic=critic,
         )
 
     @classmethod
@@ -60,11 +63,27 @@ class PolicyFileMixin:
         policy_kwargs = known_policy_kwargs(cls, checkpoint.policy_kwargs, str(path))
         try:
             policy = cls(checkpoint.observation_space, checkpoint.action_space, lambda _: 0.0, **policy_kwargs)
-            policy.load_state_dict(checkpoint.state_dict)
+            policy.load_checkpoint(checkpoint)
         except (ValueError, TypeError, NotImplementedError, RuntimeError) as error:
             raise PolicyFileError(f"{path}: the policy it describes cannot be built ({error})") from error
         policy.env_id = checkpoint.env_id
         return policy.to(get_device(device))
+
+    def load_checkpoint(self, checkpoint: PolicyCheckpoint) -> None:
+        """
+        Load a policy file's tensors: every one of this policy's, or for a file written without the critic
+        (``checkpoint.critic`` False) every one but the critic's, which keep this policy's initialisation.
+
+        :param checkpoint: the file's contents
+        :raises RuntimeError: a tensor missing (other than the critic's of a file without it) or unexpected
+        """
+        if checkpoint.critic:
+            self.load_state_dict(checkpoint.state_dict)
+            return
+        result = self.load_state_dict(checkpoint.state_dict, strict=False)
+        missing = [key for key in result.missing_keys if not is_critic_key(key)]
+        if missing or result.unexpected_keys:
+            raise RuntimeError(f"missing tensors {missing}, unexpected tensors {result.unexpected_keys}")
 
     def load_state_dict(self, state_dict: Any, strict: bool = True, assign: bool = False) -> Any:
         """
