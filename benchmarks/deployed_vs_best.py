@@ -2,7 +2,8 @@
 The deployed mode against the best single evaluation protocol, on every configuration of the results matrix
 (issue 34: "deployed mode within 5% of the best single protocol on every env and configuration").
 
-For each (env, configuration) of ``run_matrix.MATRIX`` fine-tuned by reinflow_ppo, it reads the committed run CSVs
+For each (env, configuration) of ``run_matrix.MATRIX`` fine-tuned by reinflow_ppo, and the kitchen's reporting runs
+(:data:`OTHER_RUNS`: made by ``benchmark_finetune.py`` directly, not by ``run_matrix.py``), it reads the committed run CSVs
 (``docs/results/runs/<env>_<config>_<seed>.csv``, one row per evaluation and protocol) of the matrix's seeds and
 compares, at the start (env step 0) and at each run's last evaluation, the mean over seeds of the deployed protocol
 (the ``deployed`` column) with that of each deterministic protocol (mean, median, medoid, zero, random); the
@@ -31,6 +32,8 @@ from run_matrix import CONFIGS, MATRIX, ROOT
 from sb3_reinflow.common.save_util import atomic_write_csv
 
 DETERMINISTIC = ("mean", "median", "medoid", "zero", "random")
+# reporting runs outside run_matrix.MATRIX, with the seeds declared for them (docs/kitchen.md)
+OTHER_RUNS: dict[tuple[str, str], tuple[int, ...]] = {("FrankaKitchen-v1", "shortcut_K4_rollout4k"): (201, 202, 203)}
 FIELDS = [
     *("env", "config", "when", "deployed_by", "deployed", "deployed_score"),
     *("best", "best_score", "n_seeds", "ratio", "within_5pct"),
@@ -107,13 +110,17 @@ def read_rule(path: Path) -> dict[tuple[str, str], str]:
 def comparison(runs_folder: Path, rule: dict[tuple[str, str], str] | None = None) -> list[dict]:
     """:param rule: (env, config) -> the rule's mode; each configuration it names is compared under it too"""
     rows = []
-    for (env, config), seeds in MATRIX.items():
-        if CONFIGS[config].algo != "reinflow_ppo":
-            continue
+    configurations = {key: seeds for key, seeds in MATRIX.items() if CONFIGS[key[1]].algo == "reinflow_ppo"}
+    for (env, config), seeds in {**configurations, **OTHER_RUNS}.items():
         for when in ("start", "final"):
             modes = [None] + ([rule[env, config]] if rule and (env, config) in rule else [])
             rows += [row for mode in modes if (row := compare(env, config, seeds, runs_folder, when, mode))]
     return rows
+
+
+def score(value: float) -> str:
+    """A score for the table: whole numbers for locomotion returns, two decimals for the kitchen's 0-4 subtasks."""
+    return f"{value:.2f}" if abs(value) < 10 else f"{value:.0f}"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -125,7 +132,7 @@ def markdown(rows: list[dict]) -> str:
             continue
         flag = "" if row["within_5pct"] else " **<0.95**"
         lines.append(
-            f"{head} {row['deployed_score']:.0f} | {row['best']} {row['best_score']:.0f} | {row['ratio']:.3f}{flag} | "
+            f"{head} {score(row['deployed_score'])} | {row['best']} {score(row['best_score'])} | {row['ratio']:.3f}{flag} | "
             f"{row['n_seeds']} |"
         )
     return "\n".join(lines)

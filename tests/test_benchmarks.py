@@ -458,6 +458,19 @@ def test_deployed_against_best_compares_on_the_seeds_where_both_were_recorded(tm
     assert "ratio" not in compare("E", "c", (1, 2), tmp_path, "final", deployed="medoid")
 
 
+def test_deployed_against_best_reads_the_kitchen_reporting_runs_and_writes_subtasks_to_two_decimals(tmp_path):
+    script = load_script("deployed_vs_best")
+    lines = [f"FrankaKitchen-v1,shortcut_K4_rollout4k,201,{t},{4 * t},0,{name},{name == 'median'},{score},0,\n"
+             for t in (0, 250_000) for name, score in (("median", 2.85), ("zero", 2.6))]  # fmt: skip
+    (tmp_path / "FrankaKitchen-v1_shortcut_K4_rollout4k_201.csv").write_text(COLUMNS + "\n" + "".join(lines))
+    rows = script.comparison(tmp_path)
+    assert [(row["env"], row["when"], row["deployed"], row["best"]) for row in rows] == [
+        ("FrankaKitchen-v1", "start", "median", "median"),
+        ("FrankaKitchen-v1", "final", "median", "median"),
+    ]
+    assert "| median 2.85 | median 2.85 | 1.000 | 1 |" in script.markdown(rows)
+
+
 def test_deployed_mode_rule_builds_each_configurations_start_and_picks_the_best():
     rule = load_script("deployed_mode_rule")
     import yaml
