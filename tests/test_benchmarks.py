@@ -520,3 +520,18 @@ def test_env_steps_per_timestep_come_from_the_runs_saved_wrapper(tmp_path, horiz
     (tmp_path / "Humanoid-v4").mkdir()
     (tmp_path / "Humanoid-v4" / "config.yml").write_text(yaml.dump(saved))  # as rl_zoo3 writes it
     assert benchmark.chunk_horizon(tmp_path, "Humanoid-v4") == (horizon or 1)
+
+
+def test_weight_perturbation_moves_only_the_velocity_net_by_the_requested_fraction():
+    import torch as th
+
+    from sb3_reinflow import ReinFlowPPO
+
+    script = load_script("weight_perturbation")
+    policy = ReinFlowPPO("MlpPolicy", "Pendulum-v1", n_steps=16, batch_size=16, device="cpu").policy
+    before = {name: tensor.detach().clone() for name, tensor in policy.named_parameters()}
+    change = script.perturbed(policy, 0.02, th.Generator().manual_seed(0))
+    assert change["relative_change"] == pytest.approx(0.02, rel=1e-5)
+    moved = {name for name, tensor in policy.named_parameters() if not th.equal(tensor, before[name])}
+    assert moved and all(name.startswith(script.PREFIX) for name in moved)
+    assert script.perturbed(policy, 0.0, th.Generator().manual_seed(0))["relative_change"] == 0.0
