@@ -78,6 +78,7 @@ def note_of(table: dict[str, str], env: str, config: str) -> str | None:
 # Kitchen runs by configuration, in the kitchen tables; only the reporting configuration is in the matrix and has curves
 KITCHEN_RUNS = {
     "shortcut_K4_rollout4k": "the entry's 4,000-chunk rollouts (reporting runs)",
+    "shortcut_K4_rollout4k_nocal": "the reporting command with the noise calibration off (diagnostic)",
     "shortcut_K4": "800-chunk rollouts (the entry before 2026-12-07)",
     "shortcut_K4_actorlr0": "actor frozen (lr 0), before the evaluation fix",
     "shortcut_K4_noclip": "no obs_clip, evaluation fixed (stopped at 50k)",
