@@ -191,12 +191,11 @@ def chunk_horizon(run_dir: Path, env_id: str) -> int:
     :return: env steps per zoo timestep of a run: the ``ActionChunkWrapper`` horizon its saved config names (the
         registry's Ta, 4 for most entries, 1 for Humanoid-v4), 1 without one (PPO from scratch)
     """
-    import yaml
+    from sb3_reinflow.zoo.run_files import read_run_config
 
-    config = run_dir / env_id / "config.yml"
-    if not config.is_file():
+    if not (run_dir / env_id / "config.yml").is_file():
         return 1
-    saved = dict(yaml.load(config.read_text(), Loader=yaml.UnsafeLoader))  # rl_zoo3 writes an OrderedDict
+    saved = read_run_config(run_dir, env_id)
     wrappers = saved.get("env_wrapper") or []
     for wrapper in wrappers if isinstance(wrappers, list) else [wrappers]:
         if isinstance(wrapper, dict) and any(name.endswith("ActionChunkWrapper") for name in wrapper):

@@ -44,7 +44,7 @@ FIELDS = (
 def build_model(env_id: str, seed: int) -> ReinFlowPPO:
     """:return: the model of the registry entry of ``env_id`` as rl_zoo3.train starts it (no learning yet)"""
     with open(REGISTRY) as f:
-        entry = dict(yaml.load(f, Loader=yaml.UnsafeLoader)[env_id])  # our own file: anchors and !!float tags
+        entry = dict(yaml.safe_load(f)[env_id])
     env = make_vec_env(
         env_id,
         n_envs=entry["n_envs"],

@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from sb3_reinflow.common.save_util import atomic_write_csv
+from sb3_reinflow.zoo.run_files import read_run_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV_PATH = ROOT / "docs" / "results" / "pixels.csv"
@@ -99,7 +100,7 @@ def run_rows(env_id: str, logs: Path) -> list[dict[str, object]]:
 
 def evaluation_rows(env_id: str, run: Path) -> list[dict[str, object]]:
     """:return: one row per evaluation and protocol of one rl_zoo3 run folder"""
-    seed = dict(yaml.unsafe_load((run / env_id / "args.yml").read_text()))["seed"]  # rl_zoo3 writes an OrderedDict tag
+    seed = read_run_args(run, env_id)["seed"]
     data = np.load(run / "evaluations.npz")
     deployed = str(data["deterministic_mode"])
     series = {deployed: data["successes"]} if "successes" in data.files else {}
@@ -127,7 +128,7 @@ def training_rows(env_id: str, run: Path, window: int) -> list[dict[str, object]
     """
     import pandas as pd
 
-    seed = dict(yaml.unsafe_load((run / env_id / "args.yml").read_text()))["seed"]
+    seed = read_run_args(run, env_id)["seed"]
     episodes = pd.concat([pd.read_csv(path, skiprows=1) for path in sorted(run.glob("*.monitor.csv"))])
     episodes = episodes.sort_values("t")
     env_steps = episodes["l"].cumsum().to_numpy()

@@ -17,7 +17,8 @@ import sys
 import zipfile
 
 import numpy as np
-import yaml
+
+from sb3_reinflow.zoo.run_files import read_run_args
 
 FIELDS = ("env", "seed", "timesteps", "env_steps", "protocol", "mean_return", "std_return", "n_episodes", "calibration")
 
@@ -36,21 +37,9 @@ def read_start(path: str) -> dict[str, tuple[float, float]]:
     return start
 
 
-class _ArgsLoader(yaml.SafeLoader):
-    """A safe loader that reads rl_zoo3's args.yml, an OrderedDict written with its Python tag, as pairs."""
-
-
-_ArgsLoader.add_constructor(
-    "tag:yaml.org,2002:python/object/apply:collections.OrderedDict",
-    lambda loader, node: dict(loader.construct_sequence(node, deep=True)[0]),
-)
-
-
 def run_seed(run_dir: str, env_id: str) -> int:
     """:return: the seed of a zoo run, from its saved command-line arguments (read without running code)"""
-    with open(os.path.join(run_dir, env_id, "args.yml")) as f:
-        args = yaml.load(f, Loader=_ArgsLoader)
-    return int(args["seed"])
+    return int(read_run_args(run_dir, env_id)["seed"])
 
 
 def calibration(run_dir: str, env_id: str) -> str:

@@ -11,7 +11,6 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-import yaml
 
 pytest.importorskip("gymnasium_robotics", reason='pip install "sb3_reinflow[kitchen]" (gymnasium-robotics, mujoco<3.12)')
 pytest.importorskip("mink", reason="pip install mink (the kitchen expert's inverse kinematics)")
@@ -23,6 +22,7 @@ from sb3_reinflow.envs import KITCHEN_ENV_IDS, KitchenGoalWrapper, make_kitchen_
 from sb3_reinflow.envs.kitchen.env import KITCHEN_TASKS, OBSERVATION_DIM
 from sb3_reinflow.envs.kitchen.data import MIXED_ORDER, expert_plan
 from sb3_reinflow.envs.kitchen.expert import EXPERT_TASKS, KitchenExpert
+from sb3_reinflow.zoo.run_files import read_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPLETE = ("microwave", "kettle", "light switch", "slide cabinet")
@@ -196,8 +196,8 @@ def kitchen_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tiny_pretrain_then_zoo_finetune(kitchen_run: Path) -> None:
     run_dir = kitchen_run / "logs" / "reinflow_ppo" / "FrankaKitchen-v1_1"
-    config = yaml.load((run_dir / "FrankaKitchen-v1" / "config.yml").read_text(), Loader=yaml.UnsafeLoader)
-    assert "sb3_reinflow.envs.kitchen.env.KitchenGoalWrapper" in dict(config)["env_wrapper"]
+    config = read_run_config(run_dir, "FrankaKitchen-v1")
+    assert "sb3_reinflow.envs.kitchen.env.KitchenGoalWrapper" in config["env_wrapper"]
     evaluations = np.load(run_dir / "evaluations.npz")
     for suffix in ("", "_zero", "_random", "_stochastic"):
         returns = evaluations[f"results{suffix}"]

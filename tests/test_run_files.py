@@ -1,0 +1,42 @@
+"""Reading rl_zoo3's run files (args.yml, config.yml) safely."""
+
+from collections import OrderedDict
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sb3_reinflow.zoo.run_files import read_run_args, read_run_config, read_run_yaml
+
+
+def _write_as_rl_zoo3(path: Path, content: OrderedDict) -> None:
+    # rl_zoo3's ExperimentManager dumps its OrderedDicts with yaml.dump, which writes their Python tag
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.dump(content))
+
+
+def test_reads_the_ordered_dicts_rl_zoo3_writes(tmp_path: Path) -> None:
+    args = OrderedDict([("algo", "reinflow_ppo"), ("seed", 201), ("hyperparams", {"n_envs": 2})])
+    config = OrderedDict([("env_wrapper", [{"a.B": {"horizon": 4}}]), ("learning_rate", 2e-5)])
+    _write_as_rl_zoo3(tmp_path / "PixelCan-v0" / "args.yml", args)
+    _write_as_rl_zoo3(tmp_path / "PixelCan-v0" / "config.yml", config)
+    assert "python/object/apply:collections.OrderedDict" in (tmp_path / "PixelCan-v0" / "args.yml").read_text()
+
+    assert read_run_args(tmp_path, "PixelCan-v0") == dict(args)
+    assert read_run_config(tmp_path, "PixelCan-v0") == dict(config)
+
+
+def test_refuses_every_other_python_tag(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    path = tmp_path / "args.yml"
+    path.write_text(f"!!python/object/apply:os.system ['touch {marker}']\n")
+    with pytest.raises(yaml.constructor.ConstructorError, match=r"python/object/apply:os\.system"):
+        read_run_yaml(path)
+    assert not marker.exists()
+
+
+def test_a_file_without_a_mapping_names_itself(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ValueError, match=r"config\.yml holds a list"):
+        read_run_yaml(path)
