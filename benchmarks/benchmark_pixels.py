@@ -64,7 +64,12 @@ def update_seconds_per_1000(policy: str, observation_space: spaces.Space, n_samp
             return self.observation_space.sample(), 0.0, False, False, {}
 
     model = ReinFlowPPO(
-        policy, Env(), n_steps=n_samples, batch_size=256, n_epochs=10, seed=0,
+        policy,
+        Env(),
+        n_steps=n_samples,
+        batch_size=256,
+        n_epochs=10,
+        seed=0,
         policy_kwargs=dict(n_flow_steps=1, min_noise_std=0.08, max_noise_std=0.14),
     )
     model.learn(n_samples)  # one rollout + one update, so everything is built and warm

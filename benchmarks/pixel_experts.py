@@ -39,10 +39,15 @@ def measure(task: str, style: str, episodes: int) -> dict:
         outcomes.append((success, length))
     env.close()
     successes = [length for success, length in outcomes if success]
-    return dict(task=task, style=style, successes=len(successes), episodes=episodes,
-                success_rate=len(successes) / episodes,
-                mean_success_length=float(np.mean(successes)) if successes else float("nan"),
-                wall_clock_s=round(time.perf_counter() - start, 1))
+    return dict(
+        task=task,
+        style=style,
+        successes=len(successes),
+        episodes=episodes,
+        success_rate=len(successes) / episodes,
+        mean_success_length=float(np.mean(successes)) if successes else float("nan"),
+        wall_clock_s=round(time.perf_counter() - start, 1),
+    )
 
 
 def main() -> None:

@@ -66,7 +66,10 @@ def run_all() -> dict[str, Any]:
         model.learn(256)
         results[name] = _fingerprint(model)
     model = ReinFlowPPO(
-        "MlpPolicy", "Pendulum-v1", policy_kwargs=dict(n_flow_steps=2, net_arch=[16]), **small  # type: ignore[arg-type]
+        "MlpPolicy",
+        "Pendulum-v1",
+        policy_kwargs=dict(n_flow_steps=2, net_arch=[16]),
+        **small,  # type: ignore[arg-type]
     )
     model.learn(256)
     results["pendulum_scratch"] = _fingerprint(model)

@@ -778,8 +778,15 @@ def test_policy_medoid_predicts_a_whole_chunk_of_one_chain():
     """With action chunks (horizon 2, 2 actuators) the medoid's chunk is one chain's chunk, unscaled to the bounds."""
     obs_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
     action_space = gym.spaces.Box(-2.0, 2.0, (2, 2), np.float32)
-    policy = ReinFlowPolicy(obs_space, action_space, lambda _: 1e-3, velocity_net_arch=[16], noise_net_arch=[8],
-                            deterministic_mode="medoid", n_mean_chains=6)
+    policy = ReinFlowPolicy(
+        obs_space,
+        action_space,
+        lambda _: 1e-3,
+        velocity_net_arch=[16],
+        noise_net_arch=[8],
+        deterministic_mode="medoid",
+        n_mean_chains=6,
+    )
     obs = np.array([0.1, -0.5, 0.9], np.float32)
     action, _ = policy.predict(obs, deterministic=True)
     assert action.shape == (2, 2)

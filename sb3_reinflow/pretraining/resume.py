@@ -53,9 +53,7 @@ class Interrupts:
             self.applying = False
 
 
-def resume_settings(
-    trained: th.nn.Module, obs: th.Tensor, actions: th.Tensor, **settings: Any
-) -> dict[str, Any]:
+def resume_settings(trained: th.nn.Module, obs: th.Tensor, actions: th.Tensor, **settings: Any) -> dict[str, Any]:
     """
     :param trained: the trained modules (their parameter names and shapes are the architecture)
     :param obs: the training observations
@@ -85,9 +83,7 @@ def check_resume_settings(
     changed = [key for key in sorted(set(recorded) | set(current)) if recorded.get(key) != current.get(key)]
     if not changed:
         return
-    listed = "; ".join(
-        f"{key}: checkpoint {_short(recorded.get(key))}, now {_short(current.get(key))}" for key in changed
-    )
+    listed = "; ".join(f"{key}: checkpoint {_short(recorded.get(key))}, now {_short(current.get(key))}" for key in changed)
     if "architecture" in changed:
         raise ValueError(
             f"The checkpoint {path} was made for another policy architecture ({listed}); resume with the same "

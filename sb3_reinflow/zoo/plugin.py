@@ -105,9 +105,7 @@ def _with_protocol_evaluation(create_callbacks: Any) -> Any:
         options = {} if protocols is None else {"protocols": protocols}
         options["all_protocols_freq"] = getattr(self, "_reinflow_eval_all_protocols_freq", 0)
         self.callbacks = [
-            ProtocolEvalCallback.from_eval_callback(callback, **options)
-            if type(callback) is EvalCallback
-            else callback
+            ProtocolEvalCallback.from_eval_callback(callback, **options) if type(callback) is EvalCallback else callback
             for callback in self.callbacks
         ]
 

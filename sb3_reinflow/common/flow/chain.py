@@ -45,6 +45,7 @@ from sb3_reinflow.common.flow.summaries import ANTITHETIC_MODES, antithetic_nois
 
 __all__ = ["FlowChain", "chain_median"]
 
+
 def _standard_normal(shape: tuple[int, ...] | th.Size, device: th.device, generator: th.Generator | None) -> th.Tensor:
     """``th.randn``, passing ``generator`` only when there is one (``torch.compile`` fails on ``generator=None`` with
     dynamic shapes)."""

@@ -7,6 +7,7 @@ from itertools import islice, pairwise
 import torch as th
 from torch import nn
 
+
 class SinusoidalPosEmb(nn.Module):
     """
     Sinusoidal embedding of a scalar in [0, 1]: ``[sin(t * f_i), cos(t * f_i)]`` with

@@ -175,9 +175,7 @@ def check_observation_space(
         )
 
 
-def _check_dict_space(
-    observation_space: spaces.Dict, features_extractor_class: type[BaseFeaturesExtractor] | None
-) -> None:
+def _check_dict_space(observation_space: spaces.Dict, features_extractor_class: type[BaseFeaturesExtractor] | None) -> None:
     """Dict observations: flat entries (Box, or discrete ones that SB3 one-hot encodes), read by an extractor that
     takes Dicts (``"MultiInputPolicy"``)."""
     flat_entries = (spaces.Box, spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)
@@ -232,8 +230,6 @@ def check_spaces(
         )
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
         raise ValueError(f"ReinFlowPolicy needs finite action bounds, got {action_space}; rescale the env's actions")
-
-
 
 
 def check_reinflow_arguments(
@@ -314,5 +310,3 @@ def read_pretrained_policy(
     checkpoint = read_pretrained(resolve_pretrained(pretrained_policy))
     recorded = known_policy_kwargs(policy_class, checkpoint.policy_kwargs, str(pretrained_policy))
     return PretrainedStart(checkpoint, {**recorded, **(policy_kwargs or {})})
-
-

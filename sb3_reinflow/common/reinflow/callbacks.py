@@ -124,9 +124,7 @@ class ProtocolEvalCallback(EvalCallback):
         if unknown:
             raise ValueError(f"protocols={protocols!r}: {unknown} not in {EVAL_PROTOCOLS}")
         if not isinstance(all_protocols_freq, int) or all_protocols_freq < 0:
-            raise ValueError(
-                f"all_protocols_freq={all_protocols_freq!r} must be a whole number of timesteps >= 0 (0: never)"
-            )
+            raise ValueError(f"all_protocols_freq={all_protocols_freq!r} must be a whole number of timesteps >= 0 (0: never)")
         super().__init__(eval_env, **kwargs)
         self.protocols = tuple(protocols)
         self.all_protocols_freq = all_protocols_freq

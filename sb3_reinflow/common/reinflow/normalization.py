@@ -173,4 +173,3 @@ class MinMaxNormalization:
         low, high = self.action_low.cpu().numpy(), self.action_high.cpu().numpy()
         flat = np.asarray(action).reshape(-1, self.flat_action_dim)
         return (2.0 * (flat - low) / (high - low) - 1.0).reshape(np.shape(action))
-

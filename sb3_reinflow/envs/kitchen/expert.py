@@ -34,6 +34,7 @@ from sb3_reinflow.envs.kitchen.expert_tasks import KitchenTaskScripts
 # Subtasks the expert can do, with the env's names.
 EXPERT_TASKS = ("microwave", "kettle", "light switch", "slide cabinet", "bottom burner", "hinge cabinet")
 
+
 @dataclass(frozen=True)
 class ImperfectionConfig:
     """

@@ -302,13 +302,26 @@ class SquareExpert(ScriptedExpert):
         above = self.jitter() + _up(0.08)
         return [
             Phase(lambda: handle() + above, GRIPPER_OPEN, tol=0.02, yaw=lambda: grasp_yaw),
-            Phase(lambda: handle() + _up(self.grasp_height), GRIPPER_OPEN, tol=0.005, yaw=lambda: grasp_yaw,
-                  integral=0.05, max_steps=40),
+            Phase(
+                lambda: handle() + _up(self.grasp_height),
+                GRIPPER_OPEN,
+                tol=0.005,
+                yaw=lambda: grasp_yaw,
+                integral=0.05,
+                max_steps=40,
+            ),
             Phase(handle, GRIPPER_CLOSED, steps=12),
             Phase(lambda: handle() * [1, 1, 0] + _up(1.05), GRIPPER_CLOSED, tol=0.03),
             Phase(nut_over_peg(0.16), GRIPPER_CLOSED, tol=0.004, yaw=place_yaw, yaw_integral=0.1),
-            Phase(lower_onto_peg, GRIPPER_CLOSED, yaw=place_yaw, max_speed=0.3, integral=0.05, yaw_integral=0.1,
-                  until=lambda: bool(np.linalg.norm(peg - nut_body()) < 0.01)),
+            Phase(
+                lower_onto_peg,
+                GRIPPER_CLOSED,
+                yaw=place_yaw,
+                max_speed=0.3,
+                integral=0.05,
+                yaw_integral=0.1,
+                until=lambda: bool(np.linalg.norm(peg - nut_body()) < 0.01),
+            ),
             Phase(lambda: self.eef_pos(), GRIPPER_OPEN, steps=8),
             Phase(lambda: peg + _up(0.3), GRIPPER_OPEN, tol=0.03),
         ]
