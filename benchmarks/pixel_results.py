@@ -4,6 +4,8 @@ a table and a figure per task with ReinFlow's published start and end drawn in.
 
     # the start: the shipped checkpoint under the deployed mode and ReinFlow's protocol, 50 episodes each
     MUJOCO_GL=egl python benchmarks/pixel_results.py start --env PixelLift-v0 --episodes 50
+    # Square ships no checkpoint: name the file to start from
+    MUJOCO_GL=egl python benchmarks/pixel_results.py start --env PixelSquare-v0 --pretrained-policy square.safetensors
     # the runs: every rl_zoo3 log folder of the task (the seed is read from its args.yml)
     python benchmarks/pixel_results.py runs --env PixelLift-v0 --logs ~/runs/pixels/zoo/reinflow_ppo
 
@@ -59,15 +61,25 @@ def replace_rows(task: str, sources: set[str], new_rows: list[dict[str, object]]
     write_rows(kept + new_rows)
 
 
-def evaluate_start(env_id: str, episodes: int, seed: int, protocols: list[str]) -> list[dict[str, object]]:
+def evaluate_start(
+    env_id: str, episodes: int, seed: int, protocols: list[str], pretrained_policy: str | None = None
+) -> list[dict[str, object]]:
+    """
+    :param pretrained_policy: the policy file to evaluate (default: the registry entry's; Square ships none)
+    :return: one row per protocol: the start's success rate over ``episodes`` episodes from env seed ``seed``
+    """
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecTransposeImage
 
     import sb3_reinflow.envs  # noqa: F401  (registers the pixel ids)
     from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
     from sb3_reinflow.common.reinflow.callbacks import evaluate_protocol
+    from sb3_reinflow.zoo.literals import parse_kwargs_string
 
     entry = yaml.safe_load((ROOT / "hyperparams" / "reinflow_ppo.yml").read_text())[env_id]
+    pretrained_policy = pretrained_policy or entry["pretrained_policy"]
+    if pretrained_policy is None:
+        raise ValueError(f"the {env_id} entry names no pretrained policy: pass one with --pretrained-policy")
     env = VecTransposeImage(
         make_vec_env(
             env_id,
@@ -78,10 +90,10 @@ def evaluate_start(env_id: str, episodes: int, seed: int, protocols: list[str]) 
             wrapper_kwargs=dict(horizon=CHUNK),
         )
     )
-    policy_kwargs = eval(entry["policy_kwargs"])  # the zoo evaluates this string the same way
-    model = ReinFlowPPO(entry["policy"], env, pretrained_policy=entry["pretrained_policy"], policy_kwargs=policy_kwargs)
+    policy_kwargs = parse_kwargs_string(entry["policy_kwargs"])
+    model = ReinFlowPPO(entry["policy"], env, pretrained_policy=pretrained_policy, policy_kwargs=policy_kwargs)
     rows: list[dict[str, object]] = []
-    for protocol in [model.policy.deterministic_mode, *protocols]:
+    for protocol in dict.fromkeys([model.policy.deterministic_mode, *protocols]):  # the deployed one first, once
         outcomes = evaluate_protocol(model, env, protocol, episodes)
         rate = float(np.mean(outcomes.successes)) if outcomes.successes else float(np.mean(outcomes.returns))
         rows.append(dict(task=env_id, source="start", env_steps=0, protocol=protocol, success_rate=rate, episodes=episodes))
@@ -211,11 +223,13 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1000, help="env seed of the start evaluation")
     parser.add_argument("--protocols", nargs="+", default=["random"], help="protocols besides the deployed one")
+    parser.add_argument("--pretrained-policy", default=None, help="start: a policy file (default: the entry's)")
     parser.add_argument("--logs", type=Path, default=Path("~/runs/pixels/zoo/reinflow_ppo").expanduser())
     parser.add_argument("--at", type=float, nargs="+", default=[0.1e6, 0.25e6, 0.5e6, 1e6])
     args = parser.parse_args()
     if args.what == "start":
-        replace_rows(args.env, {"start"}, evaluate_start(args.env, args.episodes, args.seed, args.protocols))
+        rows = evaluate_start(args.env, args.episodes, args.seed, args.protocols, args.pretrained_policy)
+        replace_rows(args.env, {"start"}, rows)
     elif args.what == "runs":
         new = run_rows(args.env, args.logs)
         replace_rows(args.env, {str(row["source"]) for row in new}, new)
