@@ -15,6 +15,7 @@ from sb3_reinflow.common.policy_files import read_pretrained
 from sb3_reinflow.common.reinflow.callbacks import evaluate_protocol
 from sb3_reinflow.pretrained import available_pretrained, pretrained_path, resolve_pretrained
 from sb3_reinflow.zoo import hyperparams_path
+from sb3_reinflow.zoo.literals import parse_kwargs_string
 
 #: what a registry entry may set differently from its file: fine-tuning settings, not the pretrained policy's
 FINETUNING_OVERRIDES = {"min_noise_std", "max_noise_std"}
@@ -43,7 +44,7 @@ def test_registry_entry_agrees_with_its_file(env_id: str, entry: dict) -> None:
     kwargs = checkpoint.policy_kwargs
     for key in SELF_CONTAINED:
         assert key in kwargs or key == "obs_clip", f"{entry['pretrained_policy']} does not carry {key}"
-    registry = eval(entry.get("policy_kwargs", "dict()"))  # the zoo evaluates this string the same way
+    registry = parse_kwargs_string(entry.get("policy_kwargs", "dict()"))  # literals only: the registry holds no code
     for key, value in registry.items():
         if key not in FINETUNING_OVERRIDES:
             assert kwargs.get(key) == value, f"{env_id}: the registry sets {key}={value!r}, the file {kwargs.get(key)!r}"

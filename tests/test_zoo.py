@@ -17,6 +17,7 @@ from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.wrappers import MujocoVideoCamera
 from sb3_reinflow.pretrained import available_pretrained
 from sb3_reinflow.zoo import hyperparams_path, watch_env_wrappers
+from sb3_reinflow.zoo.literals import parse_kwargs_string
 
 ROOT = Path(__file__).resolve().parents[1]
 # Keys rl_zoo3's ExperimentManager consumes itself (the rest must be ReinFlowPPO arguments).
@@ -221,7 +222,7 @@ def test_registry_keys_are_known_arguments() -> None:
         unknown = set(entry) - algo_args - ZOO_KEYS
         assert not unknown, f"{env_id}: unknown keys {unknown}"
         if "policy_kwargs" in entry:
-            policy_kwargs = eval(entry["policy_kwargs"])  # the zoo evaluates this string the same way
+            policy_kwargs = parse_kwargs_string(entry["policy_kwargs"])  # literals only: the registry holds no code
             assert set(policy_kwargs) <= policy_args, f"{env_id}: unknown policy_kwargs {set(policy_kwargs) - policy_args}"
         if entry.get("pretrained_policy"):
             assert entry["pretrained_policy"] in available_pretrained(), f"{env_id}: no shipped {entry['pretrained_policy']}"
