@@ -22,6 +22,7 @@ chain PPO trains) per ``--window`` env steps and every evaluation, to its own CS
 
 import argparse
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -103,11 +104,30 @@ def evaluate_start(
 
 
 def run_rows(env_id: str, logs: Path) -> list[dict[str, object]]:
+    """:return: the evaluation rows of every run of ``env_id`` under ``logs`` that reached its declared length"""
     rows: list[dict[str, object]] = []
     for run in sorted(logs.glob(f"{env_id}_*")):
-        if (run / "evaluations.npz").exists() and (run / env_id / "args.yml").exists():
-            rows += evaluation_rows(env_id, run)
+        if not ((run / "evaluations.npz").exists() and (run / env_id / "args.yml").exists()):
+            continue
+        reached, declared = run_length(run)
+        if reached < declared:
+            print(f"left out {run}: {reached:,} of its {declared:,} timesteps (a result counts at its declared length)")
+            continue
+        rows += evaluation_rows(env_id, run)
     return rows
+
+
+def run_length(run: Path) -> tuple[int, int]:
+    """
+    :return: the timesteps a zoo run has done and the total it was started for, from its resume checkpoint's
+        progress.json (every reinflow_ppo zoo run keeps one, rewritten at each update and at the end); (0, 1) for a
+        run without one, whose length cannot be shown
+    """
+    progress = run / "resume" / "progress.json"
+    if not progress.is_file():
+        return 0, 1
+    record = json.loads(progress.read_text())
+    return int(record["num_timesteps"]), int(record["total_timesteps"])
 
 
 def evaluation_rows(env_id: str, run: Path) -> list[dict[str, object]]:

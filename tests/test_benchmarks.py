@@ -535,3 +535,22 @@ def test_weight_perturbation_moves_only_the_velocity_net_by_the_requested_fracti
     moved = {name for name, tensor in policy.named_parameters() if not th.equal(tensor, before[name])}
     assert moved and all(name.startswith(script.PREFIX) for name in moved)
     assert script.perturbed(policy, 0.0, th.Generator().manual_seed(0))["relative_change"] == 0.0
+
+
+def test_pixel_results_leave_out_runs_short_of_their_length(tmp_path, capsys):
+    import json
+    from collections import OrderedDict
+
+    import yaml
+
+    pixel_results = load_script("pixel_results")
+    for name, seed, done in (("PixelCan-v0_1", 201, 250_368), ("PixelCan-v0_2", 202, 90_112)):
+        run = tmp_path / name
+        (run / "PixelCan-v0").mkdir(parents=True)
+        (run / "resume").mkdir()
+        (run / "PixelCan-v0" / "args.yml").write_text(yaml.dump(OrderedDict(seed=seed)))  # as rl_zoo3 writes it
+        (run / "resume" / "progress.json").write_text(json.dumps({"num_timesteps": done, "total_timesteps": 250_000}))
+        np.savez(run / "evaluations.npz", timesteps=[31_250], successes=[[True, False]], deterministic_mode="random")
+    rows = pixel_results.run_rows("PixelCan-v0", tmp_path)
+    assert [(row["source"], row["env_steps"], row["success_rate"]) for row in rows] == [("201", 125_000, 0.5)]
+    assert "left out" in (out := capsys.readouterr().out) and "PixelCan-v0_2: 90,112 of its 250,000 timesteps" in out
