@@ -134,9 +134,12 @@ def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> dict[
 def wall_clock_at(run_dir: Path, env_steps: np.ndarray) -> np.ndarray:
     """
     Interpolate training wall-clock time at the given env-step counts from all envs' Monitor logs (rl_zoo3 puts
-    the Monitor inside the action-chunk wrapper, so its episode lengths count env steps).
+    the Monitor inside the action-chunk wrapper, so its episode lengths count env steps; a resumed run's times go
+    on from the interruption, without the downtime: ``read_monitor``).
     """
-    monitors = [pd.read_csv(path, skiprows=1) for path in sorted(run_dir.glob("*.monitor.csv"))]
+    from sb3_reinflow.zoo.run_files import read_monitor
+
+    monitors = [read_monitor(path) for path in sorted(run_dir.glob("*.monitor.csv"))]
     monitors = [monitor for monitor in monitors if len(monitor)]  # an env may not have finished an episode yet
     if not monitors:
         return np.full(len(env_steps), np.nan)

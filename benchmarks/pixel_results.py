@@ -30,7 +30,7 @@ import numpy as np
 import yaml
 
 from sb3_reinflow.common.save_util import atomic_write_csv
-from sb3_reinflow.zoo.run_files import read_run_args
+from sb3_reinflow.zoo.run_files import read_monitor, read_run_args
 
 ROOT = Path(__file__).resolve().parent.parent
 CSV_PATH = ROOT / "docs" / "results" / "pixels.csv"
@@ -155,14 +155,15 @@ def evaluation_rows(env_id: str, run: Path) -> list[dict[str, object]]:
 
 def training_rows(env_id: str, run: Path, window: int) -> list[dict[str, object]]:
     """
-    :return: the run's training success rate per ``window`` env steps (Monitor files in time order; a resumed run's
-        files are appended, so the rows continue across resumes) and its evaluations, one row each
+    :return: the run's training success rate per ``window`` env steps (Monitor files in training-time order; a
+        resumed run's files are appended, their times continued by ``read_monitor``, so the rows continue across
+        resumes) and its evaluations, one row each
     """
     import pandas as pd
 
     seed = read_run_args(run, env_id)["seed"]
-    episodes = pd.concat([pd.read_csv(path, skiprows=1) for path in sorted(run.glob("*.monitor.csv"))])
-    episodes = episodes.sort_values("t")
+    episodes = pd.concat([read_monitor(path) for path in sorted(run.glob("*.monitor.csv"))])
+    episodes = episodes.sort_values("t", kind="stable")
     env_steps = episodes["l"].cumsum().to_numpy()
     rows: list[dict[str, object]] = []
     for start in range(0, int(env_steps[-1]), window):

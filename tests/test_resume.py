@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback
@@ -311,7 +312,7 @@ def test_zoo_run_interrupted_by_sigterm_resumes_as_the_same_run(tmp_path: Path) 
         assert evaluations["interrupted"][key].shape == evaluations["uninterrupted"][key].shape
 
 
-def test_resumed_zoo_envs_start_from_fresh_states_not_the_runs_first_ones() -> None:
+def test_resumed_zoo_envs_start_from_fresh_states_not_the_runs_first_ones(tmp_path: Path) -> None:
     """rl_zoo3 seeds new envs with --seed: a resume reseeds them, training and evaluation envs apart."""
     from types import SimpleNamespace
 
@@ -322,7 +323,8 @@ def test_resumed_zoo_envs_start_from_fresh_states_not_the_runs_first_ones() -> N
 
     wrapped = _with_appended_monitor_files(create_envs, "reinflow_ppo")
     fresh = SimpleNamespace(seed=4, monitor_kwargs={}, _reinflow_resume=None)
-    resumed = SimpleNamespace(seed=4, monitor_kwargs={}, _reinflow_resume=(Path("resume"), {"num_timesteps": 128}))
+    checkpoint = (Path("resume"), {"num_timesteps": 128})
+    resumed = SimpleNamespace(seed=4, monitor_kwargs={}, _reinflow_resume=checkpoint, save_path=str(tmp_path))
     first = wrapped(fresh, 2).reset()
     np.testing.assert_array_equal(first, wrapped(fresh, 2, eval_env=True).reset())  # rl_zoo3's own behaviour
     train, evaluation = wrapped(resumed, 2).reset(), wrapped(resumed, 2, eval_env=True).reset()
@@ -331,3 +333,47 @@ def test_resumed_zoo_envs_start_from_fresh_states_not_the_runs_first_ones() -> N
     np.testing.assert_array_equal(train, wrapped(resumed, 2).reset())  # the same on every resume from the checkpoint
     assert resumed.monitor_kwargs == {"override_existing": False} and fresh.monitor_kwargs == {}
     assert resume_env_seed(4, 128) != resume_env_seed(4, 256) != resume_env_seed(5, 128)
+
+
+def test_a_resumed_monitor_goes_on_from_its_files_last_time(tmp_path: Path) -> None:
+    """continue_monitor_clocks reaches the Monitor under the action-chunk wrapper and sets its clock from the file."""
+    import time
+
+    from stable_baselines3.common.monitor import Monitor
+
+    from sb3_reinflow import ActionChunkWrapper
+    from sb3_reinflow.zoo.resume import continue_monitor_clocks
+
+    first = make_vec_env("Pendulum-v1", n_envs=2, seed=0, monitor_dir=str(tmp_path), wrapper_class=ActionChunkWrapper)
+    first.close()
+    for rank, last_time in enumerate((100.0, 250.0)):  # the interrupted process's last episodes
+        with open(tmp_path / f"{rank}.monitor.csv", "a") as f:
+            f.write(f"-900.0,200,{last_time / 2}\n-800.0,200,{last_time}\n")
+    resumed = make_vec_env(
+        "Pendulum-v1",
+        n_envs=2,
+        seed=1,
+        monitor_dir=str(tmp_path),
+        monitor_kwargs={"override_existing": False},
+        wrapper_class=ActionChunkWrapper,
+    )
+    before = time.time()
+    continue_monitor_clocks(resumed, tmp_path)
+    for rank, last_time in enumerate((100.0, 250.0)):
+        (monitor,) = [w for w in [resumed.envs[rank], *_inner(resumed.envs[rank])] if isinstance(w, Monitor)]
+        assert before - last_time - 1.0 <= monitor.t_start <= time.time() - last_time
+    resumed.reset()
+    for _ in range(50):  # one 200-step episode in the wrapper's chunks of 4
+        resumed.step(np.zeros((2, *resumed.action_space.shape), np.float32))
+    resumed.close()
+    for rank, last_time in enumerate((100.0, 250.0)):
+        times = pd.read_csv(tmp_path / f"{rank}.monitor.csv", skiprows=1)["t"].to_numpy()
+        assert len(times) == 3 and times[2] >= last_time, times
+
+
+def _inner(env: Any) -> list[Any]:
+    wrappers = []
+    while hasattr(env, "env"):
+        env = env.env
+        wrappers.append(env)
+    return wrappers

@@ -3,10 +3,11 @@
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
-from sb3_reinflow.zoo.run_files import read_run_args, read_run_config, read_run_yaml
+from sb3_reinflow.zoo.run_files import monitor_elapsed, read_monitor, read_run_args, read_run_config, read_run_yaml
 
 
 def _write_as_rl_zoo3(path: Path, content: OrderedDict) -> None:
@@ -40,3 +41,14 @@ def test_a_file_without_a_mapping_names_itself(tmp_path: Path) -> None:
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ValueError, match=r"config\.yml holds a list"):
         read_run_yaml(path)
+
+
+def test_monitor_times_go_on_across_a_restarted_clock(tmp_path: Path) -> None:
+    # two processes appended to one Monitor file: the second one's clock started again from 0
+    path = tmp_path / "0.monitor.csv"
+    path.write_text('#{"t_start": 0.0, "env_id": "Pendulum-v1"}\nr,l,t\n-1,200,10.0\n-2,200,20.0\n-3,200,4.0\n-4,200,9.0\n')
+    episodes = read_monitor(path)
+    np.testing.assert_allclose(episodes["t"], [10.0, 20.0, 24.0, 29.0])
+    np.testing.assert_allclose(episodes["r"], [-1, -2, -3, -4])
+    assert monitor_elapsed(path) == 29.0
+    assert monitor_elapsed(tmp_path / "1.monitor.csv") is None

@@ -112,8 +112,32 @@ def resume_env_seed(seed: int | None, num_timesteps: int) -> int:
     return int(np.random.SeedSequence([seed or 0, num_timesteps]).generate_state(1)[0])
 
 
+def continue_monitor_clocks(env: Any, monitor_dir: str | Path) -> None:
+    """
+    Set the clock of each env's Monitor so that the ``t`` it appends to ``<monitor_dir>/<rank>.monitor.csv`` goes on
+    from the file's last episode instead of from 0 (SB3's Monitor counts from its own creation): the file stays in
+    time order for SB3's ``load_results`` and rl_zoo3's plots, and ``t`` is the run's training time, without the
+    downtime between the interruption and the resume.
+
+    :param env: the resumed training VecEnv (the Monitor may sit under other wrappers, in a subprocess)
+    :param monitor_dir: the run folder holding the Monitor files
+    """
+    import time
+
+    from sb3_reinflow.zoo.run_files import monitor_elapsed
+
+    for rank in range(env.num_envs):
+        elapsed = monitor_elapsed(Path(monitor_dir) / f"{rank}.monitor.csv")
+        if elapsed is not None:
+            # gymnasium's set_wrapper_attr sets the attribute on the wrapper that has it: the Monitor
+            env.env_method("set_wrapper_attr", "t_start", time.time() - elapsed, indices=[rank])
+
+
 def _with_appended_monitor_files(create_envs: Any, algo_name: str) -> Any:
-    """A resume appends to the run's Monitor files and seeds its envs with :func:`resume_env_seed`."""
+    """
+    A resume appends to the run's Monitor files with their clocks continued (:func:`continue_monitor_clocks`) and
+    seeds its envs with :func:`resume_env_seed`.
+    """
 
     @functools.wraps(create_envs)
     def wrapped(self: Any, n_envs: int, eval_env: bool = False, no_log: bool = False) -> Any:
@@ -121,6 +145,8 @@ def _with_appended_monitor_files(create_envs: Any, algo_name: str) -> Any:
         if resuming is not None and not eval_env:
             self.monitor_kwargs = {**self.monitor_kwargs, "override_existing": False}
         env = create_envs(self, n_envs, eval_env=eval_env, no_log=no_log)
+        if resuming is not None and not eval_env and not no_log:
+            continue_monitor_clocks(env, self.save_path)
         if resuming is not None:
             # the evaluation envs take the next step's seed, so that they do not start where the training envs do
             env.seed(resume_env_seed(self.seed, int(resuming[1]["num_timesteps"]) + int(eval_env)))

@@ -1,14 +1,20 @@
 """
-Reading the YAML files an rl_zoo3 run writes (``<run>/<env id>/args.yml`` and ``config.yml``) without running code.
+Reading the files an rl_zoo3 run writes.
 
-rl_zoo3 dumps both as an ``OrderedDict`` with its Python tag (``!!python/object/apply:collections.OrderedDict``),
-which ``yaml.safe_load`` refuses. :class:`RunFileLoader` is a safe loader that reads that one tag as a dict of its
-pairs; every other Python tag is still refused, so a hand-edited run file cannot execute code on load.
+- ``<run>/<env id>/args.yml`` and ``config.yml``, without running code: rl_zoo3 dumps both as an ``OrderedDict`` with
+  its Python tag (``!!python/object/apply:collections.OrderedDict``), which ``yaml.safe_load`` refuses.
+  :class:`RunFileLoader` is a safe loader that reads that one tag as a dict of its pairs; every other Python tag is
+  still refused, so a hand-edited run file cannot execute code on load.
+- ``<run>/<rank>.monitor.csv``, SB3's per-env episode log, whose ``t`` (seconds since the Monitor started) a resume
+  continues (``sb3_reinflow.zoo.resume``); :func:`read_monitor` also reads files that an older resume appended to
+  with ``t`` starting again from 0.
 """
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import yaml
 
 _ORDERED_DICT_TAG = "tag:yaml.org,2002:python/object/apply:collections.OrderedDict"
@@ -47,3 +53,31 @@ def read_run_args(run_dir: str | Path, env_id: str) -> dict[str, Any]:
 def read_run_config(run_dir: str | Path, env_id: str) -> dict[str, Any]:
     """:return: the hyperparameters rl_zoo3 saved for a run (``<run_dir>/<env_id>/config.yml``)"""
     return read_run_yaml(Path(run_dir) / env_id / "config.yml")
+
+
+def read_monitor(path: str | Path) -> pd.DataFrame:
+    """
+    :param path: a Monitor file (``<rank>.monitor.csv``)
+    :return: its episodes (``r``, ``l``, ``t`` and any extra columns) in the file's order, with ``t`` the training
+        time in seconds up to each episode's end: where ``t`` falls back (rows appended by a process whose Monitor
+        started its clock again), the later rows continue from the last time before them, so downtime between
+        processes does not count
+    """
+    episodes = pd.read_csv(path, skiprows=1)
+    raw = episodes["t"].to_numpy(dtype=float)
+    continued = raw.copy()
+    offset = 0.0
+    for index in range(1, len(raw)):
+        if raw[index] < raw[index - 1]:
+            offset = continued[index - 1]
+        continued[index] = raw[index] + offset
+    episodes["t"] = continued
+    return episodes
+
+
+def monitor_elapsed(path: str | Path) -> float | None:
+    """:return: the training time of a Monitor file's last episode (:func:`read_monitor`), None without episodes"""
+    if not Path(path).is_file():
+        return None
+    times = read_monitor(path)["t"].to_numpy()
+    return float(np.max(times)) if len(times) else None
