@@ -125,8 +125,15 @@ def initial_returns(run_dir: Path, args: argparse.Namespace, seed: int) -> dict[
     policy_kwargs = hyperparams.get("policy_kwargs", {})
     if isinstance(policy_kwargs, str):  # the registry's string (the zoo's convention); -params gives a dict
         policy_kwargs = parse_kwargs_string(policy_kwargs)
+    # seeded like the env, so that the protocols that draw noise (random x_0, the noisy chains) score the same on
+    # every recording of a run
     model = ReinFlowPPO(
-        "MlpPolicy", env, pretrained_policy=hyperparams["pretrained_policy"], policy_kwargs=policy_kwargs, device="cpu"
+        "MlpPolicy",
+        env,
+        pretrained_policy=hyperparams["pretrained_policy"],
+        policy_kwargs=policy_kwargs,
+        seed=seed,
+        device="cpu",
     )
     return {protocol: evaluate_protocol(model, env, protocol, args.eval_episodes) for protocol in PROTOCOLS}
 
