@@ -92,7 +92,10 @@ def evaluate_start(
         )
     )
     policy_kwargs = parse_kwargs_string(entry["policy_kwargs"])
-    model = ReinFlowPPO(entry["policy"], env, pretrained_policy=pretrained_policy, policy_kwargs=policy_kwargs)
+    # seeded like the env, so that the protocols that draw noise score the same on every recording
+    model = ReinFlowPPO(
+        entry["policy"], env, pretrained_policy=pretrained_policy, policy_kwargs=policy_kwargs, seed=seed, device="cpu"
+    )
     rows: list[dict[str, object]] = []
     for protocol in dict.fromkeys([model.policy.deterministic_mode, *protocols]):  # the deployed one first, once
         outcomes = evaluate_protocol(model, env, protocol, episodes)
@@ -109,7 +112,11 @@ def run_rows(env_id: str, logs: Path) -> list[dict[str, object]]:
     for run in sorted(logs.glob(f"{env_id}_*")):
         if not ((run / "evaluations.npz").exists() and (run / env_id / "args.yml").exists()):
             continue
-        reached, declared = run_length(run)
+        length = run_length(run)
+        if length is None:
+            print(f"left out {run}: no resume/progress.json, so its length cannot be shown")
+            continue
+        reached, declared = length
         if reached < declared:
             print(f"left out {run}: {reached:,} of its {declared:,} timesteps (a result counts at its declared length)")
             continue
@@ -117,15 +124,15 @@ def run_rows(env_id: str, logs: Path) -> list[dict[str, object]]:
     return rows
 
 
-def run_length(run: Path) -> tuple[int, int]:
+def run_length(run: Path) -> tuple[int, int] | None:
     """
     :return: the timesteps a zoo run has done and the total it was started for, from its resume checkpoint's
-        progress.json (every reinflow_ppo zoo run keeps one, rewritten at each update and at the end); (0, 1) for a
-        run without one, whose length cannot be shown
+        progress.json (every reinflow_ppo zoo run keeps one, rewritten at each update and at the end, unless started
+        with ``resume_freq: 0``); None without one
     """
     progress = run / "resume" / "progress.json"
     if not progress.is_file():
-        return 0, 1
+        return None
     record = json.loads(progress.read_text())
     return int(record["num_timesteps"]), int(record["total_timesteps"])
 

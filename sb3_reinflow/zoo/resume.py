@@ -124,13 +124,13 @@ def continue_monitor_clocks(env: Any, monitor_dir: str | Path) -> None:
     """
     import time
 
-    from sb3_reinflow.zoo.run_files import monitor_elapsed
+    from sb3_reinflow.zoo.run_files import monitor_clock
 
     for rank in range(env.num_envs):
-        elapsed = monitor_elapsed(Path(monitor_dir) / f"{rank}.monitor.csv")
-        if elapsed is not None:
+        clock = monitor_clock(Path(monitor_dir) / f"{rank}.monitor.csv")
+        if clock is not None:
             # gymnasium's set_wrapper_attr sets the attribute on the wrapper that has it: the Monitor
-            env.env_method("set_wrapper_attr", "t_start", time.time() - elapsed, indices=[rank])
+            env.env_method("set_wrapper_attr", "t_start", time.time() - clock, indices=[rank])
 
 
 def _with_appended_monitor_files(create_envs: Any, algo_name: str) -> Any:

@@ -13,7 +13,6 @@ Reading the files an rl_zoo3 run writes.
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
@@ -30,7 +29,13 @@ def _ordered_dict_as_dict(loader: RunFileLoader, node: yaml.Node) -> dict[str, A
     return dict(pairs)
 
 
+def _tuple(loader: RunFileLoader, node: yaml.Node) -> tuple[Any, ...]:
+    return tuple(loader.construct_sequence(node, deep=True))
+
+
 RunFileLoader.add_constructor(_ORDERED_DICT_TAG, _ordered_dict_as_dict)
+# a tuple in a -params value (rl_zoo3 saves it with yaml's Python tuple tag): plain data, read as a tuple
+RunFileLoader.add_constructor("tag:yaml.org,2002:python/tuple", _tuple)
 
 
 def read_run_yaml(path: str | Path) -> dict[str, Any]:
@@ -58,12 +63,13 @@ def read_run_config(run_dir: str | Path, env_id: str) -> dict[str, Any]:
 def read_monitor(path: str | Path) -> pd.DataFrame:
     """
     :param path: a Monitor file (``<rank>.monitor.csv``)
-    :return: its episodes (``r``, ``l``, ``t`` and any extra columns) in the file's order, with ``t`` the training
-        time in seconds up to each episode's end: where ``t`` falls back (rows appended by a process whose Monitor
-        started its clock again), the later rows continue from the last time before them, so downtime between
-        processes does not count
+    :return: its complete episodes (``r``, ``l``, ``t`` and any extra columns; a row cut short by a killed process is
+        left out) in the file's order, with ``t`` the training time in seconds up to each episode's end: where ``t``
+        falls back (rows appended by a process whose Monitor started its clock again), the later rows continue from
+        the last time before them, so downtime between processes does not count
     """
-    episodes = pd.read_csv(path, skiprows=1)
+    episodes = pd.read_csv(path, skiprows=1, on_bad_lines="skip")
+    episodes = episodes.dropna(subset=["r", "l", "t"]).reset_index(drop=True)
     raw = episodes["t"].to_numpy(dtype=float)
     continued = raw.copy()
     offset = 0.0
@@ -75,9 +81,13 @@ def read_monitor(path: str | Path) -> pd.DataFrame:
     return episodes
 
 
-def monitor_elapsed(path: str | Path) -> float | None:
-    """:return: the training time of a Monitor file's last episode (:func:`read_monitor`), None without episodes"""
+def monitor_clock(path: str | Path) -> float | None:
+    """
+    :return: the Monitor clock (``t`` as written, not continued) at a file's last complete episode, None for a missing
+        file or one without episodes: a resumed Monitor's clock goes on from it, so that :func:`read_monitor` reads
+        the file in order whether or not an earlier resume had restarted the clock
+    """
     if not Path(path).is_file():
         return None
-    times = read_monitor(path)["t"].to_numpy()
-    return float(np.max(times)) if len(times) else None
+    episodes = pd.read_csv(path, skiprows=1, on_bad_lines="skip").dropna(subset=["r", "l", "t"])
+    return float(episodes["t"].iloc[-1]) if len(episodes) else None
