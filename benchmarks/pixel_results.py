@@ -22,7 +22,6 @@ chain PPO trains) per ``--window`` env steps and every evaluation, to its own CS
 
 import argparse
 import csv
-import json
 import os
 from pathlib import Path
 
@@ -130,10 +129,12 @@ def run_length(run: Path) -> tuple[int, int] | None:
         progress.json (every reinflow_ppo zoo run keeps one, rewritten at each update and at the end, unless started
         with ``resume_freq: 0``); None without one
     """
-    progress = run / "resume" / "progress.json"
-    if not progress.is_file():
+    from sb3_reinflow.common.reinflow.resume_state import read_progress
+
+    try:
+        _, record = read_progress(run)
+    except FileNotFoundError:
         return None
-    record = json.loads(progress.read_text())
     return int(record["num_timesteps"]), int(record["total_timesteps"])
 
 

@@ -549,7 +549,8 @@ def test_pixel_results_leave_out_runs_short_of_their_length(tmp_path, capsys):
         (run / "PixelCan-v0").mkdir(parents=True)
         (run / "resume").mkdir()
         (run / "PixelCan-v0" / "args.yml").write_text(yaml.dump(OrderedDict(seed=seed)))  # as rl_zoo3 writes it
-        (run / "resume" / "progress.json").write_text(json.dumps({"num_timesteps": done, "total_timesteps": 250_000}))
+        progress = {"format": "sb3_reinflow.resume", "format_version": 1, "num_timesteps": done, "total_timesteps": 250_000}
+        (run / "resume" / "progress.json").write_text(json.dumps(progress))
         np.savez(run / "evaluations.npz", timesteps=[31_250], successes=[[True, False]], deterministic_mode="random")
     rows = pixel_results.run_rows("PixelCan-v0", tmp_path)
     assert [(row["source"], row["env_steps"], row["success_rate"]) for row in rows] == [("201", 125_000, 0.5)]

@@ -68,8 +68,7 @@ def read_monitor(path: str | Path) -> pd.DataFrame:
         falls back (rows appended by a process whose Monitor started its clock again), the later rows continue from
         the last time before them, so downtime between processes does not count
     """
-    episodes = pd.read_csv(path, skiprows=1, on_bad_lines="skip")
-    episodes = episodes.dropna(subset=["r", "l", "t"]).reset_index(drop=True)
+    episodes = _complete_episodes(path)
     raw = episodes["t"].to_numpy(dtype=float)
     continued = raw.copy()
     offset = 0.0
@@ -89,5 +88,11 @@ def monitor_clock(path: str | Path) -> float | None:
     """
     if not Path(path).is_file():
         return None
-    episodes = pd.read_csv(path, skiprows=1, on_bad_lines="skip").dropna(subset=["r", "l", "t"])
+    episodes = _complete_episodes(path)
     return float(episodes["t"].iloc[-1]) if len(episodes) else None
+
+
+def _complete_episodes(path: str | Path) -> pd.DataFrame:
+    # a row cut short by a killed process has missing fields (or too many, when the next process wrote on its line)
+    episodes = pd.read_csv(path, skiprows=1, on_bad_lines="skip")
+    return episodes.dropna(subset=["r", "l", "t"]).reset_index(drop=True)
