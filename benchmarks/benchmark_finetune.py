@@ -68,14 +68,15 @@ def unfinished_run(folder: Path, algo: str, env_id: str) -> Path | None:
     :return: the run folder under ``folder`` that an interrupted ``rl_zoo3.train`` left with a resume checkpoint
         short of its length (reinflow_ppo runs keep one: docs/reliability.md), or None
     """
-    import json
+    from sb3_reinflow.common.reinflow.resume_state import read_progress
 
     for run in sorted((folder / algo).glob(f"{env_id}_*")):
-        progress = run / "resume" / "progress.json"
-        if progress.is_file():
-            record = json.loads(progress.read_text())
-            if record["num_timesteps"] < record["total_timesteps"]:
-                return run
+        try:
+            _, record = read_progress(run)
+        except FileNotFoundError:
+            continue
+        if record["num_timesteps"] < record["total_timesteps"]:
+            return run
     return None
 
 

@@ -294,10 +294,14 @@ def test_an_interrupted_run_is_found_and_a_finished_one_is_not(tmp_path):
     benchmark = load_script("benchmark_finetune")
     for name, done in (("Humanoid-v4_1", 500), ("Humanoid-v4_2", 120)):
         (tmp_path / "reinflow_ppo" / name / "resume").mkdir(parents=True)
-        progress = {"num_timesteps": done, "total_timesteps": 500}
+        progress = {"format": "sb3_reinflow.resume", "format_version": 1, "num_timesteps": done, "total_timesteps": 500}
         (tmp_path / "reinflow_ppo" / name / "resume" / "progress.json").write_text(json.dumps(progress))
     assert benchmark.unfinished_run(tmp_path, "reinflow_ppo", "Humanoid-v4") == tmp_path / "reinflow_ppo" / "Humanoid-v4_2"
     assert benchmark.unfinished_run(tmp_path, "reinflow_ppo", "Hopper-v4") is None
+    # a run caught between the two renames of a checkpoint write is found from its complete new checkpoint
+    run = tmp_path / "reinflow_ppo" / "Humanoid-v4_2"
+    (run / "resume").rename(run / ".resume.new")
+    assert benchmark.unfinished_run(tmp_path, "reinflow_ppo", "Humanoid-v4") == run
 
 
 def test_runs_save_a_checkpoint_every_100k_env_steps(matrix, tmp_path):

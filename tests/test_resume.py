@@ -208,6 +208,9 @@ def test_a_kill_between_the_renames_leaves_a_complete_checkpoint(tmp_path: Path)
     (folder).rename(tmp_path / ".resume.new")
     write_snapshot(first, tmp_path / "other")  # unrelated
     assert find_checkpoint(folder) == folder and (folder / "model.zip").read_bytes() == b"two"
+    # the same, found from the run folder that holds `resume/`
+    (folder).rename(tmp_path / ".resume.new")
+    assert find_checkpoint(tmp_path) == folder and (folder / "model.zip").read_bytes() == b"two"
     # killed while `.resume.new` was written (no progress.json yet): the old one is kept
     (tmp_path / ".resume.new").mkdir()
     (tmp_path / ".resume.new" / "model.zip").write_bytes(b"partial")

@@ -252,14 +252,20 @@ def _sibling(folder: Path, tag: str) -> Path:
     return folder.parent / f".{folder.name}.{tag}"
 
 
+def _with_siblings(folder: Path) -> tuple[Path, Path, Path]:
+    return folder, _sibling(folder, "new"), _sibling(folder, "old")
+
+
 def find_checkpoint(folder: str | Path) -> Path | None:
     """
     :param folder: a resume folder (or a run folder that holds ``resume/``)
     :return: the complete checkpoint folder (recovered after a kill between the two renames of a write), or None
     """
     folder = Path(folder)
-    if not (folder / PROGRESS_FILE).is_file() and (folder / "resume").is_dir():
-        folder = folder / "resume"
+    inner = folder / "resume"
+    # a run folder: its checkpoint is `resume/`, or one of its siblings while a write is between its two renames
+    if not (folder / PROGRESS_FILE).is_file() and any(path.is_dir() for path in _with_siblings(inner)):
+        folder = inner
     if (folder / PROGRESS_FILE).is_file():
         return folder
     for tag in ("new", "old"):  # killed between the renames: the new one is complete once progress.json exists
