@@ -79,6 +79,7 @@ def note_of(table: dict[str, str], env: str, config: str) -> str | None:
 KITCHEN_RUNS = {
     "shortcut_K4_rollout4k": "the entry's 4,000-chunk rollouts (reporting runs)",
     "shortcut_K4_rollout4k_nocal": "the reporting command with the noise calibration off (diagnostic)",
+    "shortcut_K4_rollout4k_nocal_lr4.5e-6": "calibration off and the actor rate 10 times smaller (tuning seed)",
     "shortcut_K4": "800-chunk rollouts (the entry before 2026-12-07)",
     "shortcut_K4_actorlr0": "actor frozen (lr 0), before the evaluation fix",
     "shortcut_K4_noclip": "no obs_clip, evaluation fixed (stopped at 50k)",
