@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
+from sb3_reinflow.common.reinflow.resume_state import checkpoint_length
 from sb3_reinflow.common.save_util import atomic_write
 
 CHUNK = 4
@@ -68,14 +69,9 @@ def unfinished_run(folder: Path, algo: str, env_id: str) -> Path | None:
     :return: the run folder under ``folder`` that an interrupted ``rl_zoo3.train`` left with a resume checkpoint
         short of its length (reinflow_ppo runs keep one: docs/reliability.md), or None
     """
-    from sb3_reinflow.common.reinflow.resume_state import read_progress
-
     for run in sorted((folder / algo).glob(f"{env_id}_*")):
-        try:
-            _, record = read_progress(run)
-        except FileNotFoundError:
-            continue
-        if record["num_timesteps"] < record["total_timesteps"]:
+        length = checkpoint_length(run)
+        if length is not None and length[0] < length[1]:
             return run
     return None
 

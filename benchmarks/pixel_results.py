@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from sb3_reinflow.common.reinflow.resume_state import checkpoint_length
 from sb3_reinflow.common.save_util import atomic_write_csv
 from sb3_reinflow.zoo.run_files import read_monitor, read_run_args
 
@@ -111,7 +112,7 @@ def run_rows(env_id: str, logs: Path) -> list[dict[str, object]]:
     for run in sorted(logs.glob(f"{env_id}_*")):
         if not ((run / "evaluations.npz").exists() and (run / env_id / "args.yml").exists()):
             continue
-        length = run_length(run)
+        length = checkpoint_length(run)  # from resume/progress.json, rewritten at each update and at the end
         if length is None:
             print(f"left out {run}: no resume/progress.json, so its length cannot be shown")
             continue
@@ -121,21 +122,6 @@ def run_rows(env_id: str, logs: Path) -> list[dict[str, object]]:
             continue
         rows += evaluation_rows(env_id, run)
     return rows
-
-
-def run_length(run: Path) -> tuple[int, int] | None:
-    """
-    :return: the timesteps a zoo run has done and the total it was started for, from its resume checkpoint's
-        progress.json (every reinflow_ppo zoo run keeps one, rewritten at each update and at the end, unless started
-        with ``resume_freq: 0``); None without one
-    """
-    from sb3_reinflow.common.reinflow.resume_state import read_progress
-
-    try:
-        _, record = read_progress(run)
-    except FileNotFoundError:
-        return None
-    return int(record["num_timesteps"]), int(record["total_timesteps"])
 
 
 def evaluation_rows(env_id: str, run: Path) -> list[dict[str, object]]:

@@ -18,7 +18,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_reinflow import ReinFlowPPO
 from sb3_reinflow.common.reinflow.callbacks import ProtocolEvalCallback
 from sb3_reinflow.common.reinflow.resume import ResumeCheckpoint, load_resume
-from sb3_reinflow.common.reinflow.resume_state import Snapshot, find_checkpoint, write_snapshot
+from sb3_reinflow.common.reinflow.resume_state import Snapshot, checkpoint_length, find_checkpoint, write_snapshot
 
 N_STEPS, N_ENVS, N_UPDATES = 32, 2, 6
 TOTAL = N_STEPS * N_ENVS * N_UPDATES
@@ -186,6 +186,9 @@ def test_finished_run_checkpoint_holds_the_final_state(uninterrupted: tuple[Rein
     resumed, run = load_resume(ReinFlowPPO, folder, _env())
     assert run.remaining_timesteps == 0
     assert_same_state(state_of(resumed), state_of(reference))
+    # its length as the result scripts read it, from the run folder too; none where no run checkpointed
+    assert checkpoint_length(folder) == checkpoint_length(folder.parent) == (reference.num_timesteps, TOTAL)
+    assert checkpoint_length(tmp_path) is None
 
 
 def test_resume_with_other_settings_is_refused_unless_allowed(uninterrupted: tuple[ReinFlowPPO, Probe, Any]) -> None:

@@ -326,6 +326,18 @@ def read_progress(folder: str | Path) -> tuple[Path, dict[str, Any]]:
     return found, progress
 
 
+def checkpoint_length(folder: str | Path) -> tuple[int, int] | None:
+    """
+    :param folder: a resume folder or a run folder holding ``resume/``
+    :return: the timesteps the checkpointed run has done and the total it was started for; None without a checkpoint
+    """
+    try:
+        _, progress = read_progress(folder)
+    except FileNotFoundError:
+        return None
+    return int(progress["num_timesteps"]), int(progress["total_timesteps"])
+
+
 def restore_vec_normalize(model: Any, folder: Path) -> None:
     """Give the model's VecNormalize the checkpoint's statistics (running means and variances, settings)."""
     target, path = model.get_vec_normalize_env(), folder / VEC_NORMALIZE_FILE
