@@ -1,5 +1,6 @@
 """Demonstrations, behaviour-cloning pretraining end to end, official ReinFlow checkpoints and VecNormalize pickles."""
 
+import json
 import math
 import pickle
 import re
@@ -260,6 +261,35 @@ def test_pretrain_reports_progress(demo_dir, capsys):
     assert f"final evaluation (step 6): noise-free return {last[1]:.1f}" in out
     pretrain(model.policy, dataset, stats, n_gradient_steps=2, batch_size=16, progress_bar=False, verbose=0)
     assert capsys.readouterr() == ("", "")
+
+
+def test_save_evaluated_keeps_the_weights_of_each_evaluation(demo_dir, tmp_path):
+    """``--save-evaluated`` writes the EMA weights of every evaluation; the last is the output's, an earlier one is not,
+    and writing them does not change training (the output equals that of a run without the option)."""
+    from safetensors.torch import load_file
+
+    from sb3_reinflow.tools.pretrain import evaluated_path, main
+
+    def run(name, *extra):
+        output = tmp_path / name / "policy.safetensors"
+        output.parent.mkdir()
+        main([
+            "--env", "Pendulum-v1", "--data", str(demo_dir), "--horizon", str(HORIZON), "--policy-kwargs", json.dumps(TINY),
+            "--n-gradient-steps", "6", "--batch-size", "16", "--eval-freq", "3", "--n-eval-episodes", "1",
+            "--no-progress-bar", "--output", str(output), *extra,
+        ])  # fmt: skip
+        return output
+
+    output = run("with", "--save-evaluated")
+    assert sorted(path.name for path in output.parent.glob("policy_step*")) == [
+        "policy_step3.safetensors", "policy_step6.safetensors",
+    ]  # fmt: skip
+    final, last, first = (load_file(path) for path in (output, evaluated_path(output, 6), evaluated_path(output, 3)))
+    assert final.keys() == last.keys() == first.keys()
+    assert all(th.equal(final[key], last[key]) for key in final)
+    assert any(not th.equal(final[key], first[key]) for key in final)
+    plain = load_file(run("without"))
+    assert all(th.equal(final[key], plain[key]) for key in final)
 
 
 @pytest.mark.parametrize("flow_model", ["reflow", "shortcut"])

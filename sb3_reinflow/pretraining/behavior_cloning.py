@@ -6,9 +6,11 @@ every ``checkpoint_freq`` steps and on Ctrl-C).
 """
 
 import copy
+import functools
 import tempfile
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -204,6 +206,7 @@ def pretrain(
     checkpoint_freq: int = 5_000,
     resume: bool = False,
     allow_resume_changes: bool = False,
+    on_evaluation: Callable[[int, ReinFlowPolicy], None] | None = None,
     verbose: int = 1,
 ) -> PretrainResult:
     """
@@ -237,6 +240,9 @@ def pretrain(
     :param resume: continue from ``checkpoint_path`` if it exists (same ``n_gradient_steps``, data, settings and
         architecture required; the differences are listed)
     :param allow_resume_changes: resume even with other data or settings (not another architecture)
+    :param on_evaluation: called after each evaluation with the gradient step and the policy while it holds the
+        evaluated EMA weights (for example to save them, so that a later, longer evaluation can pick one); the
+        training weights are restored afterwards
     :param verbose: 1: print each evaluation and a final summary; 0: nothing
     :return: the loss curve and evaluation returns
     """
@@ -295,7 +301,8 @@ def pretrain(
                         print(line, flush=True)
                     window = []
                 if eval_env is not None and ((eval_freq > 0 and step % eval_freq == 0) or step == n_gradient_steps):
-                    mean, std = _evaluate_ema(policy, ema, eval_env, n_eval_episodes, eval_deterministic_x0)
+                    then = None if on_evaluation is None else functools.partial(on_evaluation, step, policy)
+                    mean, std = _evaluate_ema(policy, ema, eval_env, n_eval_episodes, eval_deterministic_x0, then)
                     result.eval_returns.append((step, mean, std))
                     _log(writer, {"pretrain/eval_return": mean}, step)
                     if verbose >= 1:
@@ -378,7 +385,7 @@ def _summary(
         step, mean, std = result.eval_returns[-1]
         lines.append(f"  final evaluation (step {step}): {_eval_description(n_flow_steps, deterministic_x0, mean, std)}")
         best_step, best_mean, _ = max(result.eval_returns, key=lambda evaluation: evaluation[1])
-        lines.append(f"  best evaluation: {best_mean:.1f} at step {best_step} (the saved weights are the final ones)")
+        lines.append(f"  best evaluation: {best_mean:.1f} at step {best_step} (the returned weights are the final ones)")
     return "\n".join(lines)
 
 
@@ -391,14 +398,22 @@ def _check_dims(obs_dim: int, action_dim: int, dataset: TrajectoryDataset) -> No
 
 
 def _evaluate_ema(
-    policy: ReinFlowPolicy, ema: AveragedModel, env: VecEnv, n_episodes: int, deterministic_x0: DeterministicMode
+    policy: ReinFlowPolicy,
+    ema: AveragedModel,
+    env: VecEnv,
+    n_episodes: int,
+    deterministic_x0: DeterministicMode,
+    then: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
+    """Evaluate the EMA weights (and run ``then`` while the policy holds them), then restore the training weights."""
     trained = trained_modules(policy)
     backup = copy.deepcopy(trained.state_dict())
     trained.load_state_dict(ema.module.state_dict())
     policy.set_training_mode(False)
     try:  # the mode is passed to each predict call (ReinFlowPolicy._predict), the policy's own is left as it is
         mean, std = evaluate_policy(policy, env, n_eval_episodes=n_episodes, deterministic=deterministic_x0)  # type: ignore[arg-type]
+        if then is not None:
+            then()
     finally:
         trained.load_state_dict(backup)
         policy.set_training_mode(True)

@@ -7,7 +7,9 @@ never trains the critic, so a fine-tuning run starts from its own initial critic
 smaller that way).
 
 A resumable training checkpoint (``<output>.ckpt.pt`` by default) is written every ``--checkpoint-freq`` steps
-and on Ctrl-C; ``--resume`` continues from it.
+and on Ctrl-C; ``--resume`` continues from it. ``--save-evaluated`` also keeps the EMA weights of every evaluation
+(``<output stem>_step<N>.safetensors``), so that one can be picked by a longer evaluation on other env seeds
+(``python -m sb3_reinflow.tools.evaluate_pretrained``) instead of taking the last.
 
 ``--dagger-rounds N`` then relabels (DAgger): each round rolls the policy out for ``--dagger-episodes`` episodes,
 labels every visited state with the expert's action (``--dagger-expert``: the scripted kitchen expert or an SB3
@@ -26,6 +28,7 @@ Example:
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +37,7 @@ import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
 import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
-from sb3_reinflow import ActionChunkWrapper, ReinFlowPPO
+from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.data import (
     NormalizationStats,
     TrajectoryDataset,
@@ -101,6 +104,11 @@ def make_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--output", required=True, help="output policy file (conventionally .safetensors)")
+    parser.add_argument(
+        "--save-evaluated",
+        action="store_true",
+        help="also save the EMA weights of each evaluation as <output>_step<N> (to pick one by a longer evaluation)",
+    )
     parser.add_argument("--checkpoint", default=None, help="training checkpoint (default: <output>.ckpt.pt)")
     parser.add_argument("--checkpoint-freq", type=int, default=5_000, help="gradient steps between training checkpoints")
     parser.add_argument("--resume", action="store_true", help="continue from the training checkpoint if it exists")
@@ -252,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
             resume=args.resume,
             allow_resume_changes=args.resume_with_changes,
             progress_bar=args.progress_bar,
+            on_evaluation=_evaluated_saver(output) if args.save_evaluated else None,
             **training,  # type: ignore[arg-type]
         )
     except KeyboardInterrupt:
@@ -261,6 +270,18 @@ def main(argv: list[str] | None = None) -> None:
         print(f"saved {save_pretrained(model.policy, output, critic=False)} (behaviour cloning); relabelling follows")
         _relabel(args, *relabelling, model.policy, dataset, stats, output, training)
     print(f"saved {save_pretrained(model.policy, output, critic=False)} (data mean episode return {returns.mean():.1f})")
+
+
+def evaluated_path(output: Path, step: int) -> Path:
+    """Where ``--save-evaluated`` keeps the weights evaluated at ``step``: ``<output stem>_step<step><suffix>``."""
+    return output.with_name(f"{output.stem}_step{step}{output.suffix}")
+
+
+def _evaluated_saver(output: Path) -> Callable[[int, ReinFlowPolicy], None]:
+    def save(step: int, policy: ReinFlowPolicy) -> None:
+        save_pretrained(policy, evaluated_path(output, step), critic=False)
+
+    return save
 
 
 def _relabel(
