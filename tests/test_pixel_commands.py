@@ -3,6 +3,7 @@ writes a dataset folder, the pretraining tool clones a policy file from it, rl_z
 a video of the result. Each step reads what the previous one wrote, through the command line only."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,8 +27,10 @@ def run(*args: str, cwd: Path) -> str:
 def test_documented_pixel_commands_make_data_pretrain_finetune_and_record(tmp_path):
     from sb3_reinflow.common.data import load_reinflow_dataset
 
-    run("-m", "sb3_reinflow.envs.robosuite.demos", "--task", "Lift", "--episodes", "1", "--style", "perfect",
-        "--out", "data/lift", cwd=tmp_path)  # fmt: skip
+    out = run("-m", "sb3_reinflow.envs.robosuite.demos", "--task", "Lift", "--episodes", "1", "--style", "perfect",
+              "--out", "data/lift", cwd=tmp_path)  # fmt: skip
+    # no terminal here: a progress line instead of a bar
+    assert re.search(r"Lift demos: 1/1 episodes kept, expert success [01].00 over 1 episodes, [0-9.]+ min", out), out
     dataset, _ = load_reinflow_dataset(tmp_path / "data" / "lift")
     assert dataset.images.dtype == np.uint8 and dataset.images.shape[1:] == (84, 84, 3)
     run("-m", "sb3_reinflow.tools.pretrain", "--env", "PixelLift-v0", "--env-kwargs", '{"render_every": 4}',

@@ -6,6 +6,8 @@ The arrays follow the package's dataset layout (``states``, ``actions``, ``rewar
 chunk-rendered rollout.
 """
 
+import time
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -13,6 +15,16 @@ from sb3_reinflow.common.data.files import save_reinflow_dataset
 from sb3_reinflow.common.data.trajectories import TrajectoryDataset
 from sb3_reinflow.envs.robosuite.experts import HUMANLIKE, PERFECT, DemoStyle, make_expert, run_episode
 from sb3_reinflow.envs.robosuite.pixel_env import RobosuitePixelEnv
+
+# kept episodes between progress lines when there is no bar
+LOG_EVERY = 10
+
+
+def _progress_line(task: str, kept: int, n_episodes: int, successes: list[bool], seconds: float) -> str:
+    return (
+        f"{task} demos: {kept}/{n_episodes} episodes kept, expert success {np.mean(successes):.2f} over "
+        f"{len(successes)} episodes, {seconds / 60:.1f} min"
+    )
 
 
 def collect_pixel_demos(
@@ -36,7 +48,8 @@ def collect_pixel_demos(
     :param camera: camera name (default: the task's)
     :param successes_only: drop failed episodes (robomimic keeps only successes; the default keeps them, as
         imperfect human data would)
-    :param progress_bar: show a tqdm bar (it switches itself off when stderr is not a terminal)
+    :param progress_bar: show a tqdm bar; when stderr is not a terminal, a progress line every ``LOG_EVERY`` kept
+        episodes instead
     :return: the arrays of the dataset layout, and the per-episode success flags of every episode run
     """
     env = RobosuitePixelEnv(task, image_size=image_size, camera=camera, render_every=1)
@@ -45,6 +58,7 @@ def collect_pixel_demos(
     lengths, successes = [], []
     episode_seed = seed
     bar = tqdm(total=n_episodes, desc=f"{task} demos", disable=None if progress_bar else True, mininterval=5.0)
+    start = time.perf_counter()
     try:
         while len(lengths) < n_episodes:
             success, length, transitions = run_episode(env, expert, seed=episode_seed, record=True)
@@ -65,6 +79,9 @@ def collect_pixel_demos(
             lengths.append(length)
             bar.update(1)
             bar.set_postfix(success=f"{np.mean(successes):.2f}")
+            if progress_bar and bar.disable and (len(lengths) % LOG_EVERY == 0 or len(lengths) == n_episodes):
+                # no bar (stderr is not a terminal, e.g. a log file): a progress line instead
+                print(_progress_line(task, len(lengths), n_episodes, successes, time.perf_counter() - start), flush=True)
     finally:
         bar.close()
         env.close()
