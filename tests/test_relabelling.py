@@ -488,3 +488,47 @@ def test_benchmark_tiny_run(tmp_path):
         "--output", str(output), "--resume",
     ])  # fmt: skip
     assert output.read_text() == before
+
+
+# --------------------------------------------------------------------------------------------------------------
+# benchmarks/kitchen_selection.py: which weights are kept, which one is picked, and a resumed table
+
+
+def test_selection_keeps_every_snapshot_and_the_last_weights(tmp_path):
+    from conftest import load_script
+
+    selection = load_script("kitchen_selection")
+    args = selection.make_parser().parse_args(["--n-gradient-steps", "30000", "--snapshot-freq", "5000"])
+    assert selection.snapshot_steps(args) == [5000, 10000, 15000, 20000, 25000, 30000]
+    args.snapshot_freq = 7000  # the last weights are kept though 30,000 is not a multiple
+    assert selection.snapshot_steps(args) == [7000, 14000, 21000, 28000, 30000]
+    args.data = "data/kitchen"
+    command = selection.pretrain_command(args, seed=2, output=tmp_path / "kitchen.safetensors")
+    assert "--save-evaluated" in command and command[command.index("--eval-freq") + 1] == "7000"
+    assert command[command.index("--seed") + 1] == "2"
+
+
+def test_selection_picks_the_best_snapshot_and_the_later_of_equals():
+    from conftest import load_script
+
+    selection = load_script("kitchen_selection")
+    scores = ((5000, "2.1"), (10000, "2.6"), (15000, "2.6"), (20000, "1.9"))
+    rows = [{"step": step, "mean_subtasks": value} for step, value in scores]
+    assert selection.picked_row(rows)["step"] == 15000
+    assert selection.picked_row(rows[:2])["step"] == 10000
+
+
+def test_selection_table_finds_written_rows_and_refuses_other_files(tmp_path):
+    from conftest import load_script
+
+    selection = load_script("kitchen_selection")
+    path = tmp_path / "selection.csv"
+    table = selection.Table(path, [])
+    row = dict.fromkeys(selection.FIELDS, "") | {"seed": 1, "phase": "select", "step": 5000, "protocol": "random"}
+    table.add(row)
+    again = selection.Table.read(path)
+    assert again.find(1, "select", 5000, "random")["protocol"] == "random"
+    assert again.find(1, "heldout", 5000, "random") is None and again.find(0, "select", 5000, "random") is None
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="another --output"):
+        selection.Table.read(path)
