@@ -9,7 +9,8 @@ Three runs, each a few hundred policy steps on one CPU thread:
 
 ``python tests/test_bit_identity.py --record`` writes ``tests/reference/bit_identity.json`` (SHA-256 of every policy
 tensor and of the optimizer state, with the torch and SB3 versions that produced them); ``test_bit_identity``
-compares a fresh run against it (skipped under other torch or SB3 versions, whose kernels may round differently).
+compares a fresh run against it (skipped on another platform: other versions of torch, SB3, numpy, gymnasium or
+mujoco, or another CPU kernel set, may round differently; record again there to check it).
 """
 
 import hashlib
@@ -77,7 +78,19 @@ def run_all() -> dict[str, Any]:
 
 
 def _versions() -> dict[str, str]:
-    return {"torch": th.__version__, "stable_baselines3": stable_baselines3.__version__}
+    """The platform the digests hold for: the libraries whose arithmetic the trainings use, and torch's CPU kernels
+    (a recording from one machine failed on another with the same torch and SB3 versions)."""
+    import gymnasium
+    import mujoco
+
+    return {
+        "torch": th.__version__,
+        "stable_baselines3": stable_baselines3.__version__,
+        "numpy": np.__version__,
+        "gymnasium": gymnasium.__version__,
+        "mujoco": mujoco.__version__,
+        "cpu_capability": th.backends.cpu.get_cpu_capability(),
+    }
 
 
 BOUND_BUFFERS = ("logvar_min", "logvar_max")
@@ -88,7 +101,10 @@ def test_bit_identity() -> None:
     reference = json.loads(REFERENCE.read_text())
     versions = reference.pop("versions")
     if versions != _versions():
-        pytest.skip(f"reference recorded with {versions}, running {_versions()}")
+        pytest.skip(
+            f"reference recorded with {versions}, running {_versions()}: record it here with "
+            "python tests/test_bit_identity.py --record (at a commit whose training is known good) to check this platform"
+        )
     with th.random.fork_rng():
         results = run_all()
     for run, expected in reference.items():
