@@ -20,7 +20,7 @@ import mujoco
 from sb3_reinflow.common.data import load_reinflow_dataset
 from sb3_reinflow.envs import KITCHEN_ENV_IDS, KitchenGoalWrapper, make_kitchen_env
 from sb3_reinflow.envs.kitchen.env import KITCHEN_TASKS, OBSERVATION_DIM
-from sb3_reinflow.envs.kitchen.data import MIXED_ORDER, expert_plan
+from sb3_reinflow.envs.kitchen.data import MIXED_ORDER, collect_kitchen_demonstrations, expert_plan
 from sb3_reinflow.envs.kitchen.expert import EXPERT_TASKS, KitchenExpert
 from sb3_reinflow.zoo.run_files import read_run_config
 
@@ -149,6 +149,23 @@ def test_data_script_writes_loadable_dataset(tmp_path: Path) -> None:
     # Return = number of targets completed (each pays once)
     assert float(dataset.rewards.sum()) == pytest.approx(figures["mean_completed"])
     assert figures["success_rate"] == float(figures["mean_completed"] == 4)
+
+
+def test_clean_labels_record_the_noise_free_action() -> None:
+    """--clean-labels: the same states (the env executes the same noisy actions), labels without the arm noise."""
+    kwargs = dict(dataset="complete", n_episodes=1, seed=3, max_episode_steps=20, progress_bar=False)
+    noisy = collect_kitchen_demonstrations(**kwargs).dataset  # type: ignore[arg-type]
+    clean = collect_kitchen_demonstrations(clean_labels=True, **kwargs)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(clean.dataset.states, noisy.states)
+    assert clean.stats["clean_labels"] is True
+    difference = noisy.actions[:, :7] - clean.dataset.actions[:, :7]
+    # the difference is the expert's Gaussian arm noise (std 0.05 at imperfection 1), not a shift of the actions
+    assert 0.02 < difference.std() < 0.08 and abs(difference.mean()) < 0.03
+    np.testing.assert_array_equal(noisy.actions[:, 7:], clean.dataset.actions[:, 7:])
+    # without imperfection there is no noise, so the labels are the executed actions
+    clean_expert = collect_kitchen_demonstrations(imperfection=0.0, clean_labels=True, **kwargs).dataset  # type: ignore[arg-type]
+    plain_expert = collect_kitchen_demonstrations(imperfection=0.0, **kwargs).dataset  # type: ignore[arg-type]
+    np.testing.assert_array_equal(clean_expert.actions, plain_expert.actions)
 
 
 def test_doc_lists_script_options() -> None:

@@ -27,6 +27,11 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", required=True, choices=KITCHEN_DATASETS, help="which D4RL-like dataset")
     parser.add_argument("--n-episodes", type=int, default=200, help="episodes to record")
     parser.add_argument("--imperfection", type=float, default=1.0, help="expert imperfection scale (0: clean)")
+    parser.add_argument(
+        "--clean-labels",
+        action="store_true",
+        help="record the expert's action before its Gaussian arm noise (the env executes the noisy one)",
+    )
     parser.add_argument("--max-episode-steps", type=int, default=MAX_EPISODE_STEPS, help="episode time limit")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--output", required=True, help="output folder")
@@ -44,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         max_episode_steps=args.max_episode_steps,
         progress_bar=not args.no_progress_bar,
+        clean_labels=args.clean_labels,
     )
     train_path, norm_path = save_reinflow_dataset(
         args.output, demonstrations.dataset, kitchen_normalization(demonstrations.dataset)

@@ -118,6 +118,7 @@ def collect_kitchen_demonstrations(
     seed: int = 0,
     max_episode_steps: int = MAX_EPISODE_STEPS,
     progress_bar: bool = True,
+    clean_labels: bool = False,
 ) -> KitchenDemonstrations:
     """
     Roll out the scripted expert.
@@ -128,6 +129,8 @@ def collect_kitchen_demonstrations(
     :param seed: seed of the env resets, the plans and the expert
     :param max_episode_steps: episode time limit
     :param progress_bar: show a progress bar
+    :param clean_labels: record the expert's action before its Gaussian arm noise while the env executes the noisy
+        one (DART-style data: the states of the imperfect expert, the labels without the noise)
     :return: the transitions and their figures
     """
     if dataset not in KITCHEN_DATASETS:
@@ -150,7 +153,8 @@ def collect_kitchen_demonstrations(
             while True:
                 action = expert.predict(observation)
                 next_observation, reward, terminated, truncated, info = env.step(action)
-                for key, value in zip(buffers, (observation, action, reward, terminated), strict=True):
+                label = expert.clean_action if clean_labels else action
+                for key, value in zip(buffers, (observation, label, reward, terminated), strict=True):
                     buffers[key].append(value)
                 length += 1
                 observation = next_observation
@@ -172,7 +176,9 @@ def collect_kitchen_demonstrations(
         traj_lengths=np.asarray(lengths, dtype=np.int64),
     )
     stats = summarize(dataset, episodes, max_episode_steps)
-    stats.update(imperfection=imperfection, seed=seed, wall_time_s=round(time.perf_counter() - start, 2))
+    stats.update(
+        imperfection=imperfection, clean_labels=clean_labels, seed=seed, wall_time_s=round(time.perf_counter() - start, 2)
+    )
     stats["seconds_per_episode"] = round(stats["wall_time_s"] / n_episodes, 3)
     return KitchenDemonstrations(demonstrations, np.asarray(final_observations, dtype=np.float64), stats)
 

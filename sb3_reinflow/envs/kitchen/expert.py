@@ -67,7 +67,9 @@ class KitchenExpert(KitchenTaskScripts):
     from), not the observation.
 
     After each step, ``n_steps``, ``n_retries`` (repeated attempts and re-grasps), ``task_start_steps`` (the step
-    at which each subtask script started) and ``finished`` (all subtask scripts done) describe the episode.
+    at which each subtask script started) and ``finished`` (all subtask scripts done) describe the episode;
+    ``clean_action`` is the last action before its Gaussian arm noise (the label of DART-style data, which executes the
+    noisy action and records the clean one).
 
     :param env: a ``FrankaKitchen-v1`` env (any wrappers; its ``unwrapped`` model and data are read)
     :param tasks: subtasks in the order to do them, among :data:`EXPERT_TASKS`
@@ -184,8 +186,9 @@ class KitchenExpert(KitchenTaskScripts):
         # expressed as a velocity from the *observed* joint position the env integrates from.
         reference = qpos[:9] + velocity[:9] * self.dt + self.data.qfrc_bias[:9] / self._kp
         action = (reference - self.robot_env._last_robot_qpos) / (2.0 * self.dt)
-        action[:7] += self._scaled("action_std") * self.rng.standard_normal(7)
         action[7:9] = command.grip
+        self.clean_action = np.clip(action, -1.0, 1.0).astype(np.float32)
+        action[:7] += self._scaled("action_std") * self.rng.standard_normal(7)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     # ------------------------------------------------------------------------------------------------------------
