@@ -265,14 +265,69 @@ def _zoo_conf(folder: Path, signal_step: int) -> Path:
     return path
 
 
-def _python(args: list[str], cwd: Path) -> str:
+def _python(args: list[str], cwd: Path, timeout: float = 300) -> str:
     import subprocess
     import sys
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(cwd), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
+
+
+SUBPROC_INTERRUPT = """
+import os, signal, sys, time
+import gymnasium as gym
+from stable_baselines3.common.vec_env import SubprocVecEnv
+from sb3_reinflow import ReinFlowPPO
+from sb3_reinflow.common.reinflow.resume import ResumeCheckpoint
+
+
+class SlowWorker(gym.Wrapper):
+    # at its 20th step, SIGINT the learner while it waits for this reply, the other worker's already read
+    def __init__(self, env, signal_step, learner_pid):
+        super().__init__(env)
+        self.signal_step, self.learner_pid, self.n_steps = signal_step, learner_pid, 0
+
+    def step(self, action):
+        self.n_steps += 1
+        if self.n_steps == self.signal_step:
+            time.sleep(0.5)  # the learner reads the other worker's reply meanwhile
+            os.kill(self.learner_pid, signal.SIGINT)
+            time.sleep(0.5)
+        return self.env.step(action)
+
+
+def make(signal_step, learner_pid):
+    return lambda: SlowWorker(gym.make("Pendulum-v1"), signal_step, learner_pid)
+
+
+if __name__ == "__main__":
+    env = SubprocVecEnv([make(0, os.getpid()), make(20, os.getpid())])
+    model = ReinFlowPPO("MlpPolicy", env, n_steps=8, batch_size=16, n_epochs=1, seed=0,
+                        policy_kwargs=dict(n_flow_steps=2, velocity_net_arch=[16], net_arch=[16]))
+    try:
+        model.learn(1_000, callback=ResumeCheckpoint(sys.argv[1]))
+    except KeyboardInterrupt:
+        print("interrupted")
+    finally:
+        env.close()
+    print("closed")
+"""
+
+
+def test_ctrl_c_between_two_subprocess_envs_replies_stops_cleanly(tmp_path: Path) -> None:
+    """A SIGINT to the learner alone while it waits on the second worker: written checkpoint, then a clean close.
+
+    Raised inside SubprocVecEnv.step_wait after the first worker's reply was read, the interrupt left close() waiting
+    for that reply again, forever; the checkpoint now raises only after the step.
+    """
+    (tmp_path / "subproc_interrupt.py").write_text(SUBPROC_INTERRUPT)
+    output = _python(["subproc_interrupt.py", str(tmp_path / "resume")], tmp_path, timeout=120)
+    assert "stopping after the current env step" in output and output.rstrip().endswith("interrupted\nclosed")
+    # the signal came in the 3rd rollout (2 envs x 8 steps each): the checkpoint is of the 2nd rollout's end
+    progress = json.loads((tmp_path / "resume" / "progress.json").read_text())
+    assert progress["num_timesteps"] == 32
 
 
 def test_zoo_run_interrupted_by_sigterm_resumes_as_the_same_run(tmp_path: Path) -> None:

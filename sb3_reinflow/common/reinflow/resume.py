@@ -51,9 +51,11 @@ class ResumeCheckpoint(BaseCallback):
     :func:`~sb3_reinflow.common.reinflow.resume_state.write_snapshot`) every ``save_freq`` updates, when training
     ends, and when SIGINT (Ctrl-C) or SIGTERM arrives: the handler writes the latest one and raises
     ``KeyboardInterrupt`` (rl_zoo3 then saves its final model as usual). A signal that arrives while a checkpoint is
-    taken or written is held until it is complete. A killed process (SIGKILL, machine restart) leaves the last written
-    one, at most ``save_freq`` updates old. The rollout under way at an interrupt (and its update, if under way) is
-    dropped: the resumed run collects it again, from restarted envs.
+    taken or written is held until it is complete. During a rollout the handler writes at once but raises only after
+    the env step under way (at the next step or the rollout's end): an exception inside ``SubprocVecEnv.step_wait``,
+    between two workers' replies, would leave ``close()`` waiting for a reply already read. A killed process
+    (SIGKILL, machine restart) leaves the last written one, at most ``save_freq`` updates old. The rollout under way
+    at an interrupt (and its update, if under way) is dropped: the resumed run collects it again, from restarted envs.
 
     :param folder: the checkpoint folder
     :param callbacks: the run's callbacks whose state is kept (evaluation history, their step counts), in a fixed order
@@ -85,6 +87,7 @@ class ResumeCheckpoint(BaseCallback):
         self.last_write_seconds = 0.0
         self._written: Snapshot | None = None
         self._busy = self._pending = self._interrupted = False
+        self._in_rollout = self._stop_requested = False
         self._previous_handlers: dict[int, Any] = {}
         self._updates_at_snapshot = self._updates_at_rollout_start = 0
         self._rollout_ended = False
@@ -102,11 +105,15 @@ class ResumeCheckpoint(BaseCallback):
             self.snapshot = take_snapshot(self.model, self.tracked, self.extra)
             if self._written is None or self.model._n_iterations - self._updates_at_snapshot >= self.save_freq:
                 self._write()
+        self._in_rollout = True
 
     def _on_rollout_end(self) -> None:
+        self._in_rollout = False
         self._rollout_ended = True
+        self._stop_if_requested()
 
     def _on_step(self) -> bool:
+        self._stop_if_requested()
         return True
 
     def _on_training_end(self) -> None:
@@ -120,6 +127,7 @@ class ResumeCheckpoint(BaseCallback):
                         self.snapshot = take_snapshot(self.model, self.tracked, self.extra)
                     self._write()
         finally:
+            self._in_rollout = self._stop_requested = False
             self._remove_handlers()
 
     # -- writing and signals --------------------------------------------------------------------------------------
@@ -155,7 +163,26 @@ class ResumeCheckpoint(BaseCallback):
         if self._busy:
             self._pending = True
             return
+        if self._in_rollout:
+            self._request_stop()
+            return
         self._interrupt()
+
+    def _request_stop(self) -> None:
+        """Write the checkpoint now; stop once the env step under way has returned (see the class docstring)."""
+        self._interrupted = self._stop_requested = True
+        self._busy = True
+        try:
+            self._write()
+        finally:
+            self._busy = False
+            self._remove_handlers()  # a second signal gets the previous handler (Python's: KeyboardInterrupt)
+        print(f"Interrupted: resume checkpoint in {self.folder}; stopping after the current env step", flush=True)
+
+    def _stop_if_requested(self) -> None:
+        if self._stop_requested:
+            self._stop_requested = False
+            raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
 
     def _interrupt(self) -> None:
         self._interrupted = True
