@@ -10,7 +10,7 @@ Three runs, each a few hundred policy steps on one CPU thread:
 ``python tests/test_bit_identity.py --record`` writes ``tests/reference/bit_identity.json`` (SHA-256 of every policy
 tensor and of the optimizer state, with the torch and SB3 versions that produced them); ``test_bit_identity``
 compares a fresh run against it (skipped on another platform: other versions of torch, SB3, numpy, gymnasium or
-mujoco, or another CPU kernel set, may round differently; record again there to check it).
+mujoco, another CPU kernel set or another processor may round differently; record again there to check it).
 """
 
 import hashlib
@@ -90,7 +90,23 @@ def _versions() -> dict[str, str]:
         "gymnasium": gymnasium.__version__,
         "mujoco": mujoco.__version__,
         "cpu_capability": th.backends.cpu.get_cpu_capability(),
+        "cpu_model": _cpu_model(),
     }
+
+
+def _cpu_model() -> str:
+    """:return: the processor's model name (the same torch kernels rounded differently on an Intel and an AMD CPU)"""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.read_text().split("\n\n")[0].splitlines():  # the first processor's entry
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    # a virtual machine may name only the vendor's line ("AMD EPYC"): the family and model tell its generations apart
+    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
 
 
 BOUND_BUFFERS = ("logvar_min", "logvar_max")
