@@ -170,13 +170,8 @@ class ResumeCheckpoint(BaseCallback):
 
     def _request_stop(self) -> None:
         """Write the checkpoint now; stop once the env step under way has returned (see the class docstring)."""
-        self._interrupted = self._stop_requested = True
-        self._busy = True
-        try:
-            self._write()
-        finally:
-            self._busy = False
-            self._remove_handlers()  # a second signal gets the previous handler (Python's: KeyboardInterrupt)
+        self._write_interrupted()
+        self._stop_requested = True
         print(f"Interrupted: resume checkpoint in {self.folder}; stopping after the current env step", flush=True)
 
     def _stop_if_requested(self) -> None:
@@ -185,6 +180,10 @@ class ResumeCheckpoint(BaseCallback):
             raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
 
     def _interrupt(self) -> None:
+        self._write_interrupted()
+        raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
+
+    def _write_interrupted(self) -> None:
         self._interrupted = True
         self._busy = True
         try:
@@ -192,7 +191,6 @@ class ResumeCheckpoint(BaseCallback):
         finally:
             self._busy = False
             self._remove_handlers()  # a second signal gets the previous handler (Python's: KeyboardInterrupt)
-        raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
 
     def _install_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
