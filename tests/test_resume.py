@@ -324,7 +324,7 @@ def test_ctrl_c_between_two_subprocess_envs_replies_stops_cleanly(tmp_path: Path
     """
     (tmp_path / "subproc_interrupt.py").write_text(SUBPROC_INTERRUPT)
     output = _python(["subproc_interrupt.py", str(tmp_path / "resume")], tmp_path, timeout=120)
-    assert "stopping after the current env step" in output and output.rstrip().endswith("interrupted\nclosed")
+    assert "stopping after the env step" in output and output.rstrip().endswith("interrupted\nclosed")
     # the signal came in the 3rd rollout (2 envs x 8 steps each): the checkpoint is of the 2nd rollout's end
     progress = json.loads((tmp_path / "resume" / "progress.json").read_text())
     assert progress["num_timesteps"] == 32

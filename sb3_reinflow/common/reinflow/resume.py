@@ -52,10 +52,11 @@ class ResumeCheckpoint(BaseCallback):
     ends, and when SIGINT (Ctrl-C) or SIGTERM arrives: the handler writes the latest one and raises
     ``KeyboardInterrupt`` (rl_zoo3 then saves its final model as usual). A signal that arrives while a checkpoint is
     taken or written is held until it is complete. During a rollout the handler writes at once but raises only after
-    the env step under way (at the next step or the rollout's end): an exception inside ``SubprocVecEnv.step_wait``,
-    between two workers' replies, would leave ``close()`` waiting for a reply already read. A killed process
-    (SIGKILL, machine restart) leaves the last written one, at most ``save_freq`` updates old. The rollout under way
-    at an interrupt (and its update, if under way) is dropped: the resumed run collects it again, from restarted envs.
+    the env step (or evaluation) under way, at the next step or the rollout's end: an exception inside
+    ``SubprocVecEnv.step_wait``, between two workers' replies, would leave ``close()`` waiting for a reply already
+    read. A killed process (SIGKILL, machine restart) leaves the last written one, at most ``save_freq`` updates old.
+    The rollout under way at an interrupt (and its update, if under way) is dropped: the resumed run collects it
+    again, from restarted envs.
 
     :param folder: the checkpoint folder
     :param callbacks: the run's callbacks whose state is kept (evaluation history, their step counts), in a fixed order
@@ -169,10 +170,13 @@ class ResumeCheckpoint(BaseCallback):
         self._interrupt()
 
     def _request_stop(self) -> None:
-        """Write the checkpoint now; stop once the env step under way has returned (see the class docstring)."""
+        """Write the checkpoint now; stop once the env step (or evaluation) under way has returned (class docstring)."""
         self._write_interrupted()
         self._stop_requested = True
-        print(f"Interrupted: resume checkpoint in {self.folder}; stopping after the current env step", flush=True)
+        print(
+            f"Interrupted: resume checkpoint in {self.folder}; stopping after the env step (or evaluation) under way",
+            flush=True,
+        )
 
     def _stop_if_requested(self) -> None:
         if self._stop_requested:
