@@ -284,7 +284,7 @@ from sb3_reinflow.common.reinflow.resume import ResumeCheckpoint
 
 
 class SlowWorker(gym.Wrapper):
-    # at its 20th step, SIGINT the learner while it waits for this reply, the other worker's already read
+    # at its 20th step, SIGINT the learner twice while it waits for this reply, the other worker's already read
     def __init__(self, env, signal_step, learner_pid):
         super().__init__(env)
         self.signal_step, self.learner_pid, self.n_steps = signal_step, learner_pid, 0
@@ -294,7 +294,9 @@ class SlowWorker(gym.Wrapper):
         if self.n_steps == self.signal_step:
             time.sleep(0.5)  # the learner reads the other worker's reply meanwhile
             os.kill(self.learner_pid, signal.SIGINT)
-            time.sleep(0.5)
+            time.sleep(0.3)
+            os.kill(self.learner_pid, signal.SIGINT)  # a second Ctrl-C while the stop waits
+            time.sleep(0.3)
         return self.env.step(action)
 
 
@@ -303,11 +305,12 @@ def make(signal_step, learner_pid):
 
 
 if __name__ == "__main__":
+    os.dup2(sys.stdout.fileno(), sys.stderr.fileno())  # the handler's message, in order with the prints
     env = SubprocVecEnv([make(0, os.getpid()), make(20, os.getpid())])
     model = ReinFlowPPO("MlpPolicy", env, n_steps=8, batch_size=16, n_epochs=1, seed=0,
                         policy_kwargs=dict(n_flow_steps=2, velocity_net_arch=[16], net_arch=[16]))
     try:
-        model.learn(1_000, callback=ResumeCheckpoint(sys.argv[1]))
+        model.learn(1_000, callback=ResumeCheckpoint(sys.argv[1], save_freq=100))
     except KeyboardInterrupt:
         print("interrupted")
     finally:
@@ -317,7 +320,7 @@ if __name__ == "__main__":
 
 
 def test_ctrl_c_between_two_subprocess_envs_replies_stops_cleanly(tmp_path: Path) -> None:
-    """A SIGINT to the learner alone while it waits on the second worker: written checkpoint, then a clean close.
+    """SIGINTs to the learner alone while it waits on the second worker: written checkpoint, then a clean close.
 
     Raised inside SubprocVecEnv.step_wait after the first worker's reply was read, the interrupt left close() waiting
     for that reply again, forever; the checkpoint now raises only after the step.
@@ -325,7 +328,8 @@ def test_ctrl_c_between_two_subprocess_envs_replies_stops_cleanly(tmp_path: Path
     (tmp_path / "subproc_interrupt.py").write_text(SUBPROC_INTERRUPT)
     output = _python(["subproc_interrupt.py", str(tmp_path / "resume")], tmp_path, timeout=120)
     assert "stopping after the env step" in output and output.rstrip().endswith("interrupted\nclosed")
-    # the signal came in the 3rd rollout (2 envs x 8 steps each): the checkpoint is of the 2nd rollout's end
+    # the signal came in the 3rd rollout (2 envs x 8 steps each): the handler wrote the checkpoint of the 2nd rollout's
+    # end (save_freq=100: the periodic writes stopped at the first rollout's start)
     progress = json.loads((tmp_path / "resume" / "progress.json").read_text())
     assert progress["num_timesteps"] == 32
 

@@ -15,7 +15,9 @@ Usage (rl_zoo3 runs get the callback from the zoo plugin, and resume with ``pyth
                 reset_num_timesteps=False)
 """
 
+import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -52,7 +54,8 @@ class ResumeCheckpoint(BaseCallback):
     ends, and when SIGINT (Ctrl-C) or SIGTERM arrives: the handler writes the latest one and raises
     ``KeyboardInterrupt`` (rl_zoo3 then saves its final model as usual). A signal that arrives while a checkpoint is
     taken or written is held until it is complete. During a rollout the handler writes at once but raises only after
-    the env step (or evaluation) under way, at the next step or the rollout's end: an exception inside
+    the env step under way, at this callback's next step or the rollout's end (so after the evaluation, when one is
+    under way or due at that step); a second signal meanwhile is ignored: an exception inside
     ``SubprocVecEnv.step_wait``, between two workers' replies, would leave ``close()`` waiting for a reply already
     read. A killed process (SIGKILL, machine restart) leaves the last written one, at most ``save_freq`` updates old.
     The rollout under way at an interrupt (and its update, if under way) is dropped: the resumed run collects it
@@ -128,8 +131,11 @@ class ResumeCheckpoint(BaseCallback):
                         self.snapshot = take_snapshot(self.model, self.tracked, self.extra)
                     self._write()
         finally:
+            stop_requested = self._stop_requested
             self._in_rollout = self._stop_requested = False
             self._remove_handlers()
+        if stop_requested:  # no step came after the signal (another callback ended the rollout): stop all the same
+            raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
 
     # -- writing and signals --------------------------------------------------------------------------------------
     def _write(self) -> None:
@@ -164,6 +170,8 @@ class ResumeCheckpoint(BaseCallback):
         if self._busy:
             self._pending = True
             return
+        if self._stop_requested:
+            return  # a second signal while the stop waits for the step: raising now would bring the hang back
         if self._in_rollout:
             self._request_stop()
             return
@@ -171,30 +179,31 @@ class ResumeCheckpoint(BaseCallback):
 
     def _request_stop(self) -> None:
         """Write the checkpoint now; stop once the env step (or evaluation) under way has returned (class docstring)."""
-        self._write_interrupted()
+        self._write_interrupted(keep_handlers=True)
         self._stop_requested = True
-        print(
-            f"Interrupted: resume checkpoint in {self.folder}; stopping after the env step (or evaluation) under way",
-            flush=True,
-        )
+        # os.write, not print: the handler may interrupt a print (an evaluation's), and print is not reentrant
+        message = f"Interrupted: resume checkpoint in {self.folder}; stopping after the env step (or evaluation) under way\n"
+        os.write(sys.stderr.fileno(), message.encode())
 
     def _stop_if_requested(self) -> None:
         if self._stop_requested:
             self._stop_requested = False
+            self._remove_handlers()
             raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
 
     def _interrupt(self) -> None:
         self._write_interrupted()
         raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
 
-    def _write_interrupted(self) -> None:
+    def _write_interrupted(self, keep_handlers: bool = False) -> None:
         self._interrupted = True
         self._busy = True
         try:
             self._write()
         finally:
             self._busy = False
-            self._remove_handlers()  # a second signal gets the previous handler (Python's: KeyboardInterrupt)
+            if not keep_handlers:
+                self._remove_handlers()  # a second signal gets the previous handler (Python's: KeyboardInterrupt)
 
     def _install_handlers(self) -> None:
         if threading.current_thread() is not threading.main_thread():
