@@ -167,3 +167,42 @@ def test_doc_matches_parser(script: str) -> None:
 def test_help_runs() -> None:
     help_text = script_parser("pretrain").format_help()
     assert "--n-gradient-steps" in help_text and "--no-progress-bar" in help_text
+
+
+@pytest.mark.parametrize("name", ["Mish", "torch.nn.Mish", {"class": "torch.nn.Mish"}])
+def test_policy_kwargs_option_names_classes_by_name(name):
+    from torch import nn
+
+    from sb3_reinflow.tools import policy_kwargs_argument
+    from sb3_reinflow.tools.pretrain import make_parser
+
+    text = json.dumps({"velocity_activation_fn": name, "obs_clip": 5.0, "max_noise_std": {"float": "inf"}})
+    parsed = policy_kwargs_argument(text)
+    assert parsed == {"velocity_activation_fn": nn.Mish, "obs_clip": 5.0, "max_noise_std": float("inf")}
+    args = make_parser().parse_args(["--env", "Hopper-v4", "--data", "d", "--output", "p", "--policy-kwargs", text])
+    assert args.policy_kwargs["velocity_activation_fn"] is nn.Mish
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"velocity_activation_fn": "Mesh"}, "'Mesh' is not a class this argument accepts"),
+        ({"activation_fn": "AdamW"}, "torch.nn.Mish"),  # an optimizer is not an activation
+        ({"optimizer_class": "Mish"}, "torch.optim.AdamW"),
+        ({"activation_fn": "os.system"}, "name one of"),
+    ],
+)
+def test_policy_kwargs_option_refuses_other_classes_with_the_accepted_names(kwargs, message):
+    from sb3_reinflow.tools import policy_kwargs_argument
+
+    with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
+        policy_kwargs_argument(json.dumps(kwargs))
+
+
+def test_policy_kwargs_option_explains_text_that_is_not_a_json_object():
+    from sb3_reinflow.tools import policy_kwargs_argument
+
+    with pytest.raises(argparse.ArgumentTypeError, match="is not JSON"):
+        policy_kwargs_argument("{obs_clip: 5}")
+    with pytest.raises(argparse.ArgumentTypeError, match="must be a JSON object"):
+        policy_kwargs_argument("[1, 2]")

@@ -4,6 +4,7 @@ classes a file may name (:data:`SAFE_CLASSES`, nothing else is ever imported on 
 ``{"float": "inf"}``, and the observation and action spaces.
 """
 
+import json
 from typing import Any
 
 import numpy as np
@@ -98,6 +99,36 @@ def decode_value(value: Any, key: str) -> Any:
             return float(value["float"])
         return {name: decode_value(item, f"{key}.{name}") for name, item in value.items()}
     return value
+
+
+def _class_from_name(value: Any, key: str) -> type:
+    allowed = {_CLASS_NAMES[cls]: cls for cls in CLASS_ARGUMENTS[key]}
+    # the file's form {"class": "torch.nn.Mish"}, its full name, or the bare class name "Mish"
+    name = value["class"] if isinstance(value, dict) and set(value) == {"class"} else value
+    matches = [cls for full, cls in allowed.items() if name in (full, full.rsplit(".", 1)[-1])]
+    if not isinstance(name, str) or len(matches) != 1:
+        raise ValueError(
+            f"policy_kwargs[{key!r}]={value!r} is not a class this argument accepts; name one of "
+            f"{sorted(allowed)} (for example {{{key!r}: {next(iter(allowed)).rsplit('.', 1)[-1]!r}}})"
+        )
+    return matches[0]
+
+
+def policy_kwargs_from_json(text: str) -> dict[str, Any]:
+    """
+    Parse the ``--policy-kwargs`` of a command line: a JSON object whose class-valued arguments
+    (:data:`CLASS_ARGUMENTS`) name a class, as ``"Mish"``, ``"torch.nn.Mish"`` or a policy file's
+    ``{"class": "torch.nn.Mish"}``. Only the classes of :data:`CLASS_ARGUMENTS` can be named; nothing is imported.
+
+    :param text: the JSON text
+    :return: the policy arguments
+    """
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError(f"--policy-kwargs {text!r} must be a JSON object, e.g. '{{\"obs_clip\": 5.0}}'")
+    return {
+        key: _class_from_name(item, key) if key in CLASS_ARGUMENTS else decode_value(item, key) for key, item in value.items()
+    }
 
 
 def _encode_bound(values: np.ndarray) -> Any:

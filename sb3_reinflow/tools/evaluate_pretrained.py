@@ -41,6 +41,7 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecTransposeImage
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
+from sb3_reinflow.tools import policy_kwargs_argument
 import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
 from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
@@ -119,7 +120,10 @@ def main() -> None:
     parser.add_argument("--n-episodes", type=int, default=10)
     parser.add_argument("--n-envs", type=int, default=1, help="evaluation envs (episodes run in parallel)")
     parser.add_argument(
-        "--policy-kwargs", type=json.loads, default={}, help="policy options to override (JSON), e.g. '{\"obs_clip\": 5.0}'"
+        "--policy-kwargs",
+        type=policy_kwargs_argument,
+        default={},
+        help="policy options to override (JSON), e.g. '{\"obs_clip\": 5.0}'",
     )
     parser.add_argument("--seed", type=int, default=12345)
     parser.add_argument("--input-ranges", action="store_true", help="also report the normalised inputs' range")
