@@ -442,3 +442,31 @@ def _inner(env: Any) -> list[Any]:
         env = env.env
         wrappers.append(env)
     return wrappers
+
+
+class _FailsAtStep(BaseCallback):
+    def __init__(self, step: int) -> None:
+        super().__init__()
+        self.step = step
+
+    def _on_step(self) -> bool:
+        if self.n_calls == self.step:
+            raise RuntimeError("an env failed")
+        return True
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_an_exception_out_of_a_rollout_gives_the_signal_handlers_back(tmp_path: Path, nested: bool) -> None:
+    """SB3 skips on_training_end when an exception leaves learn; Ctrl-C must then interrupt again, not only write."""
+    from stable_baselines3.common.callbacks import CallbackList
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    model = _model(tmp_path / "tb")
+    resume = ResumeCheckpoint(tmp_path / "resume")
+    callbacks = [CallbackList([resume, _FailsAtStep(N_STEPS + 5)])] if nested else [resume, _FailsAtStep(N_STEPS + 5)]
+    with pytest.raises(RuntimeError, match="an env failed"):
+        model.learn(TOTAL, callback=callbacks)
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+    assert not resume._in_rollout and not resume._stop_requested
+    # the first rollout's checkpoint, written at its start, remains
+    assert json.loads((tmp_path / "resume" / "progress.json").read_text())["num_timesteps"] == N_STEPS * N_ENVS

@@ -46,6 +46,7 @@ from sb3_reinflow.common.reinflow.noise_calibration import (
     needs_noise_calibration,
 )
 from sb3_reinflow.common.reinflow.ppo_update import ChainPPOUpdate
+from sb3_reinflow.common.reinflow.resume import release_signal_handlers
 from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
 from sb3_reinflow.common.reinflow.training import (
     make_bc_reference,
@@ -440,11 +441,14 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         first: list[BaseCallback] = [EnvStepCounter()]
         if needs_noise_calibration(self, reset_num_timesteps):
             first.append(NoiseCalibrationCallback(self.noise_calibration_episodes, self.noise_calibration, self.verbose))
-        return super().learn(
-            total_timesteps=total_timesteps,
-            callback=[*first, *callbacks],
-            log_interval=log_interval,
-            tb_log_name=tb_log_name,
-            reset_num_timesteps=reset_num_timesteps,
-            progress_bar=progress_bar,
-        )
+        try:
+            return super().learn(
+                total_timesteps=total_timesteps,
+                callback=[*first, *callbacks],
+                log_interval=log_interval,
+                tb_log_name=tb_log_name,
+                reset_num_timesteps=reset_num_timesteps,
+                progress_bar=progress_bar,
+            )
+        finally:
+            release_signal_handlers(callbacks)  # SB3 skips on_training_end when an exception leaves learn

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList, EvalCallback, EventCallback
 
 from sb3_reinflow.common.reinflow.resume_state import (
     MODEL_FILE,
@@ -135,7 +135,16 @@ class ResumeCheckpoint(BaseCallback):
             self._in_rollout = self._stop_requested = False
             self._remove_handlers()
         if stop_requested:  # no step came after the signal (another callback ended the rollout): stop all the same
-            raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
+            raise self._stopped()
+
+    def release(self) -> None:
+        """
+        Give back the signal handlers and forget a rollout under way. ``ReinFlowPPO.learn`` calls it however learn
+        ends: an exception out of a rollout skips ``on_training_end``, and the handlers left behind would turn a later
+        Ctrl-C (in a notebook, say) into a checkpoint write that never stops anything.
+        """
+        self._in_rollout = self._stop_requested = False
+        self._remove_handlers()
 
     # -- writing and signals --------------------------------------------------------------------------------------
     def _write(self) -> None:
@@ -189,11 +198,14 @@ class ResumeCheckpoint(BaseCallback):
         if self._stop_requested:
             self._stop_requested = False
             self._remove_handlers()
-            raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
+            raise self._stopped()
+
+    def _stopped(self) -> KeyboardInterrupt:
+        return KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
 
     def _interrupt(self) -> None:
         self._write_interrupted()
-        raise KeyboardInterrupt(f"training interrupted; resume checkpoint in {self.folder}")
+        raise self._stopped()
 
     def _write_interrupted(self, keep_handlers: bool = False) -> None:
         self._interrupted = True
@@ -236,6 +248,20 @@ class ResumeCheckpoint(BaseCallback):
             recorded.remove(state)
             restore_callback_state(callback, state)
             rewrite_evaluations(callback)
+
+
+def release_signal_handlers(callbacks: list[BaseCallback]) -> None:
+    """
+    :param callbacks: a run's callbacks; every :class:`ResumeCheckpoint` among them (also inside a ``CallbackList`` or
+        an ``EventCallback``) gives back its signal handlers (:meth:`ResumeCheckpoint.release`)
+    """
+    for callback in callbacks:
+        if isinstance(callback, ResumeCheckpoint):
+            callback.release()
+        elif isinstance(callback, CallbackList):
+            release_signal_handlers(callback.callbacks)
+        elif isinstance(callback, EventCallback) and callback.callback is not None:
+            release_signal_handlers([callback.callback])
 
 
 class ResumedRun(NamedTuple):
