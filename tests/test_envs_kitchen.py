@@ -83,11 +83,13 @@ def test_expert_opens_microwave() -> None:
     expert = KitchenExpert(env, ["microwave"], imperfection=0.0, seed=0)
     env.reset(seed=0)
     expert.reset()
+    assert expert.clean_action is None  # no action yet in this episode
     info: dict = {}
     n_steps = 0
     while n_steps < 100 and not info.get("is_success"):
         action = expert.predict()
         assert action.shape == (9,) and action.dtype == np.float32 and np.all(np.abs(action) <= 1.0)
+        np.testing.assert_array_equal(expert.clean_action, action)  # no imperfection: no arm noise
         _, _, _, _, info = env.step(action)
         n_steps += 1
     assert info["is_success"], f"microwave not opened in 100 steps (angle {env.unwrapped.data.joint('microwave').qpos})"
@@ -101,6 +103,7 @@ def test_expert_validation() -> None:
     with pytest.raises(ValueError, match="imperfection"):
         KitchenExpert(env, ["microwave"], imperfection=-1.0)
     expert = KitchenExpert(env, ["microwave"])
+    assert expert.clean_action is None
     with pytest.raises(RuntimeError, match="reset"):
         expert.predict()
 

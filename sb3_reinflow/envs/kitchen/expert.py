@@ -68,8 +68,8 @@ class KitchenExpert(KitchenTaskScripts):
 
     After each step, ``n_steps``, ``n_retries`` (repeated attempts and re-grasps), ``task_start_steps`` (the step
     at which each subtask script started) and ``finished`` (all subtask scripts done) describe the episode;
-    ``clean_action`` is the last action before its Gaussian arm noise (the label of DART-style data, which executes the
-    noisy action and records the clean one).
+    ``clean_action`` is the last action before its Gaussian arm noise (None before the episode's first action; the
+    label of DART-style data, which executes the noisy action and records the clean one).
 
     :param env: a ``FrankaKitchen-v1`` env (any wrappers; its ``unwrapped`` model and data are read)
     :param tasks: subtasks in the order to do them, among :data:`EXPERT_TASKS`
@@ -117,6 +117,7 @@ class KitchenExpert(KitchenTaskScripts):
         self.n_steps = 0
         self.task_start_steps: list[int] = []
         self.finished = False
+        self.clean_action: np.ndarray | None = None  # None until the first predict
 
     @staticmethod
     def _check_tasks(tasks: Sequence[str]) -> None:
@@ -146,6 +147,7 @@ class KitchenExpert(KitchenTaskScripts):
         self.n_steps = 0
         self.task_start_steps = []
         self.finished = False
+        self.clean_action = None
 
     def predict(self, observation: np.ndarray | None = None) -> np.ndarray:
         """
