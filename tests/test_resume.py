@@ -265,12 +265,20 @@ def _zoo_conf(folder: Path, signal_step: int) -> Path:
     return path
 
 
-def _python(args: list[str], cwd: Path, timeout: float = 300) -> str:
+def _python(args: list[str], cwd: Path, timeout: float = 300, new_session: bool = False) -> str:
     import subprocess
     import sys
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(cwd), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        start_new_session=new_session,  # its own process group, for a signal to the whole group
+    )
     assert result.returncode == 0, f"{args}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     return result.stdout
 
@@ -291,13 +299,18 @@ class SlowWorker(gym.Wrapper):
 
     def step(self, action):
         self.n_steps += 1
-        if self.n_steps == self.signal_step:
+        if self.n_steps == self.signal_step and GROUP:
+            os.killpg(os.getpgid(self.learner_pid), signal.SIGINT)  # a terminal's Ctrl-C: learner and workers
+        elif self.n_steps == self.signal_step:
             time.sleep(0.5)  # the learner reads the other worker's reply meanwhile
             os.kill(self.learner_pid, signal.SIGINT)
             time.sleep(0.3)
             os.kill(self.learner_pid, signal.SIGINT)  # a second Ctrl-C while the stop waits
             time.sleep(0.3)
         return self.env.step(action)
+
+
+GROUP = sys.argv[2:] == ["group"]
 
 
 def make(signal_step, learner_pid):
@@ -314,7 +327,10 @@ if __name__ == "__main__":
     except KeyboardInterrupt:
         print("interrupted")
     finally:
-        env.close()
+        try:
+            env.close()
+        except EOFError:  # workers ended by the signal, as rl_zoo3 expects
+            print("workers gone")
     print("closed")
 """
 
@@ -332,6 +348,15 @@ def test_ctrl_c_between_two_subprocess_envs_replies_stops_cleanly(tmp_path: Path
     # end (save_freq=100: the periodic writes stopped at the first rollout's start)
     progress = json.loads((tmp_path / "resume" / "progress.json").read_text())
     assert progress["num_timesteps"] == 32
+
+
+def test_a_terminals_ctrl_c_that_ends_the_subprocess_envs_stops_as_an_interrupt(tmp_path: Path) -> None:
+    """SIGINT to the process group (a terminal's Ctrl-C): the workers die of it, and the learner's pipe error becomes
+    the KeyboardInterrupt of a Ctrl-C (so rl_zoo3 saves the model) after the handler's checkpoint."""
+    (tmp_path / "subproc_interrupt.py").write_text(SUBPROC_INTERRUPT)
+    output = _python(["subproc_interrupt.py", str(tmp_path / "resume"), "group"], tmp_path, timeout=120, new_session=True)
+    assert "stopping after the env step" in output and output.rstrip().endswith("interrupted\nworkers gone\nclosed")
+    assert json.loads((tmp_path / "resume" / "progress.json").read_text())["num_timesteps"] == 32
 
 
 def test_zoo_run_interrupted_by_sigterm_resumes_as_the_same_run(tmp_path: Path) -> None:

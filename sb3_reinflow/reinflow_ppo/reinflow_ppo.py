@@ -46,7 +46,7 @@ from sb3_reinflow.common.reinflow.noise_calibration import (
     needs_noise_calibration,
 )
 from sb3_reinflow.common.reinflow.ppo_update import ChainPPOUpdate
-from sb3_reinflow.common.reinflow.resume import release_signal_handlers
+from sb3_reinflow.common.reinflow.resume import interrupted_checkpoint, release_signal_handlers
 from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
 from sb3_reinflow.common.reinflow.training import (
     make_bc_reference,
@@ -450,5 +450,14 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
                 reset_num_timesteps=reset_num_timesteps,
                 progress_bar=progress_bar,
             )
+        except (EOFError, BrokenPipeError, ConnectionResetError) as error:
+            # A terminal's Ctrl-C reaches the subprocess envs too, and they die of it: after the checkpoint written for
+            # that signal, stop as a Ctrl-C does (rl_zoo3 then saves the model), not with the lost pipe's error.
+            folder = interrupted_checkpoint(callbacks)
+            if folder is None:
+                raise
+            raise KeyboardInterrupt(
+                f"training interrupted; resume checkpoint in {folder} (the subprocess envs ended with the signal)"
+            ) from error
         finally:
             release_signal_handlers(callbacks)  # SB3 skips on_training_end when an exception leaves learn

@@ -98,6 +98,7 @@ class ResumeCheckpoint(BaseCallback):
 
     # -- the training loop's events -------------------------------------------------------------------------------
     def _on_training_start(self) -> None:
+        self._interrupted = False
         if self.resume_from is not None:
             self._restore_callbacks(self.resume_from)
         self._install_handlers()
@@ -250,18 +251,35 @@ class ResumeCheckpoint(BaseCallback):
             rewrite_evaluations(callback)
 
 
-def release_signal_handlers(callbacks: list[BaseCallback]) -> None:
-    """
-    :param callbacks: a run's callbacks; every :class:`ResumeCheckpoint` among them (also inside a ``CallbackList`` or
-        an ``EventCallback``) gives back its signal handlers (:meth:`ResumeCheckpoint.release`)
-    """
+def _resume_checkpoints(callbacks: list[BaseCallback]) -> list[ResumeCheckpoint]:
+    """:return: the :class:`ResumeCheckpoint` callbacks among ``callbacks`` (also in ``CallbackList``, ``EventCallback``)"""
+    found: list[ResumeCheckpoint] = []
     for callback in callbacks:
         if isinstance(callback, ResumeCheckpoint):
-            callback.release()
+            found.append(callback)
         elif isinstance(callback, CallbackList):
-            release_signal_handlers(callback.callbacks)
+            found += _resume_checkpoints(callback.callbacks)
         elif isinstance(callback, EventCallback) and callback.callback is not None:
-            release_signal_handlers([callback.callback])
+            found += _resume_checkpoints([callback.callback])
+    return found
+
+
+def release_signal_handlers(callbacks: list[BaseCallback]) -> None:
+    """
+    :param callbacks: a run's callbacks; every :class:`ResumeCheckpoint` among them gives back its signal handlers
+        (:meth:`ResumeCheckpoint.release`)
+    """
+    for callback in _resume_checkpoints(callbacks):
+        callback.release()
+
+
+def interrupted_checkpoint(callbacks: list[BaseCallback]) -> Path | None:
+    """
+    :param callbacks: a run's callbacks
+    :return: the folder of a :class:`ResumeCheckpoint` among them that wrote its checkpoint for SIGINT / SIGTERM in
+        this run (None if none did)
+    """
+    return next((callback.folder for callback in _resume_checkpoints(callbacks) if callback._interrupted), None)
 
 
 class ResumedRun(NamedTuple):
