@@ -173,11 +173,11 @@ def test_help_runs() -> None:
 def test_policy_kwargs_option_names_classes_by_name(name):
     from torch import nn
 
-    from sb3_reinflow.tools import policy_kwargs_argument
+    from sb3_reinflow.common.policy_json import policy_kwargs_from_json
     from sb3_reinflow.tools.pretrain import make_parser
 
     text = json.dumps({"velocity_activation_fn": name, "obs_clip": 5.0, "max_noise_std": {"float": "inf"}})
-    parsed = policy_kwargs_argument(text)
+    parsed = policy_kwargs_from_json(text)
     assert parsed == {"velocity_activation_fn": nn.Mish, "obs_clip": 5.0, "max_noise_std": float("inf")}
     args = make_parser().parse_args(["--env", "Hopper-v4", "--data", "d", "--output", "p", "--policy-kwargs", text])
     assert args.policy_kwargs["velocity_activation_fn"] is nn.Mish
@@ -193,16 +193,16 @@ def test_policy_kwargs_option_names_classes_by_name(name):
     ],
 )
 def test_policy_kwargs_option_refuses_other_classes_with_the_accepted_names(kwargs, message):
-    from sb3_reinflow.tools import policy_kwargs_argument
+    from sb3_reinflow.common.policy_json import policy_kwargs_from_json
 
     with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message)):
-        policy_kwargs_argument(json.dumps(kwargs))
+        policy_kwargs_from_json(json.dumps(kwargs))
 
 
 def test_policy_kwargs_option_explains_text_that_is_not_a_json_object():
-    from sb3_reinflow.tools import policy_kwargs_argument
+    from sb3_reinflow.common.policy_json import policy_kwargs_from_json
 
     with pytest.raises(argparse.ArgumentTypeError, match="is not JSON"):
-        policy_kwargs_argument("{obs_clip: 5}")
+        policy_kwargs_from_json("{obs_clip: 5}")
     with pytest.raises(argparse.ArgumentTypeError, match="must be a JSON object"):
-        policy_kwargs_argument("[1, 2]")
+        policy_kwargs_from_json("[1, 2]")

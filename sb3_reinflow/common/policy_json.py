@@ -5,6 +5,7 @@ classes a file may name (:data:`SAFE_CLASSES`, nothing else is ever imported on 
 """
 
 import json
+from argparse import ArgumentTypeError
 from typing import Any
 
 import numpy as np
@@ -116,19 +117,27 @@ def _class_from_name(value: Any, key: str) -> type:
 
 def policy_kwargs_from_json(text: str) -> dict[str, Any]:
     """
-    Parse the ``--policy-kwargs`` of a command line: a JSON object whose class-valued arguments
-    (:data:`CLASS_ARGUMENTS`) name a class, as ``"Mish"``, ``"torch.nn.Mish"`` or a policy file's
+    The ``type`` of a command line's ``--policy-kwargs``: a JSON object whose class-valued arguments
+    (:data:`CLASS_ARGUMENTS`) name a class as ``"Mish"``, ``"torch.nn.Mish"`` or a policy file's
     ``{"class": "torch.nn.Mish"}``. Only the classes of :data:`CLASS_ARGUMENTS` can be named; nothing is imported.
+    Errors are ``argparse.ArgumentTypeError``, whose message argparse shows (it replaces a ``ValueError``'s).
 
     :param text: the JSON text
     :return: the policy arguments
     """
-    value = json.loads(text)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ArgumentTypeError(f"{text!r} is not JSON ({error}); quote it, e.g. '{{\"obs_clip\": 5.0}}'") from error
     if not isinstance(value, dict):
-        raise ValueError(f"--policy-kwargs {text!r} must be a JSON object, e.g. '{{\"obs_clip\": 5.0}}'")
-    return {
-        key: _class_from_name(item, key) if key in CLASS_ARGUMENTS else decode_value(item, key) for key, item in value.items()
-    }
+        raise ArgumentTypeError(f"{text!r} must be a JSON object, e.g. '{{\"obs_clip\": 5.0}}'")
+    try:
+        return {
+            key: _class_from_name(item, key) if key in CLASS_ARGUMENTS else decode_value(item, key)
+            for key, item in value.items()
+        }
+    except ValueError as error:
+        raise ArgumentTypeError(str(error)) from error
 
 
 def _encode_bound(values: np.ndarray) -> Any:

@@ -46,12 +46,9 @@ from sb3_reinflow.common.reinflow.noise_calibration import (
     needs_noise_calibration,
 )
 from sb3_reinflow.common.reinflow.ppo_update import ChainPPOUpdate
-from sb3_reinflow.common.reinflow.resume import interrupted_checkpoint, release_signal_handlers
+from sb3_reinflow.common.reinflow.resume import signal_handling_ends
 from sb3_reinflow.common.reinflow.policies import ReinFlowPolicy
-from sb3_reinflow.common.reinflow.training import (
-    make_bc_reference,
-    record_chain_stats,
-)
+from sb3_reinflow.common.reinflow.training import make_bc_reference, record_chain_stats
 from sb3_reinflow.common.save_util import atomic_write, sb3_save_path
 from sb3_reinflow.reinflow_ppo.policies import CnnPolicy, MlpPolicy, MultiInputPolicy
 from sb3_reinflow.reinflow_ppo.sb3_load import sb3_load_with_security_note
@@ -441,7 +438,7 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
         first: list[BaseCallback] = [EnvStepCounter()]
         if needs_noise_calibration(self, reset_num_timesteps):
             first.append(NoiseCalibrationCallback(self.noise_calibration_episodes, self.noise_calibration, self.verbose))
-        try:
+        with signal_handling_ends(callbacks):
             return super().learn(
                 total_timesteps=total_timesteps,
                 callback=[*first, *callbacks],
@@ -450,14 +447,3 @@ class ReinFlowPPO(ChainPPOUpdate, PPO):
                 reset_num_timesteps=reset_num_timesteps,
                 progress_bar=progress_bar,
             )
-        except (EOFError, BrokenPipeError, ConnectionResetError) as error:
-            # A terminal's Ctrl-C reaches the subprocess envs too, and they die of it: after the checkpoint written for
-            # that signal, stop as a Ctrl-C does (rl_zoo3 then saves the model), not with the lost pipe's error.
-            folder = interrupted_checkpoint(callbacks)
-            if folder is None:
-                raise
-            raise KeyboardInterrupt(
-                f"training interrupted; resume checkpoint in {folder} (the subprocess envs ended with the signal)"
-            ) from error
-        finally:
-            release_signal_handlers(callbacks)  # SB3 skips on_training_end when an exception leaves learn

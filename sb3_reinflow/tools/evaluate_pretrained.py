@@ -41,9 +41,9 @@ from stable_baselines3.common.preprocessing import is_image_space, is_image_spac
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecTransposeImage
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 
-from sb3_reinflow.tools import policy_kwargs_argument
 import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow.common.policy_json import policy_kwargs_from_json
 from sb3_reinflow.common.reinflow.callbacks import EVAL_PROTOCOLS
 from sb3_reinflow.common.data import episode_returns, load_reinflow_dataset, unnormalized
 from sb3_reinflow.common.save_util import atomic_write
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--n-envs", type=int, default=1, help="evaluation envs (episodes run in parallel)")
     parser.add_argument(
         "--policy-kwargs",
-        type=policy_kwargs_argument,
+        type=policy_kwargs_from_json,
         default={},
         help="policy options to override (JSON), e.g. '{\"obs_clip\": 5.0}'",
     )

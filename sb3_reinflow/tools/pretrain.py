@@ -36,9 +36,9 @@ import gymnasium as gym
 import torch as th
 from stable_baselines3.common.env_util import make_vec_env
 
-from sb3_reinflow.tools import policy_kwargs_argument
 import sb3_reinflow.envs  # noqa: F401  (registers the kitchen ids, e.g. sb3_reinflow/Kitchen-complete-v0)
 from sb3_reinflow import ActionChunkWrapper, ReinFlowPolicy, ReinFlowPPO
+from sb3_reinflow.common.policy_json import policy_kwargs_from_json
 from sb3_reinflow.common.data import (
     NormalizationStats,
     TrajectoryDataset,
@@ -81,7 +81,7 @@ def make_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="widen observation ranges narrower than this (observation units) before normalising; 0: ReinFlow's rule",
     )
-    parser.add_argument("--policy-kwargs", type=policy_kwargs_argument, default={}, help="extra ReinFlowPolicy kwargs (JSON)")
+    parser.add_argument("--policy-kwargs", type=policy_kwargs_from_json, default={}, help="extra ReinFlowPolicy kwargs (JSON)")
     parser.add_argument("--n-gradient-steps", type=int, default=40_000, help="AdamW steps (the shipped checkpoints' count)")
     parser.add_argument("--batch-size", type=int, default=256, help="minibatch size")
     parser.add_argument("--learning-rate", type=float, default=1e-3, help="initial learning rate of the cosine schedule")

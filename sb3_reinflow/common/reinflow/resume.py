@@ -20,6 +20,8 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -280,6 +282,29 @@ def interrupted_checkpoint(callbacks: list[BaseCallback]) -> Path | None:
         this run (None if none did)
     """
     return next((callback.folder for callback in _resume_checkpoints(callbacks) if callback._interrupted), None)
+
+
+@contextmanager
+def signal_handling_ends(callbacks: list[BaseCallback]) -> Iterator[None]:
+    """
+    Around ``learn``: however it ends, the :class:`ResumeCheckpoint` callbacks among ``callbacks`` give back their
+    signal handlers (SB3 skips ``on_training_end`` when an exception leaves learn). A terminal's Ctrl-C reaches
+    subprocess envs too, and they die of it: once a checkpoint was written for that signal, the lost pipe's error
+    becomes the ``KeyboardInterrupt`` of a Ctrl-C (rl_zoo3 then saves the model as usual).
+
+    :param callbacks: the run's callbacks
+    """
+    try:
+        yield
+    except (EOFError, BrokenPipeError, ConnectionResetError) as error:
+        folder = interrupted_checkpoint(callbacks)
+        if folder is None:
+            raise
+        raise KeyboardInterrupt(
+            f"training interrupted; resume checkpoint in {folder} (the subprocess envs ended with the signal)"
+        ) from error
+    finally:
+        release_signal_handlers(callbacks)
 
 
 class ResumedRun(NamedTuple):
