@@ -135,8 +135,7 @@ class ResumeCheckpoint(BaseCallback):
                     self._write()
         finally:
             stop_requested = self._stop_requested
-            self._in_rollout = self._stop_requested = False
-            self._remove_handlers()
+            self.release()
         if stop_requested:  # no step came after the signal (another callback ended the rollout): stop all the same
             raise self._stopped()
 
@@ -266,45 +265,27 @@ def _resume_checkpoints(callbacks: list[BaseCallback]) -> list[ResumeCheckpoint]
     return found
 
 
-def release_signal_handlers(callbacks: list[BaseCallback]) -> None:
-    """
-    :param callbacks: a run's callbacks; every :class:`ResumeCheckpoint` among them gives back its signal handlers
-        (:meth:`ResumeCheckpoint.release`)
-    """
-    for callback in _resume_checkpoints(callbacks):
-        callback.release()
-
-
-def interrupted_checkpoint(callbacks: list[BaseCallback]) -> Path | None:
-    """
-    :param callbacks: a run's callbacks
-    :return: the folder of a :class:`ResumeCheckpoint` among them that wrote its checkpoint for SIGINT / SIGTERM in
-        this run (None if none did)
-    """
-    return next((callback.folder for callback in _resume_checkpoints(callbacks) if callback._interrupted), None)
-
-
 @contextmanager
 def signal_handling_ends(callbacks: list[BaseCallback]) -> Iterator[None]:
     """
     Around ``learn``: however it ends, the :class:`ResumeCheckpoint` callbacks among ``callbacks`` give back their
-    signal handlers (SB3 skips ``on_training_end`` when an exception leaves learn). A terminal's Ctrl-C reaches
-    subprocess envs too, and they die of it: once a checkpoint was written for that signal, the lost pipe's error
-    becomes the ``KeyboardInterrupt`` of a Ctrl-C (rl_zoo3 then saves the model as usual).
+    signal handlers (:meth:`ResumeCheckpoint.release`; SB3 skips ``on_training_end`` when an exception leaves learn).
+    A terminal's Ctrl-C reaches subprocess envs too, and they die of it: once a checkpoint was written for that signal,
+    the lost pipe's error becomes the ``KeyboardInterrupt`` of a Ctrl-C (rl_zoo3 then saves the model as usual).
 
     :param callbacks: the run's callbacks
     """
+    checkpoints = _resume_checkpoints(callbacks)
     try:
         yield
     except (EOFError, BrokenPipeError, ConnectionResetError) as error:
-        folder = interrupted_checkpoint(callbacks)
-        if folder is None:
+        interrupted = next((checkpoint for checkpoint in checkpoints if checkpoint._interrupted), None)
+        if interrupted is None:
             raise
-        raise KeyboardInterrupt(
-            f"training interrupted; resume checkpoint in {folder} (the subprocess envs ended with the signal)"
-        ) from error
+        raise KeyboardInterrupt(f"{interrupted._stopped()} (the subprocess envs ended with the signal)") from error
     finally:
-        release_signal_handlers(callbacks)
+        for checkpoint in checkpoints:
+            checkpoint.release()
 
 
 class ResumedRun(NamedTuple):
